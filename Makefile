@@ -1,0 +1,60 @@
+# crossmodal: two commands.  `make run` = set up + run the default (toy) config + report.
+#                            `make test` = set up + lint + tests.  Both are idempotent.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+CORES ?= 2
+SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --printshellcmds --show-failed-logs
+PYTEST_ARGS ?=
+
+.PHONY: setup kallisto run report test lint bench clean help
+
+help:
+	@echo "make run    set up .venv, run the default config on $(CORES) cores, write results/report.html"
+	@echo "make test   set up .venv, lint the workflow, run the test suite"
+	@echo "make bench  benchmarks (tiler, LMDB, metrics); prints ratios"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+setup: $(STAMP) kallisto
+
+# kallisto 0.48.0 (Debian bookworm); indices are not compatible across versions, so the
+# conda env in envs/kallisto.yaml pins the same version.
+kallisto:
+	@if command -v kallisto >/dev/null 2>&1; then \
+	  echo "kallisto: $$(kallisto version)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing kallisto from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kallisto >/dev/null; \
+	else \
+	  echo "kallisto is missing: 'sudo apt-get install kallisto' (Debian/Ubuntu) or" >&2; \
+	  echo "  'conda env create -f envs/kallisto.yaml && conda activate crossmodal-kallisto'" >&2; \
+	  exit 1; \
+	fi
+
+run: setup
+	$(SNAKEMAKE)
+	$(BIN)/snakemake --cores 1 --report results/report.html
+	@echo "report: results/report.html"
+
+report: setup
+	$(BIN)/snakemake --cores 1 --report results/report.html
+
+lint: setup
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check .
+
+test: setup lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m crossmodal.bench
+
+clean:
+	rm -rf results/toy results/tiles results/expression results/splits logs benchmarks .snakemake

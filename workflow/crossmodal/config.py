@@ -1,0 +1,103 @@
+"""Config loading and validation.
+
+The schema lives in ``workflow/schemas/config.schema.yaml``; each top-level section has its
+own file under ``workflow/schemas/config/`` referenced with ``$ref``.  Validation fills in
+defaults (so every key the code reads exists) and rejects unknown or mistyped keys with a
+message that names the key path, e.g. ``config: tiling.tile_sise: unknown key``.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+
+
+class ConfigError(ValueError):
+    """A config or sample sheet that does not validate; the message names the key."""
+
+
+def _with_defaults(cls):
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "$ref" in sub and "default" not in sub:
+                    resolved = validator._resolver.lookup(sub["$ref"]).contents
+                    sub = resolved
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def _registry(schema_dir: Path) -> Registry:
+    resources = []
+    for path in sorted(schema_dir.rglob("*.yaml")):
+        contents = yaml.safe_load(path.read_text())
+        rel = path.relative_to(schema_dir).as_posix()
+        resources.append((rel, Resource.from_contents(contents, default_specification=DRAFT202012)))
+    return Registry().with_resources(resources)
+
+
+def _path(err) -> str:
+    return ".".join(str(p) for p in err.absolute_path) or "<top level>"
+
+
+def _message(err, what: str) -> str:
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        loc = _path(err)
+        keys = ", ".join((f"{loc}.{k}" if loc != "<top level>" else k) for k in extra)
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        return f"{what}: unknown key {keys} (allowed here: {allowed})"
+    return f"{what}: {_path(err)}: {err.message}"
+
+
+def validate(instance: dict, schema_file: str | Path, what: str = "config") -> dict:
+    """Validate ``instance`` in place against ``schema_file``, filling defaults.
+
+    Raises :class:`ConfigError` naming the first offending key.  Returns the instance.
+    """
+    schema_file = Path(schema_file)
+    if not schema_file.is_absolute():
+        schema_file = SCHEMA_DIR / schema_file
+    schema = yaml.safe_load(schema_file.read_text())
+    registry = _registry(schema_file.parent)
+    v = _Validator(schema, registry=registry)
+    # two passes: the first fills defaults (which may create sub-objects), the second reports
+    errors = sorted(v.iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    if errors:
+        raise ConfigError(_message(errors[0], what))
+    return instance
+
+
+def load_config(config: dict | None = None, path: str | Path | None = None) -> dict:
+    """Load (optionally from ``path``) and validate a pipeline config."""
+    cfg: dict[str, Any] = {}
+    if path is not None:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    if config:
+        cfg = _merge(cfg, config)
+    return validate(cfg, SCHEMA_DIR / "config.schema.yaml", "config")
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out

@@ -1,0 +1,73 @@
+"""The sample sheet: one row per sample (patient, sample, cohort, dataset, slide, expression...).
+
+Validated row by row against ``workflow/schemas/samples.schema.yaml``.  For a user's sheet
+every referenced file must exist; errors name the sheet, the row's sample id and the column.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from crossmodal.config import SCHEMA_DIR, ConfigError, validate
+
+COLUMNS = ["patient", "sample", "cohort", "dataset", "slide", "expression", "expression_format", "mpp"]
+
+
+class SampleSheetError(ConfigError):
+    pass
+
+
+def read_sheet(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise SampleSheetError(f"sample sheet {path}: file not found")
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    return normalise(df, str(path))
+
+
+def normalise(df: pd.DataFrame, what: str = "sample sheet") -> pd.DataFrame:
+    """Validate rows, fill defaults, check uniqueness; returns a copy indexed by sample."""
+    rows = []
+    for i, rec in enumerate(df.to_dict(orient="records")):
+        rec = {k: v for k, v in rec.items() if not (k == "mpp" and v in ("", None))}
+        if "mpp" in rec and rec["mpp"] not in (None, ""):
+            try:
+                rec["mpp"] = float(rec["mpp"])
+            except (TypeError, ValueError):
+                raise SampleSheetError(f"{what}: row {i + 1} (sample {rec.get('sample')}): mpp {rec['mpp']!r} is not a number")
+        try:
+            validate(rec, SCHEMA_DIR / "samples.schema.yaml", f"{what}: row {i + 1} (sample {rec.get('sample', '?')})")
+        except ConfigError as e:
+            raise SampleSheetError(str(e)) from None
+        if rec["expression"] and not rec["expression_format"]:
+            raise SampleSheetError(f"{what}: sample {rec['sample']}: expression given but expression_format is empty")
+        rows.append(rec)
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    dup = out["sample"][out["sample"].duplicated()].unique()
+    if len(dup):
+        raise SampleSheetError(f"{what}: duplicated sample id(s): {', '.join(dup)}")
+    return out.set_index("sample", drop=False)
+
+
+def check_files(df: pd.DataFrame, what: str = "sample sheet") -> None:
+    """Every slide / expression path named in the sheet must exist."""
+    missing = []
+    for rec in df.to_dict(orient="records"):
+        for col in ("slide", "expression"):
+            for p in filter(None, str(rec[col]).split(";")):
+                if not Path(p).exists():
+                    missing.append(f"sample {rec['sample']}: {col} file {p} does not exist")
+    if missing:
+        raise SampleSheetError(f"{what}: " + "; ".join(missing[:20]) + (f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""))
+
+
+def load(config: dict) -> pd.DataFrame:
+    """The sample table the workflow runs on: the toy cohort's plan or the user's sheet."""
+    if config["cohort"]["source"] == "toy":
+        from crossmodal.toy import plan
+
+        return normalise(plan(config), "toy cohort plan")
+    df = read_sheet(config["cohort"]["samples"])
+    check_files(df, config["cohort"]["samples"])
+    return df

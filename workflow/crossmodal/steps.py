@@ -1,0 +1,143 @@
+"""The step registry: one library function per pipeline step.
+
+Every rule calls a step through a two-line script in ``workflow/scripts/`` and every step is
+also a command line, ``python -m crossmodal <step> --input k=path --output k=path
+--params '{"json": ...}'``, so each rule can be rerun by hand outside Snakemake.
+
+A step is a function ``f(inputs, outputs, params, *, threads=1, log=None)`` where ``inputs``
+and ``outputs`` map names to paths (str, or lists of str) and ``params`` is a dict.
+Register one with ``@step("name")`` in the module that holds its logic and list that module
+in ``_STEP_MODULES`` below.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from typing import Callable
+
+_REGISTRY: dict[str, Callable] = {}
+
+# modules whose import registers steps; keep sorted
+_STEP_MODULES = [
+    "crossmodal.cells",
+    "crossmodal.download.steps",
+    "crossmodal.expression.steps",
+    "crossmodal.metrics.steps",
+    "crossmodal.report",
+    "crossmodal.tiling",
+    "crossmodal.toy",
+]
+
+log = logging.getLogger("crossmodal")
+
+
+def step(name: str):
+    def deco(fn):
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
+            raise RuntimeError(f"step {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_all() -> None:
+    for mod in _STEP_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:  # a module not written yet
+            if e.name and (e.name == mod or mod.startswith(e.name + ".")):
+                continue
+            raise
+
+
+def get(name: str) -> Callable:
+    if name not in _REGISTRY:
+        _load_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown step {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def setup_logging(logfile: str | None = None, level: int = logging.INFO) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if logfile:
+        from pathlib import Path
+
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(logfile, mode="w"))
+    logging.basicConfig(level=level, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _plain(named) -> dict:
+    out = {}
+    for k, v in named.items():
+        out[k] = [str(x) for x in v] if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+def run(name: str, inputs: dict, outputs: dict, params: dict, *, threads: int = 1,
+        logfile: str | None = None):
+    setup_logging(logfile)
+    fn = get(name)
+    log.info("step %s: start (threads=%d)", name, threads)
+    t0 = time.perf_counter()
+    try:
+        result = fn(inputs, outputs, params, threads=threads, log=logfile)
+    except Exception:
+        log.exception("step %s failed", name)
+        raise
+    log.info("step %s: done in %.1f s", name, time.perf_counter() - t0)
+    return result
+
+
+def run_from_snakemake(smk, name: str):
+    """Entry point for ``workflow/scripts/*.py``: unpack the ``snakemake`` object."""
+    inputs = {k: v for k, v in smk.input.items()}
+    outputs = {k: v for k, v in smk.output.items()}
+    params = {k: v for k, v in smk.params.items()}
+    params.setdefault("wildcards", dict(smk.wildcards.items()))
+    logfile = smk.log[0] if len(smk.log) else None
+    return run(name, _plain(inputs), _plain(outputs), params, threads=smk.threads, logfile=logfile)
+
+
+def _kv(items):
+    out: dict = {}
+    for it in items or []:
+        if "=" not in it:
+            raise SystemExit(f"expected name=path, got {it!r}")
+        k, v = it.split("=", 1)
+        if k in out:
+            out[k] = (out[k] if isinstance(out[k], list) else [out[k]]) + [v]
+        else:
+            out[k] = v
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m crossmodal",
+                                description="Run one crossmodal pipeline step outside Snakemake.")
+    p.add_argument("step", nargs="?", help="step name (omit with --list)")
+    p.add_argument("--list", action="store_true", help="list known steps")
+    p.add_argument("--input", "-i", action="append", metavar="NAME=PATH")
+    p.add_argument("--output", "-o", action="append", metavar="NAME=PATH")
+    p.add_argument("--params", default="{}", help="JSON object of parameters (or @file.json)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log", default=None)
+    a = p.parse_args(argv)
+    if a.list or not a.step:
+        _load_all()
+        for n in sorted(_REGISTRY):
+            doc = (_REGISTRY[n].__doc__ or "").strip().splitlines()
+            print(f"{n:28s} {doc[0] if doc else ''}")
+        return 0
+    params = a.params
+    if params.startswith("@"):
+        params = open(params[1:]).read()
+    run(a.step, _kv(a.input), _kv(a.output), json.loads(params), threads=a.threads, logfile=a.log)
+    return 0

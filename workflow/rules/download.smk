@@ -1,0 +1,1 @@
+# rules for download (filled in by its issue)

@@ -1,0 +1,1 @@
+# rules for expression (filled in by its issue)

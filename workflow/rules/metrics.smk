@@ -1,0 +1,1 @@
+# rules for metrics (filled in by its issue)

@@ -1,0 +1,1 @@
+# rules for report (filled in by its issue)

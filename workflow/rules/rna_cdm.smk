@@ -1,0 +1,1 @@
+# rules for rna_cdm (filled in by its issue)

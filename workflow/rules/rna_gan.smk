@@ -1,0 +1,1 @@
+# rules for rna_gan (filled in by its issue)

@@ -1,0 +1,1 @@
+# rules for tiling (filled in by its issue)

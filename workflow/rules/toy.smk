@@ -1,0 +1,1 @@
+# rules for toy (filled in by its issue)
