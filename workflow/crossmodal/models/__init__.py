@@ -1,0 +1,1 @@
+"""Models shared across the four papers (one implementation per idea)."""
