@@ -19,3 +19,8 @@ def sample_field(field):
         return SAMPLES.loc[wildcards.sample, field]
 
     return fn
+
+
+def pipeline_targets(wildcards):
+    """Every default target except the run summary itself (so the summary runs last)."""
+    return [t for t in ALL_TARGETS if not str(t).startswith("results/report/")]

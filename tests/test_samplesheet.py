@@ -1,0 +1,58 @@
+"""The user's sample sheet: validated row by row, errors name the sheet, sample and column."""
+import pandas as pd
+import pytest
+
+from crossmodal.samplesheet import SampleSheetError, check_files, read_sheet
+
+COLS = "patient\tsample\tcohort\tdataset\tslide\texpression\texpression_format\tmpp\n"
+
+
+def _sheet(tmp_path, rows):
+    p = tmp_path / "samples.tsv"
+    p.write_text(COLS + "".join("\t".join(r) + "\n" for r in rows))
+    return p
+
+
+def test_valid_sheet_reads_with_defaults(tmp_path):
+    slide = tmp_path / "a.svs"
+    slide.write_bytes(b"x")
+    p = _sheet(tmp_path, [["P1", "S1", "TCGA-LUAD", "tcga", str(slide), "", "", "0.25"],
+                          ["P1", "S2", "TCGA-LUAD", "tcga", "", "", "", ""]])
+    df = read_sheet(p)
+    assert list(df.index) == ["S1", "S2"]
+    assert df.loc["S1", "mpp"] == 0.25 and pd.isna(df.loc["S2", "mpp"])
+    check_files(df, str(p))
+
+
+def test_missing_file_names_sample_and_column(tmp_path):
+    p = _sheet(tmp_path, [["P1", "S1", "TCGA-LUAD", "tcga", "nope.svs", "", "", ""]])
+    with pytest.raises(SampleSheetError, match=r"sample S1: slide file nope.svs does not exist"):
+        check_files(read_sheet(p), str(p))
+
+
+def test_duplicated_sample_id(tmp_path):
+    p = _sheet(tmp_path, [["P1", "S1", "C", "tcga", "", "", "", ""], ["P2", "S1", "C", "tcga", "", "", "", ""]])
+    with pytest.raises(SampleSheetError, match="duplicated sample id.*S1"):
+        read_sheet(p)
+
+
+def test_bad_format_and_bad_mpp_are_named(tmp_path):
+    p = _sheet(tmp_path, [["P1", "S1", "C", "tcga", "", "x.tsv", "salmon", ""]])
+    with pytest.raises(SampleSheetError, match=r"row 1 \(sample S1\): expression_format"):
+        read_sheet(p)
+    p = _sheet(tmp_path, [["P1", "S1", "C", "tcga", "", "", "", "fast"]])
+    with pytest.raises(SampleSheetError, match="mpp 'fast' is not a number"):
+        read_sheet(p)
+
+
+def test_unknown_column_is_named(tmp_path):
+    p = tmp_path / "s.tsv"
+    p.write_text("patient\tsample\tcohort\tdataset\tslyde\nP\tS\tC\ttcga\tx\n")
+    with pytest.raises(SampleSheetError, match="unknown key slyde"):
+        read_sheet(p)
+
+
+def test_expression_without_format(tmp_path):
+    p = _sheet(tmp_path, [["P1", "S1", "C", "tcga", "", "x.tsv", "", ""]])
+    with pytest.raises(SampleSheetError, match="expression_format is empty"):
+        read_sheet(p)

@@ -1,0 +1,68 @@
+"""Run-level report pieces: per-rule wall times from Snakemake benchmark files."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from crossmodal.fileio import save_figure, write_table
+from crossmodal.steps import step
+
+log = logging.getLogger(__name__)
+
+
+def collect_benchmarks(root: str | Path = "benchmarks") -> pd.DataFrame:
+    """One row per benchmark file: rule, job (wildcards), seconds, max RSS (MB)."""
+    rows = []
+    root = Path(root)
+    for f in sorted(root.rglob("*.tsv")):
+        try:
+            df = pd.read_csv(f, sep="\t")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+            log.warning("skipping unreadable benchmark file %s: %s", f, e)
+            continue
+        if df.empty or "s" not in df:
+            continue
+        rel = f.relative_to(root)
+        rows.append({
+            "rule": rel.parts[0],
+            "job": str(Path(*rel.parts[1:]).with_suffix("")),
+            "seconds": float(df["s"].iloc[-1]),
+            "max_rss_mb": float(df["max_rss"].iloc[-1]) if "max_rss" in df and pd.notna(df["max_rss"].iloc[-1]) else float("nan"),
+        })
+    return pd.DataFrame(rows, columns=["rule", "job", "seconds", "max_rss_mb"])
+
+
+def per_rule(jobs: pd.DataFrame) -> pd.DataFrame:
+    if jobs.empty:
+        return pd.DataFrame(columns=["rule", "jobs", "total_s", "max_s", "max_rss_mb"])
+    g = jobs.groupby("rule")
+    out = pd.DataFrame({
+        "jobs": g.size(),
+        "total_s": g["seconds"].sum().round(2),
+        "max_s": g["seconds"].max().round(2),
+        "max_rss_mb": g["max_rss_mb"].max().round(1),
+    }).reset_index().sort_values("total_s", ascending=False)
+    return out
+
+
+@step("summarise_runtimes")
+def summarise_runtimes(inputs, outputs, params, *, threads=1, log=None):
+    """Per-rule wall times of the run from benchmarks/ (table + bar chart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    jobs = collect_benchmarks(params.get("benchmarks", "benchmarks"))
+    table = per_rule(jobs)
+    total = float(table["total_s"].sum()) if len(table) else 0.0
+    logging.getLogger(__name__).info("%d jobs, %.1f s of job wall time in total", len(jobs), total)
+    write_table(outputs["table"], table, index=False)
+    fig, ax = plt.subplots(figsize=(7, 0.3 * max(len(table), 3) + 1))
+    ax.barh(table["rule"][::-1], table["total_s"][::-1], color="#4c72b0")
+    ax.set_xlabel("summed job wall time (s)")
+    ax.set_title(f"Per-rule wall time ({len(jobs)} jobs, {total:.0f} s in total)")
+    save_figure(fig, outputs["figure"])
+    plt.close(fig)
