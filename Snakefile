@@ -29,6 +29,8 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/vae.smk"
 include: "workflow/rules/rna_gan.smk"
 include: "workflow/rules/rna_cdm.smk"
+include: "workflow/rules/pathgen.smk"
+include: "workflow/rules/coherent.smk"
 include: "workflow/rules/report.smk"
 
 

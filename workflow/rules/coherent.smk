@@ -1,0 +1,1 @@
+# rules for coherent (filled in by its issue)

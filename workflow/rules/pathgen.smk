@@ -1,0 +1,1 @@
+# rules for pathgen (filled in by its issue)
