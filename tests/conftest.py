@@ -19,6 +19,14 @@ def run_snakemake(workdir, *args, configfile=None, config: dict | None = None, c
     """Run the repository's workflow with ``workdir`` as working directory."""
     import json
 
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    # the workflow reads config/ and resources/ relative to the working directory, as a
+    # user's checkout does; link them so a temporary working directory behaves the same
+    for name in ("config", "resources"):
+        link = workdir / name
+        if not link.exists():
+            link.symlink_to(REPO / name, target_is_directory=True)
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--cores", str(cores),
            "--configfile", str(configfile or REPO / "config" / "config.yaml")]
