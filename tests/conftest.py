@@ -27,12 +27,12 @@ def run_snakemake(workdir, *args, configfile=None, config: dict | None = None, c
         link = workdir / name
         if not link.exists():
             link.symlink_to(REPO / name, target_is_directory=True)
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
+    # targets and flags first: --configfile and --config take one or more values
+    cmd = [str(BIN / "snakemake"), *args, "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--cores", str(cores),
            "--configfile", str(configfile or REPO / "config" / "config.yaml")]
     if config:
         cmd += ["--config"] + [f"{k}={json.dumps(v)}" for k, v in config.items()]
-    cmd += list(args)
     e = dict(os.environ)
     e["PATH"] = f"{BIN}:{e.get('PATH', '')}"
     if env:

@@ -74,3 +74,92 @@ def write_flat_tiff(path, rgb: np.ndarray) -> Path:
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, np.ascontiguousarray(rgb, dtype=np.uint8), photometric="rgb")
     return Path(path)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+#: a single-level slide larger than this (pixels, either side) is refused as non-pyramidal:
+#: tiling it would decode the whole full-resolution image for every low-resolution read
+PYRAMID_MAX_FLAT_DIM = 4096
+
+
+def _tiff_structure(path: Path) -> str | None:
+    """Describe why a TIFF that OpenSlide refused is unusable, or None if it is no TIFF."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tf:
+            pages = list(tf.pages)
+            first = pages[0]
+            tiled = bool(getattr(first, "is_tiled", False))
+            shape = tuple(first.shape)
+            # decode one byte range of the first page: a truncated file fails here
+            if not tiled and len(pages) == 1:
+                return (f"non-pyramidal TIFF (one strip-organised level of shape {shape}); "
+                        "OpenSlide needs a tiled, multi-resolution slide - convert it, e.g. "
+                        "`vips tiffsave in.tif out.tif --tile --pyramid --compression jpeg`")
+            return f"corrupt or unsupported TIFF ({len(pages)} pages, first page {shape}, tiled={tiled})"
+    except Exception as e:  # noqa: BLE001 - any parse failure means 'not a readable TIFF'
+        return None if "not a TIFF" in str(e) else f"corrupt TIFF ({type(e).__name__}: {e})"
+
+
+def resolve_mpp(slide, path, mpp: float | None = None) -> float:
+    """Microns per pixel at level 0: the sample sheet's ``mpp`` if given, else the slide's.
+
+    Raises :class:`SlideError` naming ``path`` when neither is known.
+    """
+    if mpp is not None and not (isinstance(mpp, float) and np.isnan(mpp)) and mpp != "":
+        mpp = float(mpp)
+        if not mpp > 0:
+            raise SlideError(f"slide {path}: mpp {mpp} from the sample sheet must be > 0")
+        return mpp
+    props = slide.properties
+    vals = []
+    for key in ("openslide.mpp-x", "openslide.mpp-y"):
+        try:
+            vals.append(float(props[key]))
+        except (KeyError, ValueError):
+            pass
+    if not vals or not all(v > 0 for v in vals):
+        raise SlideError(f"slide {path}: no microns-per-pixel metadata (openslide.mpp-x missing); "
+                         "give it in the sample sheet's `mpp` column")
+    return float(np.mean(vals))
+
+
+def open_slide(path, mpp: float | None = None, *, require_mpp: bool = True):
+    """Open ``path`` with OpenSlide, refusing unusable files with a :class:`SlideError`.
+
+    Errors name the file: missing file, corrupt / unreadable file, non-pyramidal TIFF, and
+    (with ``require_mpp``) a slide without MPP metadata when the sample sheet gives none.
+    The returned ``openslide.OpenSlide`` carries ``.mpp`` (level-0 µm/px, or None) and
+    ``.path``.
+    """
+    import openslide
+
+    path = Path(path)
+    if not path.exists():
+        raise SlideError(f"slide {path}: file not found")
+    if not path.is_file() or path.stat().st_size == 0:
+        raise SlideError(f"slide {path}: not a regular, non-empty file")
+    try:
+        slide = openslide.OpenSlide(str(path))
+    except openslide.OpenSlideError as e:
+        why = _tiff_structure(path) or f"corrupt or not a whole-slide image ({e})"
+        raise SlideError(f"slide {path}: {why}") from None
+    if slide.level_count == 1 and max(slide.dimensions) > PYRAMID_MAX_FLAT_DIM:
+        slide.close()
+        raise SlideError(f"slide {path}: non-pyramidal slide (one level of {slide.dimensions}); "
+                         "convert it to a tiled multi-resolution TIFF")
+    try:
+        slide.read_region((0, 0), slide.level_count - 1, (1, 1))
+    except openslide.OpenSlideError as e:
+        raise SlideError(f"slide {path}: corrupt, cannot decode ({e})") from None
+    slide.mpp = None
+    try:
+        slide.mpp = resolve_mpp(slide, path, mpp)
+    except SlideError:
+        if require_mpp:
+            slide.close()
+            raise
+    slide.path = str(path)
+    return slide

@@ -1,1 +1,67 @@
-# rules for tiling (filled in by its issue)
+# Whole-slide tiling (crossmodal.tiling): one LMDB of tiles per slide and preset, its QC
+# and a thumbnail with the kept tiles outlined; a per-preset QC table and figure.
+
+
+rule tile_slide:
+    input:
+        slide=sample_field("slide"),
+    output:
+        lmdb=directory("results/tiles/{preset}/{sample}.lmdb"),
+        qc="results/tiles/{preset}/{sample}.qc.json",
+        thumb=report(
+            "results/tiles/{preset}/{sample}.thumb.png",
+            caption="../report/tiling_thumbnail.rst",
+            category="Tiling",
+            subcategory="{preset}",
+            labels={"preset": "{preset}", "sample": "{sample}"},
+        ),
+    log:
+        "logs/tile_slide/{preset}/{sample}.log",
+    benchmark:
+        "benchmarks/tile_slide/{preset}/{sample}.tsv"
+    conda:
+        "../../envs/wsi.yaml"
+    params:
+        preset=lambda wildcards: config["tiling"]["presets"][wildcards.preset],
+        seed=config["seed"],
+        mpp=sample_field("mpp"),
+    script:
+        "../scripts/tile_slide.py"
+
+
+rule summarise_tiling:
+    input:
+        qc=expand("results/tiles/{{preset}}/{sample}.qc.json", sample=SLIDE_SAMPLES),
+    output:
+        table=report(
+            "results/tiles/{preset}/qc.tsv",
+            caption="../report/tiling_qc.rst",
+            category="Tiling",
+            subcategory="{preset}",
+            labels={"preset": "{preset}", "figure": "QC table"},
+        ),
+        figure=report(
+            "results/tiles/{preset}/qc.png",
+            caption="../report/tiling_qc.rst",
+            category="Tiling",
+            subcategory="{preset}",
+            labels={"preset": "{preset}", "figure": "QC per slide"},
+        ),
+    log:
+        "logs/summarise_tiling/{preset}.log",
+    benchmark:
+        "benchmarks/summarise_tiling/{preset}.tsv"
+    conda:
+        "../../envs/wsi.yaml"
+    script:
+        "../scripts/summarise_tiling.py"
+
+
+ALL_TARGETS.extend(expand("results/tiles/{preset}/qc.tsv", preset=PRESETS))
+ALL_TARGETS.extend(
+    expand(
+        "results/tiles/{preset}/{sample}.thumb.png",
+        preset=config["tiling"]["default_preset"],
+        sample=SLIDE_SAMPLES,
+    )
+)

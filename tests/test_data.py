@@ -1,0 +1,138 @@
+"""The tile LMDB hand-over: TileWriter, read_header, TileDataset (crossmodal.data)."""
+from __future__ import annotations
+
+import json
+
+import lmdb
+import numpy as np
+import pytest
+
+from crossmodal.data import (HEADER_KEY, TileDataset, TileStoreError, TileWriter, read_header,
+                             tile_key, unpack_record)
+
+
+def _tiles(n, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _write(path, tiles, sample, encoding="png", **hdr):
+    with TileWriter(path, {"sample": sample, "mpp": 0.5, "encoding": encoding, **hdr}) as w:
+        for i, t in enumerate(tiles):
+            w.add(t, {"sample": sample, "slide": f"{sample}.svs", "x": 64 * i, "y": 0,
+                      "mpp": 0.5, "tile_size": t.shape[0]})
+    return path
+
+
+def test_png_roundtrip_is_exact_and_rgb(tmp_path):
+    tiles = _tiles(5)
+    tiles[0] = 0
+    tiles[0, :, :, 0] = 255  # pure red: a BGR mix-up would read back blue
+    p = _write(tmp_path / "a.lmdb", tiles, "A")
+    ds = TileDataset(p)
+    assert len(ds) == 5
+    for i in range(5):
+        assert ds[i].dtype == np.uint8 and ds[i].shape == (32, 32, 3)
+        np.testing.assert_array_equal(ds[i], tiles[i])
+    assert tuple(ds[0][0, 0]) == (255, 0, 0)
+    m = ds.meta(3)
+    assert (m["sample"], m["x"], m["y"], m["mpp"], m["tile_size"], m["index"]) == ("A", 192, 0, 0.5, 32, 3)
+    hdr = read_header(p)
+    assert hdr["count"] == 5 and hdr["complete"] is True and hdr["tile_size"] == 32
+    assert hdr["version"] == 1 and hdr["encoding"] == "png" and hdr["key_format"] == "%08d"
+
+
+def test_raw_layout_is_documented_format(tmp_path):
+    """Readers in other languages rely on the documented key / value layout."""
+    p = _write(tmp_path / "a.lmdb", _tiles(2), "A")
+    env = lmdb.open(str(p), readonly=True, lock=False)
+    with env.begin() as txn:
+        keys = [k for k, _ in txn.cursor()]
+        assert set(keys) == {HEADER_KEY, b"00000000", b"00000001"} and tile_key(1) == b"00000001"
+        meta, img = unpack_record(txn.get(b"00000001"))
+        assert json.loads(txn.get(HEADER_KEY))["count"] == 2
+    env.close()
+    assert meta["index"] == 1 and img[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_jpeg_tiles_close_to_input(tmp_path):
+    smooth = np.zeros((1, 64, 64, 3), np.uint8)
+    smooth[0] = np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None]
+    smooth[0, :, :, 2] = 40
+    p = _write(tmp_path / "j.lmdb", smooth, "J", encoding="jpeg", jpeg_quality=90)
+    got = TileDataset(p)[0].astype(int)
+    assert np.abs(got - smooth[0]).mean() < 3
+
+
+def test_many_lmdbs_map_index_to_sample(tmp_path):
+    a = _write(tmp_path / "a.lmdb", _tiles(3, seed=1), "A")
+    b = _write(tmp_path / "b.lmdb", _tiles(4, seed=2), "B")
+    e = _write(tmp_path / "e.lmdb", [], "E")  # an empty slide (no tissue) is allowed
+    ds = TileDataset([a, e, b])
+    assert len(ds) == 7
+    assert list(ds.labels) == ["A"] * 3 + ["B"] * 4
+    assert list(ds.source_index) == [0, 0, 0, 2, 2, 2, 2]
+    np.testing.assert_array_equal(ds[3], _tiles(4, seed=2)[0])
+    np.testing.assert_array_equal(ds[-1], _tiles(4, seed=2)[3])
+    assert ds.meta(4)["sample"] == "B" and ds.meta(4)["lmdb"] == str(b)
+    with pytest.raises(IndexError):
+        ds[7]
+
+
+def test_transform_is_applied(tmp_path):
+    p = _write(tmp_path / "a.lmdb", _tiles(2), "A")
+    ds = TileDataset([p], transform=lambda x: x.mean())
+    assert ds[1] == pytest.approx(_tiles(2)[1].mean())
+
+
+def test_dataloader_with_two_workers(tmp_path):
+    import torch
+    from torch.utils.data import DataLoader
+
+    tiles = _tiles(10, seed=3)
+    p = _write(tmp_path / "a.lmdb", tiles, "A")
+    q = _write(tmp_path / "b.lmdb", tiles[::-1].copy(), "B")
+    ds = TileDataset([p, q], transform=lambda x: torch.from_numpy(x.copy()).permute(2, 0, 1))
+    ds[0]  # an environment opened in the parent must not leak into the workers
+    dl = DataLoader(ds, batch_size=4, num_workers=2, shuffle=False)
+    got = torch.cat(list(dl)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(got, np.concatenate([tiles, tiles[::-1]]))
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    out = tmp_path / "x.lmdb"
+    with pytest.raises(RuntimeError, match="boom"):
+        with TileWriter(out, {"encoding": "png"}) as w:
+            for t in _tiles(3):
+                w.add(t, {})
+            raise RuntimeError("boom")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_incomplete_lmdb_is_refused_naming_path(tmp_path):
+    bad = tmp_path / "half.lmdb"
+    env = lmdb.open(str(bad), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b"00000000", b"x")
+    env.close()
+    with pytest.raises(TileStoreError, match="half.lmdb.*no header"):
+        TileDataset([bad])
+    with pytest.raises(TileStoreError, match="nothere.lmdb.*not found"):
+        read_header(tmp_path / "nothere.lmdb")
+    env = lmdb.open(str(bad), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(HEADER_KEY, json.dumps({"format": "crossmodal-tiles", "version": 1, "complete": False}).encode())
+    env.close()
+    with pytest.raises(TileStoreError, match="half.lmdb.*not marked complete"):
+        read_header(bad)
+
+
+def test_writer_rejects_wrong_shapes(tmp_path):
+    with pytest.raises(ValueError, match="tile_size is 32"):
+        with TileWriter(tmp_path / "a.lmdb", {"tile_size": 32}) as w:
+            w.add(_tiles(1, size=16)[0], {})
+    with pytest.raises(ValueError, match="RGB uint8"):
+        with TileWriter(tmp_path / "b.lmdb", {}) as w:
+            w.add(np.zeros((8, 8), np.uint8), {})
+    assert not (tmp_path / "a.lmdb").exists() and not (tmp_path / "b.lmdb").exists()

@@ -1,0 +1,306 @@
+"""WSI tiling to LMDB (crossmodal.tiling) on real pyramidal TIFFs read by OpenSlide.
+
+The unit tests write their own small slides with crossmodal.slides.write_svs; the last tests
+run the rules through Snakemake (a user's sample sheet) and check the default toy run.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openslide
+import pytest
+from PIL import Image
+
+from crossmodal import steps
+from crossmodal.data import TileDataset, TileStoreError, read_header
+from crossmodal.slides import SlideError, write_flat_tiff, write_svs
+from crossmodal.tiling import kept_origins, reference_tile_slide, tile_slide
+
+REPO = Path(__file__).resolve().parents[1]
+TISSUE = (0, 0, 2048, 2048)        # level-0 boxes (x0, y0, x1, y1) of the planted regions
+PEN = (1536, 0, 2048, 1024)
+FLAT = (2048, 0, 2560, 1024)
+
+
+def make_slide_rgb(seed: int = 0) -> np.ndarray:
+    """3072 x 2048 px at 0.25 µm/px: textured tissue (left), a blue pen stroke over part of
+    it, a flat (low-contrast) stained patch, white glass elsewhere.  With 256-px tiles at
+    0.5 µm/px (512 level-0 px) the grid is 6 x 4."""
+    rng = np.random.default_rng(seed)
+    h, w = 2048, 3072
+    img = np.clip(rng.normal(242, 2, (h, w, 3)), 0, 255).astype(np.uint8)
+    x0, y0, x1, y1 = TISSUE
+    tissue = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    tissue[:] = (225, 140, 185)
+    # coarse colour texture (varies channel by channel, so a channel swap or a shift shows)
+    blocks = rng.integers(-60, 60, ((y1 - y0) // 32, (x1 - x0) // 32, 3))
+    tissue = np.clip(tissue + np.kron(blocks, np.ones((32, 32, 1), int)), 0, 255).astype(np.uint8)
+    # purple "nuclei"
+    for cy, cx in rng.integers(8, 2040, (3000, 2)):
+        tissue[cy - 6:cy + 6, cx - 6:cx + 6] = (90, 40, 130)
+    img[y0:y1, x0:x1] = tissue
+    x0, y0, x1, y1 = PEN
+    img[y0:y1, x0:x1] = (30, 60, 200)
+    x0, y0, x1, y1 = FLAT
+    img[y0:y1, x0:x1] = (215, 150, 185)
+    return img
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory) -> Path:
+    return write_svs(tmp_path_factory.mktemp("slides") / "S1.svs", make_slide_rgb())
+
+
+def _inside(x, y, size, box):
+    return box[0] <= x and x + size <= box[2] and box[1] <= y and y + size <= box[3]
+
+
+def test_kept_tiles_and_drop_reasons(slide, tmp_path):
+    qc = tile_slide(slide, tmp_path / "t.lmdb", sample="S1")
+    assert (qc["n_grid"], qc["size0"], qc["level"], qc["downsample"]) == (24, 512, 1, 2.0)
+    assert qc["mpp"] == pytest.approx(0.25) and qc["resize"] is False
+    origins = kept_origins(tmp_path / "t.lmdb")
+    # every tissue tile without pen is kept; pen, flat and glass tiles are dropped for their reason
+    expected = {(x, y) for x in range(0, 2048, 512) for y in range(0, 2048, 512)
+                if not _inside(x, y, 512, PEN)}
+    assert set(origins) == expected
+    assert qc["kept"] == 14
+    assert qc["dropped"] == {"background": 6, "pen": 2, "low_contrast": 2, "max_tiles": 0, "blur": 0}
+    hdr = read_header(tmp_path / "t.lmdb")
+    assert (hdr["count"], hdr["tile_size"], hdr["mpp"], hdr["sample"]) == (14, 256, 0.5, "S1")
+
+
+def test_stored_tile_equals_openslide_read_region(slide, tmp_path):
+    tile_slide(slide, tmp_path / "t.lmdb", sample="S1")
+    ds = TileDataset(tmp_path / "t.lmdb")
+    osl = openslide.OpenSlide(str(slide))
+    for i in range(0, len(ds), 3):
+        m = ds.meta(i)
+        assert (m["slide"], m["sample"], m["mpp"], m["tile_size"]) == (str(slide), "S1", 0.5, 256)
+        ref = np.asarray(osl.read_region((m["x"], m["y"]), 0, (512, 512)).convert("RGB")
+                         .resize((256, 256), Image.Resampling.BOX)).astype(int)
+        got = ds[i].astype(int)
+        assert got.shape == (256, 256, 3)
+        err = np.abs(got - ref).mean()
+        assert err < 4, f"tile {i} at {m['x']},{m['y']}: mean abs error {err:.1f}"
+        # the tolerance is far below what a channel swap or a one-tile shift would give
+        assert np.abs(got[..., ::-1] - ref).mean() > 5 * err + 5
+        shifted = np.asarray(osl.read_region((m["x"] + 64, m["y"]), 0, (512, 512)).convert("RGB")
+                             .resize((256, 256), Image.Resampling.BOX)).astype(int)
+        assert np.abs(got - shifted).mean() > 3 * err + 3
+    osl.close()
+
+
+@pytest.mark.parametrize("kw", [{}, {"max_tiles": 5, "seed": 3}, {"tile_size": 224, "mask_max_dim": 1024}],
+                         ids=["default", "sampled", "patch224"])
+def test_kept_set_identical_to_reference_tiler(slide, tmp_path, kw):
+    ours = tile_slide(slide, tmp_path / "ours.lmdb", **kw)
+    ref = reference_tile_slide(slide, tmp_path / "ref.lmdb", **kw)
+    assert kept_origins(tmp_path / "ours.lmdb") == kept_origins(tmp_path / "ref.lmdb")
+    assert ours["dropped"] == ref["dropped"] and ours["kept"] == ref["kept"] > 0
+    # same places, nearly the same pixels (read level + resize vs level 0 + PIL resize)
+    a, b = TileDataset(tmp_path / "ours.lmdb"), TileDataset(tmp_path / "ref.lmdb")
+    assert a[0].shape == (kw.get("tile_size", 256),) * 2 + (3,)
+    assert np.abs(a[0].astype(int) - b[0].astype(int)).mean() < 6
+
+
+def test_max_tiles_sampling_is_reproducible(slide, tmp_path):
+    sets = {}
+    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        qc = tile_slide(slide, tmp_path / f"{name}.lmdb", max_tiles=6, seed=seed)
+        assert qc["kept"] == 6 and qc["dropped"]["max_tiles"] == 8
+        sets[name] = kept_origins(tmp_path / f"{name}.lmdb")
+    assert sets["a"] == sets["b"] and sets["a"] != sets["c"]
+
+
+def test_blur_filter_when_enabled(slide, tmp_path):
+    qc = tile_slide(slide, tmp_path / "t.lmdb", min_sharpness=1e9)
+    assert qc["kept"] == 0 and qc["dropped"]["blur"] == 14
+
+
+def test_patch224_and_a_magnification_between_levels(slide, tmp_path):
+    qc = tile_slide(slide, tmp_path / "p.lmdb", tile_size=224)
+    assert (qc["size0"], qc["level"], qc["resize"]) == (448, 1, False)
+    assert TileDataset(tmp_path / "p.lmdb")[0].shape == (224, 224, 3)
+    # 0.6 µm/px lies between level 1 (0.5) and level 2 (1.0): read level 1, resize 307 -> 256 px
+    qc = tile_slide(slide, tmp_path / "q.lmdb", target_mpp=0.6)
+    assert (qc["size0"], qc["level"], qc["resize"]) == (614, 1, True)
+    ds = TileDataset(tmp_path / "q.lmdb")
+    m = ds.meta(0)
+    osl = openslide.OpenSlide(str(slide))
+    ref = np.asarray(osl.read_region((m["x"], m["y"]), 0, (614, 614)).convert("RGB")
+                     .resize((256, 256), Image.Resampling.BOX)).astype(int)
+    osl.close()
+    assert ds[0].shape == (256, 256, 3) and np.abs(ds[0].astype(int) - ref).mean() < 6
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_missing_file_named(tmp_path):
+    with pytest.raises(SlideError, match=r"nothere\.svs: file not found"):
+        tile_slide(tmp_path / "nothere.svs", tmp_path / "x.lmdb")
+    assert not (tmp_path / "x.lmdb").exists()
+
+
+def test_corrupt_file_named(slide, tmp_path):
+    bad = tmp_path / "truncated.svs"
+    bad.write_bytes(slide.read_bytes()[:20000])
+    with pytest.raises(SlideError, match=r"truncated\.svs: corrupt"):
+        tile_slide(bad, tmp_path / "x.lmdb")
+    junk = tmp_path / "junk.svs"
+    junk.write_bytes(b"not a slide" * 100)
+    with pytest.raises(SlideError, match=r"junk\.svs: corrupt or not a whole-slide image"):
+        tile_slide(junk, tmp_path / "y.lmdb")
+    assert not (tmp_path / "x.lmdb").exists() and not (tmp_path / "y.lmdb").exists()
+
+
+def test_non_pyramidal_tiff_named(tmp_path):
+    flat = write_flat_tiff(tmp_path / "flat.tif", make_slide_rgb()[:1024, :1024])
+    with pytest.raises(SlideError, match=r"flat\.tif: non-pyramidal TIFF"):
+        tile_slide(flat, tmp_path / "x.lmdb")
+
+
+def test_missing_mpp_is_an_error_unless_given(tmp_path):
+    path = write_svs(tmp_path / "nompp.svs", make_slide_rgb()[:1024, :2048], mpp=None)
+    with pytest.raises(SlideError, match=r"nompp\.svs: no microns-per-pixel metadata.*sample sheet"):
+        tile_slide(path, tmp_path / "x.lmdb")
+    qc = tile_slide(path, tmp_path / "y.lmdb", mpp=0.25)
+    assert qc["mpp"] == 0.25 and qc["kept"] > 0 and qc["size0"] == 512
+
+
+def test_slide_without_tissue_gives_empty_lmdb_and_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    glass = np.clip(rng.normal(243, 2, (1536, 1536, 3)), 0, 255).astype(np.uint8)
+    path = write_svs(tmp_path / "glass.svs", glass)
+    qc = tile_slide(path, tmp_path / "g.lmdb")
+    assert qc["kept"] == 0 and qc["dropped"]["background"] == qc["n_grid"] == 9
+    assert any("no tissue" in w for w in qc["warnings"])
+    assert read_header(tmp_path / "g.lmdb")["count"] == 0 and len(TileDataset(tmp_path / "g.lmdb")) == 0
+
+
+def test_exception_midway_leaves_no_lmdb(slide, tmp_path, monkeypatch):
+    import crossmodal.data as data
+
+    real, calls = data.encode_tile, []
+
+    def failing(*a, **k):
+        calls.append(1)
+        if len(calls) > 4:
+            raise OSError("disk full (injected)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(data, "encode_tile", failing)
+    with pytest.raises(OSError, match="injected"):
+        tile_slide(slide, tmp_path / "t.lmdb")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_midway_leaves_nothing_complete(slide, tmp_path):
+    out = tmp_path / "k.lmdb"
+    code = f"""
+import os, signal, sys
+sys.path.insert(0, {str(REPO / 'workflow')!r})
+import crossmodal.data as data
+real, n = data.TileWriter.add, [0]
+def add(self, *a, **k):
+    n[0] += 1
+    if n[0] == 6:
+        self._txn.commit()   # tiles already on disk, header not yet written
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *a, **k)
+data.TileWriter.add = add
+from crossmodal.tiling import tile_slide
+tile_slide({str(slide)!r}, {str(out)!r})
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == -9, p.stderr
+    assert not out.exists()
+    leftovers = list(tmp_path.glob(".tmp-k.lmdb-*"))
+    assert leftovers, "expected the killed writer's temporary directory"
+    for d in leftovers:
+        assert (d / "data.mdb").exists()
+        with pytest.raises(TileStoreError, match="no header"):
+            TileDataset([d])
+
+
+# --- steps and rules -------------------------------------------------------------------------
+
+
+def test_tile_slide_step_writes_qc_and_thumbnail(slide, tmp_path):
+    out = {"lmdb": str(tmp_path / "S1.lmdb"), "qc": str(tmp_path / "S1.qc.json"),
+           "thumb": str(tmp_path / "S1.thumb.png")}
+    steps.run("tile_slide", {"slide": str(slide)}, out,
+              {"preset": {"tile_size": 256, "max_tiles": 10}, "seed": 0, "mpp": float("nan"),
+               "wildcards": {"sample": "S1", "preset": "tile256"}})
+    qc = json.loads(Path(out["qc"]).read_text())
+    assert qc["kept"] == 10 and qc["sample"] == "S1" and qc["preset"] == "tile256"
+    assert read_header(out["lmdb"])["preset"] == "tile256"
+    img = Image.open(out["thumb"])
+    assert img.size[0] > 200 and (tmp_path / "S1.thumb.pdf").exists()
+    steps.run("summarise_tiling", {"qc": [out["qc"]]},
+              {"table": str(tmp_path / "qc.tsv"), "figure": str(tmp_path / "qc.png")},
+              {"wildcards": {"preset": "tile256"}})
+    import pandas as pd
+
+    t = pd.read_csv(tmp_path / "qc.tsv", sep="\t")
+    assert t.loc[0, "kept"] == 10 and t.loc[0, "dropped_max_tiles"] == 4 and t.loc[0, "dropped_pen"] == 2
+
+
+def test_rules_on_a_users_sample_sheet(tmp_path):
+    """tile_slide + summarise_tiling through Snakemake on a user's sheet (own slides; mpp from
+    the sheet for a slide without metadata).  Only common.smk + tiling.smk are included, so
+    the test does not depend on the other stages' rules."""
+    import os
+
+    import pandas as pd
+    import yaml
+
+    rgb = make_slide_rgb(1)[:1024]
+    write_svs(tmp_path / "A.svs", rgb)
+    write_svs(tmp_path / "B.svs", rgb, mpp=None)
+    (tmp_path / "samples.tsv").write_text(
+        "patient\tsample\tcohort\tdataset\tslide\texpression\texpression_format\tmpp\n"
+        "P1\tA\tTCGA-LUAD\ttcga\tA.svs\t\t\t\n"
+        "P2\tB\tTCGA-LUAD\ttcga\tB.svs\t\t\t0.25\n")
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    cfg["cohort"] = {"source": "sheet", "samples": "samples.tsv"}
+    cfg["tiling"]["presets"]["tile256"]["max_tiles"] = 3
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rules = REPO / "workflow/rules"
+    (tmp_path / "Snakefile").write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO / 'workflow')!r})\n"
+        f"configfile: 'config.yaml'\n"
+        f"include: {str(rules / 'common.smk')!r}\ninclude: {str(rules / 'tiling.smk')!r}\n")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    p = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--snakefile", "Snakefile",
+                        "--cores", "1", "results/tiles/tile256/qc.tsv", "results/tiles/tile256/A.thumb.png"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-4000:]
+    t = pd.read_csv(tmp_path / "results/tiles/tile256/qc.tsv", sep="\t").set_index("sample")
+    assert list(t.index) == ["A", "B"] and (t["kept"] == 3).all()
+    assert t.loc["B", "mpp"] == 0.25
+    ds = TileDataset([tmp_path / "results/tiles/tile256/A.lmdb", tmp_path / "results/tiles/tile256/B.lmdb"])
+    assert len(ds) == 6 and list(ds.labels) == ["A"] * 3 + ["B"] * 3
+    assert (tmp_path / "logs/tile_slide/tile256/A.log").exists()
+    assert (tmp_path / "benchmarks/tile_slide/tile256/B.tsv").exists()
+
+
+def test_toy_run_tiles_every_slide(toy_run):
+    import pandas as pd
+
+    for preset, size in [("tile256", 256), ("patch224", 224)]:
+        t = pd.read_csv(toy_run / f"results/tiles/{preset}/qc.tsv", sep="\t")
+        assert len(t) >= 40
+        assert (toy_run / f"results/tiles/{preset}/qc.png").exists()
+        empty = t[t["kept"] == 0]
+        # the toy cohort has exactly one slide without tissue: empty LMDB + warning, no crash
+        assert len(empty) == 1 and "no tissue" in empty["warnings"].iloc[0]
+        full = t[t["kept"] > 0]
+        ds = TileDataset([toy_run / f"results/tiles/{preset}/{s}.lmdb" for s in full["sample"]])
+        assert len(ds) == full["kept"].sum() and ds[len(ds) - 1].shape == (size, size, 3)
+    assert (toy_run / f"results/tiles/tile256/{t['sample'].iloc[0]}.thumb.png").exists()
