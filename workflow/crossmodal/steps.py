@@ -21,15 +21,22 @@ from typing import Callable
 
 _REGISTRY: dict[str, Callable] = {}
 
-# modules whose import registers steps; keep sorted
+# modules whose import registers steps.  ``get`` imports them in this order and stops at the
+# first that registers the wanted step, so the light modules (no torch) come first: a tiling
+# or expression job then starts in well under a second instead of importing torch.
 _STEP_MODULES = [
-    "crossmodal.cells",
-    "crossmodal.download.steps",
-    "crossmodal.expression.steps",
-    "crossmodal.metrics.steps",
-    "crossmodal.report",
-    "crossmodal.tiling",
     "crossmodal.toy",
+    "crossmodal.tiling",
+    "crossmodal.expression.steps",
+    "crossmodal.download.steps",
+    "crossmodal.report",
+    "crossmodal.cells",
+    "crossmodal.metrics.steps",
+    "crossmodal.cluster.check",
+    "crossmodal.rna_gan.steps",
+    "crossmodal.rna_cdm.steps",
+    "crossmodal.pathgen.steps",
+    "crossmodal.coherent.steps",
 ]
 
 log = logging.getLogger("crossmodal")
@@ -45,8 +52,11 @@ def step(name: str):
     return deco
 
 
-def _load_all() -> None:
+def _load_all(until: str | None = None) -> None:
+    """Import the step modules (in order), stopping once step ``until`` is registered."""
     for mod in _STEP_MODULES:
+        if until is not None and until in _REGISTRY:
+            return
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:  # a module not written yet
@@ -57,7 +67,7 @@ def _load_all() -> None:
 
 def get(name: str) -> Callable:
     if name not in _REGISTRY:
-        _load_all()
+        _load_all(until=name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown step {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]

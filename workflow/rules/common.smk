@@ -3,6 +3,9 @@
 from crossmodal.config import validate, SCHEMA_DIR
 from crossmodal import samplesheet
 
+# `--config offline=true` arrives as a string (Snakemake reads only True/False as booleans)
+if isinstance(config.get("offline"), str):
+    config["offline"] = config["offline"].strip().lower() in ("true", "1", "yes")
 validate(config, SCHEMA_DIR / "config.schema.yaml", "config")
 
 SAMPLES = samplesheet.load(config)
