@@ -1,1 +1,291 @@
-# rules for pathgen (filled in by its issue)
+# PathGen (Dey et al.): slide patches -> embeddings -> co-attention diffusion of six gene
+# groups -> synthesized expression -> MCAT_GR grading + survival (WSI only / + synthesized /
+# + real) -> conformal sets, fairness tables, heatmaps, reproduction table.
+# Logic: crossmodal.pathgen (input functions in crossmodal.pathgen.targets).
+from crossmodal.pathgen import targets as pgt
+
+PG = config["pathgen"]
+PG_CASES = pgt.cases(config, SAMPLES) if PG["enabled"] else []
+PG_SPLITS = f"results/splits/{PG['splits']['scheme']}.tsv"
+PG_DATA = {
+    "cases": "results/pathgen/cases.tsv",
+    "genes": "results/pathgen/genes.tsv",
+    "real": "results/pathgen/expression/real.tsv.gz",
+}
+
+
+rule embed_patches:
+    input:
+        unpack(lambda w: pgt.embed_inputs(config, SAMPLES)),
+    output:
+        embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
+        summary="results/pathgen/embeddings/summary.tsv",
+    log:
+        "logs/embed_patches/all.log",
+    benchmark:
+        "benchmarks/embed_patches/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        patches=PG["patches"],
+        magnification_levels=pgt.magnification_levels(config) if PG["enabled"] else {},
+        device=config["device"],
+        seed=config["seed"],
+    script:
+        "../scripts/embed_patches.py"
+
+
+rule prepare_pathgen_data:
+    input:
+        counts=f"results/expression/{PG['dataset']}/counts.tsv.gz",
+        clinical=pgt.clinical(config) if PG["enabled"] else [],
+        gene_groups=pgt.gene_groups(config) if PG["enabled"] else [],
+        splits=PG_SPLITS,
+        embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
+    output:
+        cases="results/pathgen/cases.tsv",
+        genes="results/pathgen/genes.tsv",
+        real="results/pathgen/expression/real.tsv.gz",
+        qc="results/pathgen/prepare_qc.json",
+    log:
+        "logs/prepare_pathgen_data/all.log",
+    benchmark:
+        "benchmarks/prepare_pathgen_data/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        calibration_fraction=PG["splits"]["calibration_fraction"],
+        n_bins=PG["mcat"]["n_bins"],
+        pseudocount=PG["pseudocount"],
+        seed=config["seed"],
+    script:
+        "../scripts/prepare_pathgen_data.py"
+
+
+rule train_pathgen:
+    input:
+        **PG_DATA,
+        embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
+    output:
+        model="results/pathgen/model/pathgen.pt",
+        losses="results/pathgen/model/losses.tsv",
+    log:
+        "logs/train_pathgen/all.log",
+    benchmark:
+        "benchmarks/train_pathgen/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        model=PG["model"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_pathgen.py"
+
+
+rule sample_pathgen:
+    input:
+        **PG_DATA,
+        embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
+        model="results/pathgen/model/pathgen.pt",
+    output:
+        synthesized="results/pathgen/expression/synthesized.tsv.gz",
+    log:
+        "logs/sample_pathgen/all.log",
+    benchmark:
+        "benchmarks/sample_pathgen/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        n_draws=PG["model"]["n_draws"],
+        seed=config["seed"],
+    script:
+        "../scripts/sample_pathgen.py"
+
+
+rule evaluate_pathgen:
+    input:
+        **PG_DATA,
+        synthesized="results/pathgen/expression/synthesized.tsv.gz",
+        summary="results/pathgen/embeddings/summary.tsv",
+    output:
+        table=report(
+            "results/pathgen/table2.tsv",
+            caption="../report/pathgen_table2.rst",
+            category="PathGen",
+            subcategory="Synthesized expression",
+        ),
+        figure=report(
+            "results/pathgen/figures/fig2_synthesized_vs_real.png",
+            caption="../report/pathgen_fig2.rst",
+            category="PathGen",
+            subcategory="Synthesized expression",
+        ),
+    log:
+        "logs/evaluate_pathgen/all.log",
+    benchmark:
+        "benchmarks/evaluate_pathgen/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        split="test",
+    script:
+        "../scripts/evaluate_pathgen.py"
+
+
+rule train_mcat_gr:
+    input:
+        **PG_DATA,
+        synthesized="results/pathgen/expression/synthesized.tsv.gz",
+        embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
+    output:
+        model="results/pathgen/mcat_gr/{run}/model.pt",
+        history="results/pathgen/mcat_gr/{run}/history.tsv",
+        predictions="results/pathgen/mcat_gr/{run}/predictions.tsv",
+    log:
+        "logs/train_mcat_gr/{run}.log",
+    benchmark:
+        "benchmarks/train_mcat_gr/{run}.tsv"
+    wildcard_constraints:
+        run="wsi|synthesized|real",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        mcat=PG["mcat"],
+        seed=config["seed"],
+    script:
+        "../scripts/train_mcat_gr.py"
+
+
+rule evaluate_mcat_gr:
+    input:
+        cases=PG_DATA["cases"],
+        predictions=pgt.predictions(),
+    output:
+        table=report(
+            "results/pathgen/prediction.tsv",
+            caption="../report/pathgen_prediction.rst",
+            category="PathGen",
+            subcategory="Grading and survival",
+        ),
+        tests=report(
+            "results/pathgen/prediction_tests.tsv",
+            caption="../report/pathgen_prediction_tests.rst",
+            category="PathGen",
+            subcategory="Grading and survival",
+        ),
+    log:
+        "logs/evaluate_mcat_gr/all.log",
+    benchmark:
+        "benchmarks/evaluate_mcat_gr/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        n_boot=PG["mcat"]["n_boot"],
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate_mcat_gr.py"
+
+
+rule compute_pathgen_conformal:
+    input:
+        cases=PG_DATA["cases"],
+        predictions=pgt.predictions(),
+    output:
+        cases="results/pathgen/conformal/cases.tsv",
+        summary=report(
+            "results/pathgen/conformal/summary.tsv",
+            caption="../report/pathgen_conformal.rst",
+            category="PathGen",
+            subcategory="Uncertainty and fairness",
+        ),
+        fairness=report(
+            "results/pathgen/conformal/fairness.tsv",
+            caption="../report/pathgen_fairness.rst",
+            category="PathGen",
+            subcategory="Uncertainty and fairness",
+        ),
+        figure=report(
+            "results/pathgen/figures/fig5b_fairness.png",
+            caption="../report/pathgen_fig5b.rst",
+            category="PathGen",
+            subcategory="Uncertainty and fairness",
+        ),
+    log:
+        "logs/compute_pathgen_conformal/all.log",
+    benchmark:
+        "benchmarks/compute_pathgen_conformal/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        conformal=PG["conformal"],
+        seed=config["seed"],
+    script:
+        "../scripts/compute_pathgen_conformal.py"
+
+
+rule plot_pathgen_heatmaps:
+    input:
+        **PG_DATA,
+        synthesized="results/pathgen/expression/synthesized.tsv.gz",
+        embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
+        model_real="results/pathgen/mcat_gr/real/model.pt",
+        model_synthesized="results/pathgen/mcat_gr/synthesized/model.pt",
+    output:
+        figure=report(
+            "results/pathgen/figures/heatmaps.png",
+            caption="../report/pathgen_heatmaps.rst",
+            category="PathGen",
+            subcategory="Interpretability",
+        ),
+        patches="results/pathgen/heatmaps/patch_predictions.tsv",
+        coattention=report(
+            "results/pathgen/coattention.tsv",
+            caption="../report/pathgen_coattention.rst",
+            category="PathGen",
+            subcategory="Interpretability",
+        ),
+    log:
+        "logs/plot_pathgen_heatmaps/all.log",
+    benchmark:
+        "benchmarks/plot_pathgen_heatmaps/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        heatmaps=PG["heatmaps"],
+        slides={s: SAMPLES.loc[s, "slide"] for s in PG_CASES},
+    script:
+        "../scripts/plot_pathgen_heatmaps.py"
+
+
+rule build_pathgen_reproduction:
+    input:
+        table2="results/pathgen/table2.tsv",
+        prediction="results/pathgen/prediction.tsv",
+        conformal="results/pathgen/conformal/summary.tsv",
+        coattention="results/pathgen/coattention.tsv",
+        embed_summary="results/pathgen/embeddings/summary.tsv",
+    output:
+        table=report(
+            "results/pathgen/reproduction.tsv",
+            caption="../report/pathgen_reproduction.rst",
+            category="PathGen",
+            subcategory="Reproduction",
+        ),
+    log:
+        "logs/build_pathgen_reproduction/all.log",
+    benchmark:
+        "benchmarks/build_pathgen_reproduction/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        toy=config["cohort"]["source"] == "toy",
+    script:
+        "../scripts/build_pathgen_reproduction.py"
+
+
+ALL_TARGETS.extend(pgt.default_targets(config))

@@ -1,0 +1,357 @@
+"""PathGen (issue 7): gene groups, splits, hand-over formats, patch embeddings, the diffusion
+model recovering a planted signal, MCAT_GR, conformal coverage, the reproduction table."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crossmodal.pathgen import cases as pc
+
+
+# ----------------------------------------------------------------------------- gene groups
+def test_gene_groups_match_exact_symbols_not_prefixes(tmp_path):
+    f = tmp_path / "sig.tsv"
+    pd.DataFrame({"group": ["oncogene", "oncogene", "tumour_suppressor", "tumour_suppressor"],
+                  "gene": ["MYC", "ERBB2", "TP53", "RB1"]}).to_csv(f, sep="\t", index=False)
+    groups = pc.read_gene_groups(f)
+    # the expression matrix has prefix relatives of the listed genes (MCAT's public code would pull them in)
+    available = ["MYCN", "MYCL", "ERBB2", "ERBB2IP", "TP53", "TP53BP1", "TP53I3", "RB1CC1", "RB1"]
+    keep, qc = pc.match_groups(groups, available)
+    assert list(keep.gene) == ["ERBB2", "TP53", "RB1"]
+    assert "MYCN" not in set(keep.gene) and "TP53BP1" not in set(keep.gene)
+    assert qc["oncogene"] == {"listed": 2, "matched": 1, "unmatched": ["MYC"]}
+    assert list(keep.group) == ["oncogene", "tumour_suppressor", "tumour_suppressor"]
+
+
+def test_gene_group_without_any_exact_match_is_an_error(tmp_path):
+    f = tmp_path / "sig.tsv"
+    pd.DataFrame({"group": ["oncogene", "kinase"], "gene": ["MYC", "EGFR"]}).to_csv(f, sep="\t", index=False)
+    with pytest.raises(pc.PathGenDataError, match="kinase"):
+        pc.match_groups(pc.read_gene_groups(f), ["MYC", "EGFRX"])
+
+
+def test_gene_groups_file_errors_name_the_file(tmp_path):
+    with pytest.raises(pc.PathGenDataError, match="missing.tsv"):
+        pc.read_gene_groups(tmp_path / "missing.tsv")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("symbol\tset\nMYC\tx\n")
+    with pytest.raises(pc.PathGenDataError, match="bad.tsv.*gene, group"):
+        pc.read_gene_groups(bad)
+
+
+# ----------------------------------------------------------------------------- splits
+def _scheme(n=40):
+    rows = []
+    for i in range(n):
+        split = "train" if i % 5 < 3 else ("val" if i % 5 == 3 else "test")
+        rows.append({"patient": f"P{i:03d}", "sample": f"P{i:03d}-01A", "cohort": f"C{i % 2}",
+                     "dataset": "tcga", "split": split})
+    return pd.DataFrame(rows)
+
+
+def test_case_splits_divide_only_the_test_patients_into_calibration_and_test():
+    scheme = _scheme()
+    out = pc.case_splits(scheme, list(scheme["sample"]), calibration_fraction=0.5, seed=0)
+    m = scheme.set_index("sample").split
+    o = out.set_index("sample").split
+    assert (o[m.isin(["train", "val"])] == m[m.isin(["train", "val"])]).all()
+    assert set(o[m == "test"]) == {"calibration", "test"}
+    assert (o == "calibration").sum() == 4 and (o == "test").sum() == 4
+    again = pc.case_splits(scheme.sample(frac=1, random_state=1), list(scheme["sample"]),
+                           calibration_fraction=0.5, seed=0)
+    pd.testing.assert_frame_equal(out, again)
+
+
+# ----------------------------------------------------------------------------- hand-over format
+def test_expression_file_round_trip_and_errors(tmp_path):
+    genes = pd.DataFrame({"gene": ["A", "B", "C"], "group": ["g1", "g1", "g2"]})
+    vals = pd.DataFrame(np.arange(6, dtype=float).reshape(2, 3), index=["s1", "s2"], columns=["C", "A", "B"])
+    meta = pd.DataFrame({"patient": ["p1", "p2"], "split": ["train", "test"], "source": "pathgen", "n_draws": 4},
+                        index=["s1", "s2"])
+    f = tmp_path / "synthesized.tsv.gz"
+    pc.write_expression(f, vals, meta)
+    back, m = pc.read_expression(f, genes)
+    assert list(back.columns) == ["A", "B", "C"]  # the order of genes.tsv, whatever the file's order
+    np.testing.assert_allclose(back.loc["s2", "C"], 3.0)
+    assert list(m.columns) == pc.META_COLUMNS and m.loc["s1", "n_draws"] == 4
+    with pytest.raises(pc.PathGenDataError, match="synthesized.tsv.gz.*gene"):
+        pc.read_expression(f, pd.DataFrame({"gene": ["A", "Z"], "group": ["g1", "g1"]}))
+    with pytest.raises(pc.PathGenDataError, match="nope.tsv"):
+        pc.read_expression(tmp_path / "nope.tsv", genes)
+
+
+# ----------------------------------------------------------------------------- patch embeddings
+def test_embed_lmdb_drops_bright_patches_and_records_level(tmp_path):
+    from crossmodal.data import TileWriter
+    from crossmodal.pathgen.patches import embed_lmdb, read_embeddings
+
+    lm = tmp_path / "S1.lmdb"
+    with TileWriter(lm, {"tile_size": 16, "mpp": 0.5, "sample": "S1"}) as w:
+        for i, v in enumerate([60, 250, 120, 230, 90]):  # 250 and 230 are > 0.8 * 255 -> background
+            w.add(np.full((16, 16, 3), v, np.uint8), {"x": 32 * i, "y": 0, "level": 1, "size0": 32})
+
+    def encode(p, batch):
+        return np.stack([p.reshape(len(p), -1).mean(1), np.zeros(len(p))], 1).astype(np.float32)
+
+    out = tmp_path / "S1.npz"
+    s = embed_lmdb(lm, "S1", out, encode, "test-encoder", preset="patch224", magnification=2, max_intensity=0.8)
+    assert s["n"] == 3 and s["n_dropped_bright"] == 2 and s["n_candidates"] == 5
+    e = read_embeddings(out)
+    assert e["features"].shape == (3, 2)
+    np.testing.assert_allclose(e["features"][:, 0], [60, 120, 90])
+    assert e["coords"].tolist() == [[0, 0], [64, 0], [128, 0]]
+    assert e["level"] == 1 and e["magnification"] == 2 and e["preset"] == "patch224" and e["size0"] == 32
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros(2))
+    with pytest.raises(ValueError, match="bad.npz"):
+        read_embeddings(bad)
+
+
+def test_uni_encoder_without_weights_names_the_missing_file(tmp_path):
+    from crossmodal.pathgen.patches import load_patch_encoder
+
+    with pytest.raises(FileNotFoundError, match="uni_weights.*missing.bin"):
+        load_patch_encoder("uni", str(tmp_path / "missing.bin"))
+    with pytest.raises(ValueError, match="unknown encoder"):
+        load_patch_encoder("resnet", None)
+
+
+# ----------------------------------------------------------------------------- PathGen diffusion
+def _planted(n_cases, group_sizes, patch_dim=8, n_patches=6, seed=0):
+    """Expression driven by two latent factors that every patch of the case shows (with noise)."""
+    rng = np.random.default_rng(seed)
+    n_genes = sum(group_sizes)
+    z = rng.normal(size=(n_cases, 2))
+    load = rng.normal(size=(2, n_genes))
+    x = z @ load + 0.3 * rng.normal(size=(n_cases, n_genes))
+    x = (x - x.mean(0)) / x.std(0)
+    proj = rng.normal(size=(2, patch_dim))
+    bags = {f"s{i}": torch.tensor(z[i] @ proj + 0.2 * rng.normal(size=(n_patches, patch_dim)), dtype=torch.float32)
+            for i in range(n_cases)}
+    return pd.DataFrame(x, index=[f"s{i}" for i in range(n_cases)]), bags
+
+
+def test_pathgen_denoiser_shapes_and_errors():
+    from crossmodal.models.pathgen import PathGenDenoiser
+
+    net = PathGenDenoiser([3, 2, 4], 8, d_model=16, n_heads=2, rounds=3)
+    x = torch.randn(5, 9)
+    patches = torch.randn(5, 7, 8)
+    mask = torch.zeros(5, 7, dtype=torch.bool)
+    mask[0, 4:] = True
+    out = net(x, torch.randint(0, 100, (5,)), patches=patches, mask=mask)
+    assert out.shape == (5, 9)
+    assert len(net.last_attention) == 3 and net.last_attention[0].shape == (5, 3, 7)
+    assert torch.allclose(net.last_attention[0][0, :, 4:], torch.zeros(3, 3))  # padding gets no attention
+    with pytest.raises(ValueError, match="expected 9 genes"):
+        net(torch.randn(5, 8), torch.zeros(5, dtype=torch.long), patches=patches)
+
+
+def test_pathgen_recovers_planted_expression_on_held_out_cases():
+    from crossmodal import stats
+    from crossmodal.pathgen import synthesis
+
+    torch.set_num_threads(1)
+    sizes = [4, 3, 5]
+    x, bags = _planted(80, sizes)
+    train, test = list(x.index[:60]), list(x.index[60:])
+    hp = {"d_model": 32, "n_heads": 2, "coattention_rounds": 3, "dropout": 0.0, "timesteps": 100,
+          "beta_start": 1e-4, "beta_end": 0.2, "lr": 2e-3, "epochs": 80, "batch_size": 30}
+    model, losses = synthesis.train(x.loc[train], bags, sizes, hp, seed=0)
+    assert losses.loss.iloc[-10:].mean() < losses.loss.iloc[:10].mean()
+    ddpm = synthesis.make_ddpm(hp)
+    syn = synthesis.sample(model, ddpm, bags, test, sum(sizes), n_draws=2, seed=1)
+    real = x.loc[test].to_numpy()
+    rho = stats.correlation(real.ravel(), syn.ravel(), method="spearman")["statistic"]
+    # chance level: the same synthesized values matched to the wrong cases
+    shuffled = stats.correlation(real.ravel(), syn[::-1].ravel(), method="spearman")["statistic"]
+    assert rho > 0.5, rho
+    assert rho > shuffled + 0.3, (rho, shuffled)
+
+
+# ----------------------------------------------------------------------------- MCAT_GR
+def test_mcat_gr_forward_and_missing_expression():
+    from crossmodal.models.mcat import MCATGR
+
+    m = MCATGR(8, n_grades=3, n_bins=4, group_sizes=[2, 3], d_model=16, n_heads=2).eval()
+    out = m(torch.randn(1, 5, 8), None, torch.randn(1, 5))
+    assert out["grade_logits"].shape == (1, 3) and out["hazard_logits"].shape == (1, 4)
+    assert out["coattention"].shape == (1, 2, 5)
+    with pytest.raises(ValueError, match="expression is required"):
+        m(torch.randn(1, 5, 8))
+    w = MCATGR(8, n_grades=3, n_bins=4, group_sizes=None, d_model=16, n_heads=2).eval()
+    assert w(torch.randn(1, 5, 8))["coattention"] is None
+
+
+def test_mcat_gr_uses_expression_signal_wsi_only_cannot_see():
+    """Survival planted in expression only (slides uninformative): the risk head, which reads the
+    genomic embedding directly, makes WSI + expression beat WSI only.  (Grading reads only the
+    co-attended patch tokens, by design, so it cannot use expression with uninformative slides.)"""
+    from crossmodal.pathgen import predict
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    n = 70
+    z = rng.normal(size=n)
+    grade = np.digitize(z, [-0.5, 0.5])
+    time = np.exp(2 - z + 0.3 * rng.normal(size=n)) * 100
+    bins = np.digitize(time, np.quantile(time, [0.25, 0.5, 0.75]))
+    idx = [f"s{i}" for i in range(n)]
+    cases = pd.DataFrame({"sample": idx, "split": ["train"] * 45 + ["val"] * 5 + ["test"] * 20, "grade": grade,
+                          "time_bin": bins, "censored": 0, "event": 1, "survival_time": time}, index=idx)
+    expr = pd.DataFrame(np.c_[z, -z, z] + 0.1 * rng.normal(size=(n, 3)), index=idx)
+    bags = {s: torch.randn(4, 6) for s in idx}  # uninformative slides
+    hp = {"n_bins": 4, "d_model": 16, "n_heads": 2, "dropout": 0.0, "lr": 2e-3, "weight_decay": 0.0,
+          "epochs": 4, "lambda_survival": 0.3}
+    res = {}
+    for mode, e, sizes in (("wsi", None, None), ("real", expr, [1, 2])):
+        model, _ = predict.train(cases, bags, e, sizes, hp, n_grades=3, seed=0)
+        res[mode] = predict.predict(model, cases, bags, e, "none" if e is None else "real")
+    table, tests = predict.evaluate(cases, res, n_boot=50, seed=0)
+    t = table.set_index("run")
+    assert t.loc["real", "c_index"] > 0.7
+    assert t.loc["real", "c_index"] > t.loc["wsi", "c_index"] + 0.15
+    assert len(tests) == 2
+    c_test = tests[tests.label.str.startswith("c_index")].iloc[0]
+    assert c_test.p_value < 0.05
+
+
+# ----------------------------------------------------------------------------- conformal
+def test_conformal_coverage_within_monte_carlo_error_of_one_minus_alpha():
+    """Exchangeable calibration/test predictions -> mean coverage over re-splits >= 1 - alpha - eps."""
+    from crossmodal.pathgen import uncertainty
+
+    rng = np.random.default_rng(0)
+    n = 400
+    grade = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[grade]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    time_bin = rng.integers(0, 4, n)
+    risk = -1 - time_bin - 0.5 + rng.normal(scale=0.6, size=n)  # MCAT risk scale [-4, 0] -> mapped to [-5, -1]
+    idx = [f"s{i}" for i in range(n)]
+    split = np.where(np.arange(n) < 200, "calibration", "test")
+    cases = pd.DataFrame({"sample": idx, "split": split, "grade": grade, "grade_name": grade.astype(str),
+                          "time_bin": time_bin, "censored": rng.integers(0, 2, n), "sex": "female",
+                          "age_group": "age > 60", "level": 1}, index=idx)
+    pred = pd.DataFrame({"sample": idx, "split": split, "expression": "real", "risk": risk,
+                         **{f"p_grade_{k}": p[:, k] for k in range(3)}})
+    hp = {"alpha": 0.1, "n_bins": 4, "risk_min": -5.0, "risk_max": -1.0, "n_resplits": 100}
+    per, summ, fair = uncertainty.conformal_tables(cases, pred, "real", hp, seed=0)
+    s = summ.iloc[0]
+    eps = 3 * np.sqrt(0.1 * 0.9 / 200) / np.sqrt(5)  # MC error of the mean over (correlated) re-splits
+    assert s.mc_grade_coverage >= 0.9 - eps and s.mc_risk_coverage >= 0.9 - eps
+    assert s.mc_grade_coverage < 0.97  # not trivially full sets
+    assert 0 < s.grade_uncertainty < 1
+    assert set(fair.stratify) == set(uncertainty.FAIRNESS)
+    assert len(per) == 200 and per.valid.all()
+
+
+def test_conformal_reports_both_calibration_variants():
+    from crossmodal.pathgen import uncertainty
+
+    rng = np.random.default_rng(1)
+    n = 60
+    idx = [f"s{i}" for i in range(n)]
+    split = np.where(np.arange(n) < 30, "calibration", "test")
+    cases = pd.DataFrame({"sample": idx, "split": split, "grade": rng.integers(0, 2, n), "grade_name": "G",
+                          "time_bin": rng.integers(0, 4, n), "censored": 0, "sex": "m", "age_group": "a",
+                          "level": 1}, index=idx)
+    rows = []
+    for kind in ("real", "synthesized"):
+        q = rng.uniform(size=n)
+        rows.append(pd.DataFrame({"sample": idx, "split": split, "expression": kind, "risk": -rng.uniform(0, 4, n),
+                                  "p_grade_0": q, "p_grade_1": 1 - q}))
+    _, summ, _ = uncertainty.conformal_tables(cases, pd.concat(rows), "synthesized",
+                                              {"alpha": 0.1, "n_bins": 4, "risk_min": -5.0, "risk_max": -1.0,
+                                               "n_resplits": 5}, seed=0)
+    combos = {(r.calibration, r.test, bool(r.valid)) for r in summ.itertuples()}
+    assert combos == {("real", "real", True), ("synthesized", "synthesized", True),
+                      ("real", "synthesized", False)}
+
+
+# ----------------------------------------------------------------------------- targets
+def test_magnification_is_drawn_per_slide_reproducibly_and_levels_rank_by_mpp():
+    from crossmodal.pathgen import targets
+
+    cfg = {"seed": 0, "tiling": {"presets": {"p20": {"target_mpp": 0.5}, "p5": {"target_mpp": 2.0},
+                                             "p10": {"target_mpp": 1.0}}},
+           "pathgen": {"patches": {"presets": ["p5", "p20", "p10"]}}}
+    draws = [targets.preset(cfg, f"S{i}") for i in range(60)]
+    assert draws == [targets.preset(cfg, f"S{i}") for i in range(60)]
+    assert set(draws) == {"p5", "p20", "p10"}
+    assert targets.magnification_levels(cfg) == {"p20": 1, "p10": 2, "p5": 3}
+    cfg["pathgen"]["patches"]["presets"] = ["p40"]
+    with pytest.raises(ValueError, match="p40"):
+        targets.magnification_levels(cfg)
+
+
+# ----------------------------------------------------------------------------- reproduction table
+def test_reproduction_table_quotes_paper_next_to_ours_and_flags_stand_ins(tmp_path):
+    from crossmodal.pathgen.reproduction import build
+
+    f = {k: tmp_path / f"{k}.tsv" for k in ("table2", "prediction", "conformal", "coattention", "embed_summary")}
+    pd.DataFrame({"group": ["oncogene", "all genes"], "n_cases": 5, "spearman": [0.6, 0.5],
+                  "mae": [0.4, 0.5]}).to_csv(f["table2"], sep="\t", index=False)
+    pd.DataFrame({"run": ["wsi", "synthesized", "real"], "n_test": 5, "auc": [0.6, 0.7, 0.8],
+                  "c_index": [0.55, 0.6, 0.7]}).to_csv(f["prediction"], sep="\t", index=False)
+    pd.DataFrame({"run": ["real", "synthesized", "synthesized"], "calibration": ["real", "synthesized", "real"],
+                  "test": ["real", "synthesized", "synthesized"], "valid": [True, True, False], "alpha": 0.1,
+                  "n_calibration": 10, "n_test": 10, "grade_coverage": 0.9, "grade_uncertainty": 0.3,
+                  "risk_coverage": 0.9, "risk_uncertainty": 0.4, "mc_grade_coverage": 0.91,
+                  "mc_risk_coverage": 0.92}).to_csv(f["conformal"], sep="\t", index=False)
+    pd.DataFrame({"group": ["all genes"], "n_cases": 5, "spearman": [0.8], "mae": [0.01]}).to_csv(
+        f["coattention"], sep="\t", index=False)
+    pd.DataFrame({"sample": ["a"], "encoder": ["cohort-ssl ResNet-10 SimCLR (stand-in for UNI)"]}).to_csv(
+        f["embed_summary"], sep="\t", index=False)
+    t = build({k: str(v) for k, v in f.items()}, {"toy": True})
+    row = t[t.claim == "Spearman real vs synthesized: Oncogenes"].iloc[0]
+    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (0.770, 0.817, 0.6)
+    row = t[t.claim == "grading AUC, WSI + synthesized"].iloc[0]
+    assert (row.paper_gbmlgg, row.ours) == (0.890, 0.7)
+    assert t.note.str.contains("stand-in for UNI").all() and t.note.str.contains("toy").all()
+    assert (t.claim.str.contains("co-attention")).sum() == 1
+
+
+# ----------------------------------------------------------------------------- the toy chain
+def check_toy_outputs(root) -> None:
+    """What the PathGen chain of the default (toy) run hands over, checked on its files."""
+    from pathlib import Path
+
+    from crossmodal.pathgen.patches import read_embeddings
+
+    r = Path(root) / "results/pathgen"
+    cases = pc.read_cases(r / "cases.tsv")
+    genes = pd.read_csv(r / "genes.tsv", sep="\t", dtype=str)
+    planted = pd.read_csv(Path(root) / "results/toy/cohort/gene_groups.tsv", sep="\t", dtype=str)
+    assert set(genes.group) == set(planted.group) and len(set(genes.group)) == 6
+    assert set(genes.gene) <= set(planted.gene)
+    assert set(cases.split) == {"train", "val", "calibration", "test"}
+    assert cases.groupby("patient").split.nunique().max() == 1
+    real, rm = pc.read_expression(r / "expression/real.tsv.gz", genes)
+    syn, sm = pc.read_expression(r / "expression/synthesized.tsv.gz", genes)
+    assert list(real.index) == list(syn.index) == list(cases.index)
+    assert (sm.source == "pathgen").all() and (rm.source == "real").all() and (sm.n_draws >= 1).all()
+    np.testing.assert_allclose(real.loc[cases.split == "train"].mean(), 0, atol=1e-3)  # z-scored on train
+    e = read_embeddings(r / f"embeddings/{cases.index[0]}.npz")
+    assert e["features"].shape[0] == e["coords"].shape[0] > 0 and "stand-in for UNI" in str(e["encoder"])
+    t2 = pd.read_csv(r / "table2.tsv", sep="\t")
+    assert list(t2.group)[-1] == "all genes" and len(t2) == 7 and t2.spearman.between(-1, 1).all()
+    pred = pd.read_csv(r / "prediction.tsv", sep="\t")
+    assert list(pred.run) == ["wsi", "synthesized", "real"]
+    summ = pd.read_csv(r / "conformal/summary.tsv", sep="\t")
+    assert {(c, t) for c, t in zip(summ.calibration, summ.test)} >= {("real", "synthesized"),
+                                                                      ("synthesized", "synthesized")}
+    assert not summ[(summ.calibration == "real") & (summ.test == "synthesized")].valid.any()
+    fair = pd.read_csv(r / "conformal/fairness.tsv", sep="\t")
+    assert {"sex", "age_group", "level", "censorship", "grade_name", "time_bin"} <= set(fair.stratify)
+    rep = pd.read_csv(r / "reproduction.tsv", sep="\t")
+    assert {"paper_gbmlgg", "paper_kirc", "ours", "note"} <= set(rep.columns)
+    assert rep.note.str.contains("toy").all()
+    for fig in ("fig2_synthesized_vs_real", "fig5b_fairness", "heatmaps"):
+        assert (r / f"figures/{fig}.png").stat().st_size > 1000 and (r / f"figures/{fig}.pdf").exists()
+
+
+def test_toy_chain_outputs(toy_run):
+    check_toy_outputs(toy_run)

@@ -1,0 +1,235 @@
+"""PathGen pipeline steps (rules in workflow/rules/pathgen.smk)."""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from crossmodal.fileio import write_table
+from crossmodal.steps import step
+
+log = logging.getLogger(__name__)
+
+
+def _device(params) -> str:
+    from crossmodal.metrics.image import resolve_device
+
+    return resolve_device(params.get("device", "auto"))
+
+
+@step("embed_patches")
+def embed_patches(inputs, outputs, params, *, threads=1, log=None):
+    """Every case's patch LMDB: bright patches dropped, embedded -> one .npz per slide."""
+    from pathlib import Path
+
+    import torch
+
+    from crossmodal.pathgen.patches import embed_lmdb, load_patch_encoder
+
+    torch.set_num_threads(max(1, threads))
+    p = params["patches"]
+    weights = inputs.get("encoder") if p["encoder"] == "cohort-ssl" else p.get("uni_weights")
+    encode, label = load_patch_encoder(p["encoder"], weights, _device(params))
+    lmdbs, outs = list(inputs["lmdbs"]), list(outputs["embeddings"])
+    if len(lmdbs) != len(outs):
+        raise ValueError(f"embed_patches: {len(lmdbs)} patch LMDBs for {len(outs)} outputs")
+    levels = params["magnification_levels"]
+    rows = []
+    for lm, out in zip(lmdbs, outs):
+        sample = Path(out).name[: -len(".npz")]
+        preset = Path(lm).parent.name
+        if Path(lm).name != f"{sample}.lmdb":
+            raise ValueError(f"embed_patches: input {lm} does not belong to output {out}")
+        rows.append(embed_lmdb(lm, sample, out, encode, label, preset=preset, magnification=levels[preset],
+                               max_intensity=p["max_intensity"], max_patches=p["max_patches"],
+                               seed=int(params["seed"]), batch_size=int(p["batch_size"])))
+    write_table(outputs["summary"], pd.DataFrame(rows).assign(encoder=label), index=False)
+
+
+@step("prepare_pathgen_data")
+def prepare_pathgen_data(inputs, outputs, params, *, threads=1, log=None):
+    """Cases (splits with calibration, labels, time bins, demographics), exact-symbol gene
+    groups, real expression z-scored with training-split statistics."""
+    from pathlib import Path
+
+    from crossmodal.expression.steps import read_matrix
+    from crossmodal.pathgen.cases import PathGenDataError, case_splits, prepare, read_gene_groups, write_prepared
+    from crossmodal.pathgen.patches import read_embeddings
+
+    counts = read_matrix(inputs["counts"])
+    clin_path = Path(inputs["clinical"])
+    if not clin_path.is_file():
+        raise PathGenDataError(f"clinical table {clin_path}: not found")
+    clinical = pd.read_csv(clin_path, sep="\t", dtype={"patient": str, "grade": str})
+    need = {"patient", "grade", "survival_time", "event"} - set(clinical.columns)
+    if need:
+        raise PathGenDataError(f"clinical table {clin_path}: missing column(s) {', '.join(sorted(need))}")
+    groups = read_gene_groups(inputs["gene_groups"])
+    emb = {}
+    for path in inputs["embeddings"]:
+        e = read_embeddings(path)
+        emb[str(e["sample"])] = {"n": e["n"], "level": e["level"], "magnification": e["magnification"]}
+    scheme = pd.read_csv(inputs["splits"], sep="\t", dtype=str, keep_default_na=False)
+    splits = case_splits(scheme, emb, calibration_fraction=float(params["calibration_fraction"]),
+                         seed=int(params["seed"]))
+    res = prepare(splits, counts, clinical, groups, emb, splits, n_bins=int(params["n_bins"]),
+                  pseudocount=float(params["pseudocount"]))
+    write_prepared(outputs, *res)
+
+
+def _load(inputs):
+    from crossmodal.pathgen.cases import read_cases, read_expression
+    from crossmodal.pathgen.synthesis import load_bags
+
+    cases = read_cases(inputs["cases"])
+    genes = pd.read_csv(inputs["genes"], sep="\t", dtype=str)
+    real, _ = read_expression(inputs["real"], genes)
+    bags = load_bags(inputs["embeddings"], cases.index)
+    sizes = [int((genes.group == g).sum()) for g in dict.fromkeys(genes.group)]
+    return cases, genes, real, bags, sizes
+
+
+@step("train_pathgen")
+def train_pathgen(inputs, outputs, params, *, threads=1, log=None):
+    """PathGen diffusion (Algorithm 1) on the training split's cases."""
+    import torch
+
+    from crossmodal.pathgen import synthesis
+
+    torch.set_num_threads(max(1, threads))
+    cases, genes, real, bags, sizes = _load(inputs)
+    train = cases.index[cases.split == "train"]
+    hp = params["model"]
+    model, losses = synthesis.train(real.loc[train], bags, sizes, hp, seed=int(params["seed"]))
+    synthesis.save_model(outputs["model"], model, hp, {"n_train": len(train), "genes": list(genes.gene)})
+    synthesis.write_losses(outputs["losses"], losses)
+
+
+@step("sample_pathgen")
+def sample_pathgen(inputs, outputs, params, *, threads=1, log=None):
+    """Algorithm 2 for every case, ``n_draws`` samples averaged -> the per-case expression file."""
+    import torch
+
+    from crossmodal.pathgen import synthesis
+    from crossmodal.pathgen.cases import write_expression
+
+    torch.set_num_threads(max(1, threads))
+    cases, genes, real, bags, sizes = _load(inputs)
+    model, ck = synthesis.load_model(inputs["model"])
+    ddpm = synthesis.make_ddpm(ck["hp"])
+    n = int(params["n_draws"])
+    x = synthesis.sample(model, ddpm, bags, list(cases.index), len(genes), n_draws=n, seed=int(params["seed"]) + 1,
+                         clip=ck["hp"].get("clip_denoised"))
+    vals = pd.DataFrame(x, index=cases.index, columns=list(genes.gene))
+    meta = cases[["patient", "split"]].assign(source="pathgen", n_draws=n)
+    write_expression(outputs["synthesized"], vals, meta)
+
+
+@step("evaluate_pathgen")
+def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
+    """Table 2 (Spearman / MAE / t-test per gene group, test split) and the Figure 2(i) plot."""
+    from crossmodal.pathgen import evaluate
+    from crossmodal.pathgen.cases import read_cases, read_expression
+
+    cases = read_cases(inputs["cases"])
+    genes = pd.read_csv(inputs["genes"], sep="\t", dtype=str)
+    real, _ = read_expression(inputs["real"], genes)
+    synth, _ = read_expression(inputs["synthesized"], genes)
+    test = cases.index[cases.split == params["split"]]
+    label = str(pd.read_csv(inputs["summary"], sep="\t")["encoder"].iloc[0])
+    t = evaluate.table2(real, synth, genes, test).assign(patch_encoder=label)
+    write_table(outputs["table"], t, index=False, float_format="%.6g")
+    evaluate.plot(real, synth, genes, test, t, outputs["figure"], label)
+    logging.getLogger(__name__).info("PathGen test split: overall Spearman %.3f, MAE %.3f", t.spearman.iloc[-1], t.mae.iloc[-1])
+
+
+@step("train_mcat_gr")
+def train_mcat_gr(inputs, outputs, params, *, threads=1, log=None):
+    """MCAT_GR with WSI only / + synthesized / + real expression; predictions for every case."""
+    import torch
+
+    from crossmodal.pathgen import predict
+    from crossmodal.pathgen.cases import read_expression
+
+    torch.set_num_threads(max(1, threads))
+    mode = params["wildcards"]["run"]
+    if mode not in predict.MODES:
+        raise ValueError(f"train_mcat_gr: unknown run {mode!r} (one of {', '.join(predict.MODES)})")
+    cases, genes, real, bags, sizes = _load(inputs)
+    synth, _ = read_expression(inputs["synthesized"], genes)
+    exprs = {"real": real, "synthesized": synth}
+    hp = params["mcat"]
+    n_grades = int(cases.grade.max()) + 1
+    train_expr = None if mode == "wsi" else exprs[mode]
+    model, hist = predict.train(cases, bags, train_expr, None if mode == "wsi" else sizes, hp,
+                                n_grades=n_grades, seed=int(params["seed"]))
+    kinds = ["none"] if mode == "wsi" else ["real", "synthesized"]
+    preds = pd.concat([predict.predict(model, cases, bags, None if k == "none" else exprs[k], k) for k in kinds])
+    predict.save(outputs["model"], model, hp, {"run": mode})
+    write_table(outputs["history"], hist, index=False)
+    predict.write_predictions(outputs["predictions"], preds)
+
+
+@step("evaluate_mcat_gr")
+def evaluate_mcat_gr(inputs, outputs, params, *, threads=1, log=None):
+    """Test AUC / C-index of the three runs (each with its own kind of expression) + rank-sum tests."""
+    from crossmodal.pathgen import predict
+    from crossmodal.pathgen.cases import read_cases
+
+    cases = read_cases(inputs["cases"])
+    preds = {}
+    for path in inputs["predictions"]:
+        p = pd.read_csv(path, sep="\t", dtype={"sample": str})
+        run = path.rstrip("/").split("/")[-2]
+        kind = {"wsi": "none"}.get(run, run)
+        preds[run] = p[p.expression == kind]
+    order = [m for m in predict.MODES if m in preds]
+    table, tests = predict.evaluate(cases, {m: preds[m] for m in order}, n_boot=int(params["n_boot"]),
+                                    seed=int(params["seed"]))
+    write_table(outputs["table"], table, index=False, float_format="%.6g")
+    write_table(outputs["tests"], tests, index=False, float_format="%.6g")
+
+
+@step("compute_pathgen_conformal")
+def compute_pathgen_conformal(inputs, outputs, params, *, threads=1, log=None):
+    """Conformal grade sets / risk bounds (alpha from config), fairness tables, Figure 5b."""
+    from crossmodal.pathgen import uncertainty
+    from crossmodal.pathgen.cases import read_cases
+
+    cases = read_cases(inputs["cases"])
+    per, summ, fair = [], [], []
+    for path in inputs["predictions"]:
+        run = path.rstrip("/").split("/")[-2]
+        pred = pd.read_csv(path, sep="\t", dtype={"sample": str})
+        a, b, c = uncertainty.conformal_tables(cases, pred, run, params["conformal"], seed=int(params["seed"]))
+        per.append(a)
+        summ.append(b)
+        fair.append(c)
+    per, summ, fair = (pd.concat(x, ignore_index=True) for x in (per, summ, fair))
+    write_table(outputs["cases"], per, index=False, float_format="%.6g")
+    write_table(outputs["summary"], summ, index=False, float_format="%.6g")
+    write_table(outputs["fairness"], fair, index=False, float_format="%.6g")
+    uncertainty.plot_fairness(per, cases, outputs["figure"])
+
+
+@step("plot_pathgen_heatmaps")
+def plot_pathgen_heatmaps(inputs, outputs, params, *, threads=1, log=None):
+    """Distributed per-patch grade and risk over the slide thumbnail (Figures 3b/c) and the
+    real-vs-synthesized co-attention table (Figure 3d, Table 3)."""
+    import torch
+
+    from crossmodal.pathgen import heatmaps
+
+    torch.set_num_threads(max(1, threads))
+    heatmaps.run(inputs, outputs, params)
+
+
+@step("build_pathgen_reproduction")
+def build_pathgen_reproduction(inputs, outputs, params, *, threads=1, log=None):
+    """Paper claim vs this run, one row per claim -> results/pathgen/reproduction.tsv."""
+    from crossmodal.pathgen.reproduction import build
+
+    table = build(inputs, params)
+    write_table(outputs["table"], table, index=False)
+    return table
+

@@ -1,0 +1,88 @@
+"""Input functions and target lists for workflow/rules/pathgen.smk (rule files hold no logic)."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+
+R = "results/pathgen"
+RUNS = ("wsi", "synthesized", "real")
+
+
+def cases(config: dict, samples: pd.DataFrame) -> list[str]:
+    """Samples of ``pathgen.dataset`` (and ``pathgen.cohorts``) with a slide and expression."""
+    pg = config["pathgen"]
+    df = samples[(samples["dataset"] == pg["dataset"]) & samples["slide"].astype(bool)
+                 & samples["expression"].fillna("").astype(str).astype(bool)]
+    if pg.get("cohorts"):
+        df = df[df["cohort"].isin(list(pg["cohorts"]))]
+    return sorted(df.index)
+
+
+def preset(config: dict, sample: str) -> str:
+    """The tiling preset (magnification) drawn for ``sample`` from the seed (Methods 3.1)."""
+    presets = list(config["pathgen"]["patches"]["presets"])
+    if len(presets) == 1:
+        return presets[0]
+    rng = np.random.default_rng([int(config["seed"]), zlib.crc32(sample.encode())])
+    return presets[int(rng.integers(len(presets)))]
+
+
+def magnification_levels(config: dict) -> dict[str, int]:
+    """``preset -> level`` with 1 the finest (smallest target_mpp) preset, as in the paper's
+    "magnification level 1 corresponds to the highest magnification"."""
+    pr = config["tiling"]["presets"]
+    names = list(config["pathgen"]["patches"]["presets"])
+    missing = [p for p in names if p not in pr]
+    if missing:
+        raise ValueError(f"pathgen.patches.presets: {', '.join(missing)} not in tiling.presets "
+                         f"({', '.join(pr)})")
+    order = sorted(names, key=lambda p: float(pr[p].get("target_mpp", 0.5)))
+    return {p: i + 1 for i, p in enumerate(order)}
+
+
+def embed_inputs(config: dict, samples: pd.DataFrame) -> dict:
+    """Inputs of rule embed_patches: one patch LMDB per case (+ the cohort-ssl encoder)."""
+    out = {"lmdbs": [f"results/tiles/{preset(config, s)}/{s}.lmdb" for s in cases(config, samples)]}
+    if config["pathgen"]["patches"]["encoder"] == "cohort-ssl":
+        out["encoder"] = "results/metrics/ssl/encoder.pt"
+    return out
+
+
+def embeddings(config: dict, samples: pd.DataFrame) -> list[str]:
+    return [f"{R}/embeddings/{s}.npz" for s in cases(config, samples)]
+
+
+def clinical(config: dict) -> str:
+    pg = config["pathgen"]
+    if pg.get("clinical"):
+        return pg["clinical"]
+    if config["cohort"]["source"] == "toy":
+        return "results/toy/cohort/clinical.tsv"
+    if config["cohort"].get("clinical"):
+        return config["cohort"]["clinical"]
+    raise ValueError("pathgen: no clinical table - set pathgen.clinical or cohort.clinical "
+                     "(columns patient, grade, survival_time, event, age, sex)")
+
+
+def gene_groups(config: dict) -> str:
+    pg = config["pathgen"]
+    if pg.get("gene_groups"):
+        return pg["gene_groups"]
+    if config["cohort"]["source"] == "toy":
+        return "results/toy/cohort/gene_groups.tsv"
+    return "results/download/mcat_signatures/signatures.tsv"
+
+
+def predictions(runs=RUNS) -> list[str]:
+    return [f"{R}/mcat_gr/{r}/predictions.tsv" for r in runs]
+
+
+def default_targets(config: dict) -> list[str]:
+    if not config["pathgen"].get("enabled", True):
+        return []
+    return [f"{R}/table2.tsv", f"{R}/figures/fig2_synthesized_vs_real.png", f"{R}/prediction.tsv",
+            f"{R}/prediction_tests.tsv", f"{R}/conformal/summary.tsv", f"{R}/conformal/fairness.tsv",
+            f"{R}/figures/fig5b_fairness.png", f"{R}/figures/heatmaps.png", f"{R}/coattention.tsv",
+            f"{R}/reproduction.tsv"]

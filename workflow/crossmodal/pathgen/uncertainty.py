@@ -1,0 +1,136 @@
+"""Conformal grade sets and risk bounds for the MCAT_GR runs (PathGen Methods 3.4, Tables 4-5).
+
+Uses :mod:`crossmodal.conformal` (Algorithms 3 and 4, equations 10 and 12).  Calibration
+variants, for a run that takes expression:
+
+* ``cal=<kind>, test=<kind>`` - calibrated on the calibration split with the **same kind** of
+  expression the test uses (the valid procedure: calibration and test scores exchangeable);
+* ``cal=real, test=synthesized`` - what PathGen's public code does (calibrates on real, tests on
+  synthetic); reported for comparison, its coverage guarantee does not hold.
+
+Fairness tables: coverage / mean set size / uncertainty by sex, age group, magnification level,
+censorship, grade and time bin.  ``mc_coverage``: coverage averaged over ``n_resplits`` random
+re-partitions of the calibration + test cases into calibration / test of the same sizes - the
+Monte-Carlo estimate of the marginal coverage that split conformal guarantees (>= 1 - alpha).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from crossmodal import conformal
+
+FAIRNESS = ["sex", "age_group", "level", "censorship", "grade_name", "time_bin"]
+
+
+def _sets(cal: pd.DataFrame, test: pd.DataFrame, cases: pd.DataFrame, hp: dict) -> dict:
+    from crossmodal.pathgen.predict import grade_probs
+
+    a = hp["alpha"]
+    gs = conformal.grade_sets(grade_probs(cal), cases.loc[cal.index, "grade"], grade_probs(test), a)
+    rk = conformal.risk_sets(_scale(cal.risk, hp), cases.loc[cal.index, "time_bin"], _scale(test.risk, hp), a,
+                             n_bins=hp["n_bins"], risk_min=hp["risk_min"], risk_max=hp["risk_max"])
+    return {"grade_sets": gs, "grade_unc": conformal.grade_uncertainty(gs), **rk}
+
+
+def _scale(risk, hp):
+    """MCAT's risk ``-sum_k S_k`` lies in [-n_bins, 0]; map it onto [risk_min, risk_max] (eq. 12)."""
+    r = np.asarray(risk, float)
+    return hp["risk_min"] + (r + hp["n_bins"]) / hp["n_bins"] * (hp["risk_max"] - hp["risk_min"])
+
+
+def conformal_tables(cases: pd.DataFrame, pred: pd.DataFrame, run: str, hp: dict, *, seed: int):
+    """``(per_case, summary, fairness)`` for one run's predictions (all expression kinds)."""
+    cases = cases.assign(censorship=np.where(cases.censored == 1, "alive", "dead"))
+    kinds = list(dict.fromkeys(pred.expression))
+    variants = [(k, k) for k in kinds]
+    if "real" in kinds and "synthesized" in kinds:
+        variants.append(("real", "synthesized"))
+    per, summ, fair = [], [], []
+    for cal_kind, test_kind in variants:
+        pc = pred[pred.expression == cal_kind].set_index("sample")
+        pt = pred[pred.expression == test_kind].set_index("sample")
+        cal = pc[pc.split == "calibration"]
+        test = pt[pt.split == "test"]
+        r = _sets(cal, test, cases, hp)
+        y, b = cases.loc[test.index, "grade"].to_numpy(), cases.loc[test.index, "time_bin"].to_numpy()
+        g_cov = r["grade_sets"][np.arange(len(y)), y]
+        r_cov = conformal.risk_covered(_scale(test.risk, hp), b, r["q_hat"], n_bins=hp["n_bins"],
+                                       risk_min=hp["risk_min"], risk_max=hp["risk_max"])
+        valid = cal_kind == test_kind
+        label = {"run": run, "calibration": cal_kind, "test": test_kind, "valid": valid}
+        per.append(pd.DataFrame({**label, "sample": test.index, "grade_set_size": r["grade_sets"].sum(1),
+                                 "grade_covered": g_cov, "grade_uncertainty": r["grade_unc"],
+                                 "risk": test.risk.to_numpy(), "risk_lb": r["lb"], "risk_ub": r["ub"],
+                                 "risk_covered": r_cov, "risk_uncertainty": r["uncertainty"]}))
+        mc = _mc_coverage(pc, pt, cases, hp, seed) if valid else {}
+        summ.append({**label, "alpha": hp["alpha"], "n_calibration": len(cal), "n_test": len(test),
+                     "grade_coverage": float(g_cov.mean()), "grade_uncertainty": float(r["grade_unc"].mean()),
+                     "risk_coverage": float(r_cov.mean()), "risk_uncertainty": float(np.mean(r["uncertainty"])),
+                     **mc})
+        for col in FAIRNESS:
+            groups = cases.loc[test.index, col].astype(str).to_numpy()
+            for what, sets, lab, unc in (("grade", r["grade_sets"], y, r["grade_unc"]),
+                                         ("risk", r["sets"], b, r["uncertainty"])):
+                t = conformal.coverage_table(sets, lab, groups, unc, group_name="group")
+                if what == "risk":  # coverage of the interval itself (eq. 11), not only of the bin set
+                    t["interval_coverage"] = [float(r_cov.mean())] + [float(r_cov[groups == g].mean())
+                                                                      for g in t.group[1:]]
+                fair.append(t.assign(**label, task=what, stratify=col))
+    fairness = pd.concat(fair, ignore_index=True)
+    fairness = fairness[~((fairness.group == "all") & fairness.duplicated(["run", "calibration", "test", "task", "group"]))]
+    return pd.concat(per, ignore_index=True), pd.DataFrame(summ), fairness.reset_index(drop=True)
+
+
+def _mc_coverage(pc, pt, cases, hp, seed) -> dict:
+    import math
+
+    pool = list(pc.index[pc.split.isin(["calibration", "test"])])
+    n_cal = int((pc.split == "calibration").sum())
+    if n_cal == 0 or math.ceil((n_cal + 1) * (1 - hp["alpha"])) > n_cal or len(pool) == n_cal:
+        # too few calibration cases: every set is the full set; a Monte-Carlo estimate says nothing
+        return {"mc_grade_coverage": float("nan"), "mc_risk_coverage": float("nan"),
+                "mc_resplits": 0, "mc_n_test": len(pool) - n_cal}
+    rng = np.random.default_rng(seed)
+    g, r = [], []
+    for _ in range(hp["n_resplits"]):
+        perm = rng.permutation(pool)
+        cal, test = pc.loc[perm[:n_cal]], pt.loc[perm[n_cal:]]
+        res = _sets(cal, test, cases, hp)
+        y = cases.loc[test.index, "grade"].to_numpy()
+        g.append(res["grade_sets"][np.arange(len(y)), y].mean())
+        r.append(conformal.risk_covered(_scale(test.risk, hp), cases.loc[test.index, "time_bin"], res["q_hat"],
+                                        n_bins=hp["n_bins"], risk_min=hp["risk_min"], risk_max=hp["risk_max"]).mean())
+    return {"mc_grade_coverage": float(np.mean(g)), "mc_risk_coverage": float(np.mean(r)),
+            "mc_resplits": hp["n_resplits"], "mc_n_test": len(pool) - n_cal}
+
+
+def plot_fairness(per_case: pd.DataFrame, cases: pd.DataFrame, path) -> None:
+    """Figure 5b: predicted risk vs risk uncertainty, colour = grade, marker = alive / dead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.fileio import save_figure
+
+    d = per_case[per_case.valid].copy()
+    d = d.join(cases[["grade_name", "censored"]], on="sample")
+    combos = list(d.groupby(["run", "test"]).groups)
+    fig, axes = plt.subplots(1, len(combos), figsize=(4 * len(combos), 3.5), squeeze=False)
+    grades = sorted(d.grade_name.unique())
+    cmap = plt.get_cmap("viridis", max(len(grades), 2))
+    for ax, (run, kind) in zip(axes[0], combos):
+        sub = d[(d.run == run) & (d.test == kind)]
+        for gi, gname in enumerate(grades):
+            for cens, mk in ((1, "o"), (0, "x")):
+                s = sub[(sub.grade_name == gname) & (sub.censored == cens)]
+                ax.scatter(s.risk, s.risk_uncertainty + 0.02 * s.grade_uncertainty, color=cmap(gi), marker=mk,
+                           label=f"grade {gname}, {'alive' if cens else 'dead'}")
+        ax.set_title(f"{run}, test expression: {kind}", fontsize=9)
+        ax.set_xlabel("predicted risk")
+        ax.set_ylabel("risk uncertainty (eq. 12)")
+    axes[0][-1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
