@@ -9,7 +9,7 @@ CORES ?= 2
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --printshellcmds --show-failed-logs
 PYTEST_ARGS ?=
 
-.PHONY: setup kallisto run report test lint bench clean help
+.PHONY: setup kallisto slurm run report test lint bench clean help
 
 help:
 	@echo "make run    set up .venv, run the default config on $(CORES) cores, write results/report.html"
@@ -38,6 +38,21 @@ kallisto:
 	  exit 1; \
 	fi
 
+# SLURM 22.05 + munge (Debian bookworm) for tests/test_slurm.py, which starts a throw-away
+# single-node cluster on loopback (tests/slurm/up.sh) and stops it by PID.  Without root and
+# apt-get the test is skipped, saying why; as root an install failure fails `make test`.
+slurm:
+	@if command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then \
+	  echo "slurm: $$(slurmctld -V)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing slurm-wlm munge from Debian (for tests/test_slurm.py)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends slurm-wlm munge >/dev/null; \
+	else \
+	  echo "slurm-wlm/munge missing and not installable (needs root + apt-get):" \
+	    "tests/test_slurm.py will be skipped" >&2; \
+	fi
+
 run: setup
 	$(SNAKEMAKE)
 	$(BIN)/snakemake --cores 1 --report results/report.html
@@ -50,7 +65,7 @@ lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
 
-test: setup lint
+test: setup lint slurm
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -32,6 +32,7 @@ include: "workflow/rules/rna_cdm.smk"
 include: "workflow/rules/pathgen.smk"
 include: "workflow/rules/coherent.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cluster_check.smk"
 
 
 rule all:
