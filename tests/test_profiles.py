@@ -121,9 +121,8 @@ def _training_rules() -> dict[str, str]:
 
 # Rules still lacking cluster resources (owned by the paper engineers; issue 9 asks each
 # training rule to declare them).  Remove a name once its rule is fixed.
-_RESOURCES_TODO = {"train_coherent_diffusion", "train_ssl_encoder", "train_pathgen",
-                   "train_mcat_gr", "train_rna_gan_generator", "pretrain_rna_gan_simclr",
-                   "train_vae"}
+_RESOURCES_TODO = {"train_coherent_diffusion", "train_rna_gan_generator",
+                   "pretrain_rna_gan_simclr", "train_vae"}
 
 
 @pytest.mark.parametrize("rule", [

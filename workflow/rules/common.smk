@@ -2,6 +2,7 @@
 # ALL_TARGETS, the list of targets the default target collects.
 from crossmodal.config import validate, SCHEMA_DIR
 from crossmodal import samplesheet
+from crossmodal.training import gpu_request
 
 # `--config offline=true` arrives as a string (Snakemake reads only True/False as booleans)
 if isinstance(config.get("offline"), str):

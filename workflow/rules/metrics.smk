@@ -34,6 +34,10 @@ rule train_ssl_encoder:
     conda:
         "../../envs/torch.yaml"
     threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=32000,
     params:
         ssl=METRICS["ssl"],
         seed=config["seed"],

@@ -74,9 +74,14 @@ rule train_pathgen:
         "logs/train_pathgen/all.log",
     benchmark:
         "benchmarks/train_pathgen/all.tsv"
+    retries: 2
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=32000,
     params:
         model=PG["model"],
         seed=config["seed"],
@@ -150,9 +155,14 @@ rule train_mcat_gr:
         "benchmarks/train_mcat_gr/{run}.tsv"
     wildcard_constraints:
         run="wsi|synthesized|real",
+    retries: 2
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=240,
+        mem_mb=32000,
     params:
         mcat=PG["mcat"],
         seed=config["seed"],
