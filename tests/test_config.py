@@ -14,7 +14,9 @@ def test_default_config_validates_and_fills_defaults():
     assert cfg["seed"] == 0
     preset = cfg["tiling"]["presets"]["tile256"]
     # keys absent from config.yaml come from the schema
-    assert preset["min_contrast"] == 8.0 and preset["format"] == "jpeg"
+    assert preset["min_contrast"] == 12.75 and preset["pen_max_fraction"] == 0.05
+    # keys config.yaml sets override the schema's default (jpeg)
+    assert preset["format"] == "raw"
     assert cfg["splits"]["schemes"]["vae"]["train"] == 0.6
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crossmodal.data import (HEADER_KEY, TileDataset, TileStoreError, TileWriter, read_header,
-                             tile_key, unpack_record)
+                             shared_env, tile_key, unpack_record)
 
 
 def _tiles(n, size=32, seed=0):
@@ -39,7 +39,53 @@ def test_png_roundtrip_is_exact_and_rgb(tmp_path):
     assert (m["sample"], m["x"], m["y"], m["mpp"], m["tile_size"], m["index"]) == ("A", 192, 0, 0.5, 32, 3)
     hdr = read_header(p)
     assert hdr["count"] == 5 and hdr["complete"] is True and hdr["tile_size"] == 32
-    assert hdr["version"] == 1 and hdr["encoding"] == "png" and hdr["key_format"] == "%08d"
+    assert hdr["version"] == 2 and hdr["encoding"] == "png" and hdr["key_format"] == "%08d"
+
+
+def test_raw_encoding_is_exact_documented_and_writable(tmp_path):
+    tiles = _tiles(4, size=24)
+    tiles[1] = 0
+    tiles[1, :, :, 0] = 255
+    p = _write(tmp_path / "r.lmdb", tiles, "R", encoding="raw")
+    ds = TileDataset(p)
+    for i in range(4):
+        got = ds[i]
+        assert got.shape == (24, 24, 3) and got.dtype == np.uint8 and got.flags.writeable
+        np.testing.assert_array_equal(got, tiles[i])
+    assert tuple(ds[1][5, 5]) == (255, 0, 0)
+    assert ds.meta(2)["x"] == 128 and read_header(p)["encoding"] == "raw"
+    # documented layout: row-major (y, x, channel) uint8 bytes after the metadata
+    with shared_env(p).begin() as txn:
+        meta, img = unpack_record(txn.get(tile_key(3)))
+    assert meta["index"] == 3 and img == tiles[3].tobytes()
+
+
+def _rewrite_header(path, **changes):
+    env = lmdb.open(str(path), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        hdr = json.loads(txn.get(HEADER_KEY))
+        hdr.update(changes)
+        txn.put(HEADER_KEY, json.dumps(hdr).encode())
+    env.close()
+
+
+def test_version_1_stores_are_still_read_and_unknown_versions_named(tmp_path):
+    from crossmodal.data import close_all
+
+    tiles = _tiles(2)
+    v1 = _write(tmp_path / "v1.lmdb", tiles, "V1")
+    _rewrite_header(v1, version=1)  # what the version-1 writer produced (png / jpeg records)
+    np.testing.assert_array_equal(TileDataset(v1)[1], tiles[1])
+    close_all()
+    raw1 = _write(tmp_path / "raw1.lmdb", tiles, "X", encoding="raw")
+    _rewrite_header(raw1, version=1)
+    with pytest.raises(TileStoreError, match="raw1.lmdb.*encoding 'raw'.*version 1"):
+        TileDataset(raw1)
+    v9 = _write(tmp_path / "v9.lmdb", tiles, "V9")
+    _rewrite_header(v9, version=9)
+    with pytest.raises(TileStoreError, match="v9.lmdb.*format version 9"):
+        read_header(v9)
+    close_all()
 
 
 def test_raw_layout_is_documented_format(tmp_path):

@@ -99,6 +99,15 @@ def test_complete_case_needs_omics_and_bad_fractions_named():
         make_splits(s, {**VAE, "stratify": "grade"}, seed=0, scheme="vae", reference=REF)
 
 
+def test_unconfigured_scheme_is_named():
+    from crossmodal.expression.rules import split_inputs
+
+    cfg = {"splits": {"schemes": {"vae": VAE, "coherent": COH}}}
+    assert split_inputs(cfg, "vae") == {}
+    with pytest.raises(ValueError, match=r"results/splits/pathgen.tsv.*'pathgen'.*coherent, vae"):
+        split_inputs(cfg, "pathgen")
+
+
 def test_toy_splits(toy_run):
     check_toy_splits(toy_run)
 

@@ -74,9 +74,11 @@ def test_kept_tiles_and_drop_reasons(slide, tmp_path):
     assert (hdr["count"], hdr["tile_size"], hdr["mpp"], hdr["sample"]) == (14, 256, 0.5, "S1")
 
 
-def test_stored_tile_equals_openslide_read_region(slide, tmp_path):
-    tile_slide(slide, tmp_path / "t.lmdb", sample="S1")
+@pytest.mark.parametrize("fmt", ["jpeg", "raw"])
+def test_stored_tile_equals_openslide_read_region(slide, tmp_path, fmt):
+    tile_slide(slide, tmp_path / "t.lmdb", sample="S1", format=fmt)
     ds = TileDataset(tmp_path / "t.lmdb")
+    assert ds.headers[0]["encoding"] == fmt
     osl = openslide.OpenSlide(str(slide))
     for i in range(0, len(ds), 3):
         m = ds.meta(i)

@@ -1,18 +1,23 @@
 """Tile LMDBs: the hand-over between tiling / generators and every image model.
 
-Format (version 1) - one LMDB environment *directory* per slide (or per generated set),
+Format (version 2; version 1 is read too) - one LMDB environment *directory* per slide (or
+per generated set),
 e.g. ``results/tiles/<preset>/<sample>.lmdb/{data.mdb,lock.mdb}``:
 
-* key ``b"__header__"`` -> UTF-8 JSON object: ``format`` ("crossmodal-tiles"), ``version`` (1),
+* key ``b"__header__"`` -> UTF-8 JSON object: ``format`` ("crossmodal-tiles"), ``version`` (2),
   ``complete`` (true; written last, in the final transaction), ``count`` (number of tiles),
   ``tile_size`` (edge in px), ``mpp`` (µm/px of the stored tiles, or null for generated tiles
-  without a physical scale), ``encoding`` ("jpeg" | "png"), ``key_format`` ("%08d"),
+  without a physical scale), ``encoding`` ("raw" | "jpeg" | "png"), ``key_format`` ("%08d"),
   plus whatever the writer adds (``slide``, ``sample``, ``preset``, ``qc`` ...).
 * keys ``b"%08d" % i`` for ``i in range(count)`` -> one tile record::
 
       <uint32 little-endian n><n bytes UTF-8 JSON metadata><encoded image bytes>
 
-  The image is RGB (never BGR), ``tile_size`` x ``tile_size``, JPEG or PNG as the header says.
+  The image is RGB (never BGR), ``tile_size`` x ``tile_size``, encoded as the header says:
+  ``raw`` = the ``tile_size * tile_size * 3`` uint8 bytes in row-major (y, x, channel) order
+  (no decode cost: the fastest for training loops, ~196 KB per 256 px tile), ``jpeg`` or
+  ``png`` = a complete JPEG / PNG file.  Version 2 added ``raw``; the record layout is
+  otherwise that of version 1, which readers still accept.
   The metadata holds at least ``index``; tiles cut from slides also carry ``slide`` (path),
   ``sample``, ``x``, ``y`` (level-0 pixel coordinates of the top-left corner), ``mpp``,
   ``tile_size``, ``level`` (pyramid level read) and ``size0`` (edge of the tile's box in
@@ -39,7 +44,10 @@ from crossmodal.fileio import atomic_path
 log = logging.getLogger(__name__)
 
 FORMAT = "crossmodal-tiles"
-VERSION = 1
+VERSION = 2
+#: header versions this code reads (1 = jpeg/png only; 2 adds the raw encoding)
+READABLE_VERSIONS = (1, 2)
+ENCODINGS = ("raw", "jpeg", "png")
 HEADER_KEY = b"__header__"
 KEY_FORMAT = "%08d"
 _LEN = struct.Struct("<I")
@@ -55,6 +63,8 @@ def tile_key(i: int) -> bytes:
 
 
 def encode_tile(rgb: np.ndarray, encoding: str = "png", quality: int = 90) -> bytes:
+    if encoding == "raw":
+        return np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB")
@@ -64,11 +74,21 @@ def encode_tile(rgb: np.ndarray, encoding: str = "png", quality: int = 90) -> by
     elif encoding == "png":
         img.save(buf, format="PNG", compress_level=1)
     else:
-        raise ValueError(f"unknown tile encoding {encoding!r} (jpeg or png)")
+        raise ValueError(f"unknown tile encoding {encoding!r} (raw, jpeg or png)")
     return buf.getvalue()
 
 
-def decode_tile(data: bytes) -> np.ndarray:
+def decode_tile(data, encoding: str | None = None, tile_size: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from an encoded tile; ``raw`` needs ``tile_size`` (square tiles).
+    Without ``encoding`` the bytes must be a JPEG or PNG file (version-1 records)."""
+    if encoding == "raw":
+        if tile_size is None:
+            raise ValueError("decode_tile: the raw encoding needs tile_size")
+        n = int(tile_size) * int(tile_size) * 3
+        if len(data) != n:
+            raise ValueError(f"decode_tile: raw tile of {len(data)} bytes, expected {n} "
+                             f"({tile_size}x{tile_size}x3)")
+        return np.frombuffer(data, dtype=np.uint8).reshape(int(tile_size), int(tile_size), 3).copy()
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
@@ -102,7 +122,8 @@ def _json_default(o):
 class TileWriter:
     """Write tiles to a new LMDB at ``out_lmdb`` atomically.
 
-    ``header_meta`` goes into the header (``tile_size``, ``mpp``, ``encoding`` (default png),
+    ``header_meta`` goes into the header (``tile_size``, ``mpp``, ``encoding`` (raw, jpeg or
+    png; default png),
     ``jpeg_quality``, provenance ...).  Use as a context manager::
 
         with TileWriter("results/x.lmdb", {"mpp": None, "encoding": "png"}) as w:
@@ -118,7 +139,7 @@ class TileWriter:
         self.path = Path(out_lmdb)
         self.header = dict(header_meta or {})
         self.encoding = self.header.setdefault("encoding", "png")
-        if self.encoding not in ("jpeg", "png"):
+        if self.encoding not in ENCODINGS:
             raise ValueError(f"TileWriter {self.path}: unknown encoding {self.encoding!r}")
         self.quality = int(self.header.get("jpeg_quality", 90))
         self.commit_every = commit_every
@@ -250,8 +271,12 @@ def read_header(path) -> dict:
     hdr = json.loads(raw.decode())
     if hdr.get("format") != FORMAT or not hdr.get("complete"):
         raise TileStoreError(f"tile LMDB {path}: header not marked complete ({hdr.get('format')!r})")
-    if hdr.get("version") != VERSION:
-        raise TileStoreError(f"tile LMDB {path}: format version {hdr.get('version')}, this code reads {VERSION}")
+    if hdr.get("version") not in READABLE_VERSIONS:
+        raise TileStoreError(f"tile LMDB {path}: format version {hdr.get('version')}, this code reads "
+                             f"versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if hdr.get("encoding", "png") not in ENCODINGS or (hdr.get("version") == 1 and hdr.get("encoding") == "raw"):
+        raise TileStoreError(f"tile LMDB {path}: unknown tile encoding {hdr.get('encoding')!r} "
+                             f"for format version {hdr.get('version')}")
     return hdr
 
 
@@ -298,27 +323,44 @@ class TileDataset:
         src = int(self.source_index[i])
         return src, int(i - self._offsets[src])
 
-    def _record(self, i: int) -> tuple[dict, bytes, int]:
+    def _env(self, i: int) -> tuple[object, int, int]:
         src, j = self._locate(int(i))
         if self._pid != os.getpid():  # first use in this process (e.g. a DataLoader worker)
             self._envs, self._pid = {}, os.getpid()
         env = self._envs.get(src)
         if env is None:
             env = self._envs[src] = shared_env(self.paths[src])
-        with env.begin(buffers=True) as txn:
-            value = txn.get(tile_key(j))
-            if value is None:
-                raise TileStoreError(f"tile LMDB {self.paths[src]}: key {tile_key(j)!r} missing")
-            meta, image = unpack_record(value)
-        return meta, image, src
+        return env, src, j
+
+    def _get(self, txn, src: int, j: int):
+        value = txn.get(tile_key(j))
+        if value is None:
+            raise TileStoreError(f"tile LMDB {self.paths[src]}: key {tile_key(j)!r} missing")
+        return value
 
     def meta(self, i: int) -> dict:
-        meta, _, src = self._record(i)
+        env, src, j = self._env(i)
+        with env.begin(buffers=True) as txn:
+            value = self._get(txn, src, j)
+            (n,) = _LEN.unpack_from(value, 0)
+            meta = json.loads(bytes(value[4:4 + n]).decode("utf-8"))
         return {**meta, "lmdb": str(self.paths[src]), "sample": meta.get("sample", self.samples[src])}
 
     def __getitem__(self, i: int):
-        _, image, _ = self._record(i)
-        rgb = decode_tile(image)
+        env, src, j = self._env(i)
+        hdr = self.headers[src]
+        enc = hdr.get("encoding", "png")
+        with env.begin(buffers=True) as txn:
+            value = self._get(txn, src, j)
+            (n,) = _LEN.unpack_from(value, 0)
+            if enc == "raw":  # one copy straight out of the memory map, no decode
+                s = int(hdr["tile_size"])
+                if len(value) - 4 - n != s * s * 3:
+                    raise TileStoreError(f"tile LMDB {self.paths[src]}: raw tile {j} has "
+                                         f"{len(value) - 4 - n} bytes, expected {s * s * 3}")
+                rgb = np.frombuffer(value, dtype=np.uint8, count=s * s * 3, offset=4 + n).reshape(s, s, 3).copy()
+            else:
+                rgb = decode_tile(bytes(value[4 + n:]))
         return self.transform(rgb) if self.transform is not None else rgb
 
     def close(self) -> None:

@@ -138,8 +138,10 @@ def _hsv_grey(rgb: np.ndarray):
 
 def _pen(h, s, v) -> np.ndarray:
     # pen ink: saturated green..blue hues (H&E is pink..purple: hue > 0.7 or < 0.1 of the
-    # circle), or near-black; hue, saturation and value are uint8 (0..255 = 0..1)
-    return ((s > 102) & (h > 51) & (h < 166) & (v > 38)) | (v < 38)
+    # circle; haematoxylin alone is ~0.74), or near-black; hue, saturation and value are uint8
+    # (0..255 = 0..1).  The upper hue bound is 0.70 (178): blue ink over pink tissue turns
+    # violet (hue ~0.66), which a bound of 0.65 missed
+    return ((s > 102) & (h > 51) & (h < 178) & (v > 38)) | (v < 38)
 
 
 def pixel_classes(rgb: np.ndarray, thr: Thresholds):
@@ -336,7 +338,7 @@ def tile_slide(slide_path, out_lmdb, *, tile_size: int = 256, target_mpp: float 
 
     Keyword options beyond the signature: ``min_contrast``, ``min_saturation``,
     ``pen_filter``, ``pen_max_fraction``, ``min_sharpness``, ``mask_max_dim``, ``format``
-    (jpeg | png), ``jpeg_quality`` (defaults: :data:`DEFAULTS`).  ``mpp`` (level-0 µm/px from
+    (raw | jpeg | png), ``jpeg_quality`` (defaults: :data:`DEFAULTS`).  ``mpp`` (level-0 µm/px from
     the sample sheet) overrides / supplies the slide's metadata.  Returns the QC dict: counts
     kept and dropped by reason, read level, downsample, mpp, decision level, warnings.
     A slide without tissue gives an empty (but complete) LMDB and a warning.
@@ -449,13 +451,16 @@ def kept_origins(lmdb_path) -> list[tuple[int, int]]:
 
 
 def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1024, mpp=None) -> None:
-    """The slide's thumbnail with the kept tiles outlined (PNG + PDF)."""
-    import matplotlib
+    """The slide's thumbnail with the kept tiles outlined and a caption band (PNG + PDF beside
+    it, both atomic).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
+    Drawn with PIL rather than matplotlib (``fileio.save_figure``): it is a picture of the
+    slide, not a plot, and one is made per slide and preset, where importing matplotlib alone
+    cost more CPU than the tiling of a toy slide.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    from crossmodal.fileio import atomic_path
 
     slide = open_slide(slide_path, mpp, require_mpp=False)
     try:
@@ -465,18 +470,28 @@ def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1
         slide.close()
     sx, sy = thumb.size[0] / W0, thumb.size[1] / H0
     size0 = qc["size0"]
-    fig, ax = plt.subplots(figsize=(6, 6 * thumb.size[1] / max(1, thumb.size[0]) + 0.6))
-    ax.imshow(np.asarray(thumb))
-    rects = [Rectangle((x * sx, y * sy), size0 * sx, size0 * sy) for x, y in origins]
-    ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor="#00a000", linewidth=0.6))
     d = qc["dropped"]
-    ax.set_title(f"{qc['sample']}: {qc['kept']} tiles kept of {qc['n_grid']} "
-                 f"({qc['tile_size']} px at {qc['target_mpp']} µm/px)\n"
-                 f"dropped: background {d['background']}, pen {d['pen']}, low contrast {d['low_contrast']}, "
-                 f"max_tiles {d['max_tiles']}, blur {d['blur']}", fontsize=8)
-    ax.set_axis_off()
-    save_figure(fig, out_png)
-    plt.close(fig)
+    lines = [f"{qc['sample']}: {qc['kept']} tiles kept of {qc['n_grid']} "
+             f"({qc['tile_size']} px at {qc['target_mpp']} um/px)",
+             f"dropped: background {d['background']}, pen {d['pen']}, low contrast {d['low_contrast']}, "
+             f"max_tiles {d['max_tiles']}, blur {d['blur']}"]
+    font = ImageFont.load_default(size=max(10, min(16, thumb.size[0] // 45)))
+    line_h = int(font.size * 1.35)
+    band = line_h * len(lines) + 8
+    canvas = Image.new("RGB", (thumb.size[0], thumb.size[1] + band), "white")
+    canvas.paste(thumb, (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for k, text in enumerate(lines):
+        draw.text((4, 4 + k * line_h), text, fill="black", font=font)
+    width = max(1, round(thumb.size[0] / 500))
+    for x, y in origins:
+        x0, y0 = x * sx, band + y * sy
+        draw.rectangle([x0, y0, x0 + size0 * sx - 1, y0 + size0 * sy - 1], outline=(0, 160, 0), width=width)
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        canvas.save(tmp, format="PNG")
+    with atomic_path(out_png.with_suffix(".pdf")) as tmp:
+        canvas.save(tmp, format="PDF", resolution=100.0)
 
 
 QC_COLUMNS = ["sample", "slide", "mpp", "level", "downsample", "decision_level", "n_grid", "kept",
@@ -540,7 +555,7 @@ def tile_slide_step(inputs, outputs, params, *, threads=1, log=None):
     write_json(outputs["qc"], qc)
     if "thumb" in outputs:
         render_thumbnail(inputs["slide"], qc, kept_origins(outputs["lmdb"]), outputs["thumb"],
-                         mpp=_mpp_param(params.get("mpp")))
+                         mpp=_mpp_param(params.get("mpp")), max_dim=int(params.get("thumbnail_size", 1024)))
     return qc
 
 

@@ -92,7 +92,7 @@ rule make_splits:
         "../../envs/base.yaml"
     params:
         samples=expr.sample_records(SAMPLES),
-        settings=lambda w: config["splits"]["schemes"][w.scheme],
+        settings=lambda w: expr.split_scheme(config, w.scheme),
         scheme=lambda w: w.scheme,
         reference=EXPR["reference"],
         seed=config["seed"],

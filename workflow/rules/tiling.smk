@@ -25,6 +25,7 @@ rule tile_slide:
         preset=lambda wildcards: config["tiling"]["presets"][wildcards.preset],
         seed=config["seed"],
         mpp=sample_field("mpp"),
+        thumbnail_size=config["tiling"]["thumbnail_size"],
     script:
         "../scripts/tile_slide.py"
 

@@ -51,30 +51,49 @@ def decode_floor(slide_path: Path) -> tuple[int, float]:
     return n, dt
 
 
+def _best_of(fn, slide, out: Path, repeats: int = 3) -> tuple[dict, float, float]:
+    """(QC dict, best wall seconds, best CPU seconds) over ``repeats`` runs: the machine this
+    runs on is shared, so the minimum is the least disturbed measurement; CPU time is printed
+    too because wall time on a loaded machine mostly measures the other processes."""
+    import shutil
+
+    walls, cpus = [], []
+    for _ in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        t0, c0 = time.perf_counter(), time.process_time()
+        qc = fn(slide, out)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return qc, min(walls), min(cpus)
+
+
 def main() -> dict:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         slide = make_slide(d / "bench.svs")
-        ours = tile_slide(slide, d / "ours.lmdb")          # warm imports and page cache
-        ours = tile_slide(slide, d / "ours.lmdb")
-        ref = reference_tile_slide(slide, d / "ref.lmdb")
+        tile_slide(slide, d / "warm.lmdb")          # warm imports and page cache
+        ours, t_ours, c_ours = _best_of(tile_slide, slide, d / "ours.lmdb")
+        ref, t_ref, c_ref = _best_of(reference_tile_slide, slide, d / "ref.lmdb")
         same = kept_origins(d / "ours.lmdb") == kept_origins(d / "ref.lmdb")
         assert same and ours["dropped"] == ref["dropped"], "kept-tile sets differ"
         n0, dt0 = decode_floor(slide)
     out = {
         "slide": f"{SIDE}x{SIDE} px at 0.25 µm/px, {ours['n_grid']} grid tiles, {ours['kept']} kept",
-        "ours_tiles_per_s": ours["kept"] / ours["seconds"],
-        "reference_tiles_per_s": ref["kept"] / ref["seconds"],
-        "ratio": ref["seconds"] / ours["seconds"],
+        "ours_tiles_per_s": ours["kept"] / t_ours,
+        "reference_tiles_per_s": ref["kept"] / t_ref,
+        "ratio": t_ref / t_ours,
+        "ratio_cpu": c_ref / c_ours,
         "floor_level0_tiles_per_s": n0 / dt0,
         # the floor in output tiles: every 0.5 µm/px tile needs 4 level-0 JPEG tiles
         "floor_output_tiles_per_s": n0 / dt0 / 4,
     }
     print(f"slide: {out['slide']}; dropped {ours['dropped']}")
     print(f"kept-tile sets identical: {same}")
-    print(f"ours      : {ours['kept']} tiles in {ours['seconds']:.2f} s = {out['ours_tiles_per_s']:.0f} tiles/s")
-    print(f"reference : {ref['kept']} tiles in {ref['seconds']:.2f} s = {out['reference_tiles_per_s']:.0f} tiles/s")
-    print(f"ratio     : {out['ratio']:.1f}x (goal >= 3x)")
+    print(f"ours      : {ours['kept']} tiles in {t_ours:.2f} s = {out['ours_tiles_per_s']:.0f} tiles/s "
+          f"({c_ours:.2f} s CPU; best of 3)")
+    print(f"reference : {ref['kept']} tiles in {t_ref:.2f} s = {out['reference_tiles_per_s']:.0f} tiles/s "
+          f"({c_ref:.2f} s CPU; best of 3)")
+    print(f"ratio     : {out['ratio']:.1f}x wall, {out['ratio_cpu']:.1f}x CPU (goal >= 3x)")
     print(f"decode floor: {n0} level-0 256-px tiles in {dt0:.2f} s = {out['floor_level0_tiles_per_s']:.0f} tiles/s "
           f"(= {out['floor_output_tiles_per_s']:.0f} output tiles/s if read from level 0)")
     return out

@@ -75,8 +75,17 @@ def sample_records(samples: pd.DataFrame) -> list[dict]:
     return samples[SAMPLE_COLUMNS].sort_index().fillna("").astype(str).to_dict(orient="records")
 
 
+def split_scheme(config: dict, scheme: str) -> dict:
+    """The settings of split scheme ``scheme``; a clear error naming it if it is not configured."""
+    schemes = config["splits"]["schemes"]
+    if scheme not in schemes:
+        raise ValueError(f"results/splits/{scheme}.tsv was requested but split scheme {scheme!r} is not "
+                         f"in config splits.schemes (configured: {', '.join(sorted(schemes)) or 'none'})")
+    return schemes[scheme]
+
+
 def split_inputs(config: dict, scheme: str) -> dict:
-    if config["splits"]["schemes"][scheme].get("complete_case_test"):
+    if split_scheme(config, scheme).get("complete_case_test"):
         return {"cna": config["expression"]["omics"]["cna"], "rppa": config["expression"]["omics"]["rppa"]}
     return {}
 
