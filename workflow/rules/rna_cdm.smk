@@ -1,1 +1,307 @@
-# rules for rna_cdm (filled in by its issue)
+# RNA-CDM (Carrillo-Perez et al.): cascaded 64 -> 256 px diffusion conditioned on β-VAE
+# latents (VAE: rules train_vae / encode_expression with paper=rna_cdm in vae.smk), EDM
+# training, Karras sampling, FID/KID/IS, cell-type table, sampler benchmark, reproduction table.
+# Logic: crossmodal.rna_cdm (input functions in crossmodal.rna_cdm.targets).
+from crossmodal.rna_cdm import targets as rct
+from crossmodal.training import gpu_request
+
+RC = config["rna_cdm"]
+
+
+rule train_rna_cdm_base:
+    input:
+        tiles=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        latent=lambda w: rct.latent(config, SAMPLES),
+        splits="results/splits/vae.tsv",
+    output:
+        model="results/rna_cdm/unet/base/model.pt",
+        history="results/rna_cdm/unet/base/history.tsv",
+        done="results/rna_cdm/unet/base/done.json",
+    log:
+        "logs/train_rna_cdm_base/all.log",
+    benchmark:
+        "benchmarks/train_rna_cdm_base/all.tsv"
+    retries: 3
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, RC["train"]["gpus"]),
+        runtime=RC["train"]["runtime_min"],
+        mem_mb=RC["train"]["mem_mb"],
+    params:
+        stage="base",
+        rna_cdm=RC,
+        seed=config["seed"],
+        device=config["device"],
+        # checkpoints are not an output: Snakemake must not delete them when a job fails
+        checkpoints="results/rna_cdm/unet/base/checkpoints",
+        num_processes=lambda wildcards, resources: max(1, resources.gpu),
+        runtime_min=lambda wildcards, resources: resources.runtime,
+    script:
+        "../scripts/train_rna_cdm.py"
+
+
+rule train_rna_cdm_sr:
+    input:
+        tiles=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        latent=lambda w: rct.latent(config, SAMPLES),
+        splits="results/splits/vae.tsv",
+    output:
+        model="results/rna_cdm/unet/sr/model.pt",
+        history="results/rna_cdm/unet/sr/history.tsv",
+        done="results/rna_cdm/unet/sr/done.json",
+    log:
+        "logs/train_rna_cdm_sr/all.log",
+    benchmark:
+        "benchmarks/train_rna_cdm_sr/all.tsv"
+    retries: 3
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, RC["train"]["gpus"]),
+        runtime=RC["train"]["runtime_min"],
+        mem_mb=RC["train"]["mem_mb"],
+    params:
+        stage="sr",
+        rna_cdm=RC,
+        seed=config["seed"],
+        device=config["device"],
+        checkpoints="results/rna_cdm/unet/sr/checkpoints",
+        num_processes=lambda wildcards, resources: max(1, resources.gpu),
+        runtime_min=lambda wildcards, resources: resources.runtime,
+    script:
+        "../scripts/train_rna_cdm.py"
+
+
+rule generate_rna_cdm_tiles:
+    input:
+        base="results/rna_cdm/unet/base/model.pt",
+        sr="results/rna_cdm/unet/sr/model.pt",
+        latent=lambda w: rct.latent(config, SAMPLES),
+        splits="results/splits/vae.tsv",
+    output:
+        tiles=directory("results/rna_cdm/generated/test.lmdb"),
+    log:
+        "logs/generate_rna_cdm_tiles/test.log",
+    benchmark:
+        "benchmarks/generate_rna_cdm_tiles/test.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        rna_cdm=RC,
+        cohorts=RC["cohorts"],
+        split="test",
+        tiles_per_patient=RC["generate"]["tiles_per_patient"],
+        mpp=rct.tile_mpp(config),
+        source="test",
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/generate_rna_cdm_tiles.py"
+
+
+rule generate_rna_cdm_external_tiles:
+    input:
+        base="results/rna_cdm/unet/base/model.pt",
+        sr="results/rna_cdm/unet/sr/model.pt",
+        latent="results/rna_cdm/vae/main/latent/{dataset}.tsv.gz",
+    output:
+        tiles=directory("results/rna_cdm/generated/external_{dataset}.lmdb"),
+    log:
+        "logs/generate_rna_cdm_external_tiles/{dataset}.log",
+    benchmark:
+        "benchmarks/generate_rna_cdm_external_tiles/{dataset}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        rna_cdm=RC,
+        cohorts=RC["generate"]["external_cohorts"],
+        sample_cohort=lambda w: rct.sample_cohort(SAMPLES, w.dataset),
+        tiles_per_patient=RC["generate"]["external_tiles_per_sample"],
+        mpp=rct.tile_mpp(config),
+        source=lambda w: w.dataset,
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/generate_rna_cdm_tiles.py"
+
+
+rule evaluate_rna_cdm:
+    input:
+        real=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        generated="results/rna_cdm/generated/test.lmdb",
+        splits="results/splits/vae.tsv",
+        extractor_weights=rct.extractor_weights(config),
+    output:
+        table=report(
+            "results/rna_cdm/fid.tsv",
+            caption="../report/rna_cdm_fid.rst",
+            category="RNA-CDM",
+        ),
+    log:
+        "logs/evaluate_rna_cdm/all.log",
+    benchmark:
+        "benchmarks/evaluate_rna_cdm/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    params:
+        cohorts=RC["cohorts"],
+        extractor=RC["evaluate"]["extractor"],
+        max_images=RC["evaluate"]["max_images"],
+        kid_subset_size=RC["evaluate"]["kid_subset_size"],
+        data_note=rct.data_note(config),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/evaluate_rna_cdm.py"
+
+
+rule plot_rna_cdm_tiles:
+    input:
+        real=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        generated="results/rna_cdm/generated/test.lmdb",
+        splits="results/splits/vae.tsv",
+    output:
+        figure=report(
+            "results/rna_cdm/figures/generated_tiles.png",
+            caption="../report/rna_cdm_tiles.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/figures/generated_tiles.pdf",
+    log:
+        "logs/plot_rna_cdm_tiles/all.log",
+    benchmark:
+        "benchmarks/plot_rna_cdm_tiles/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        cohorts=RC["cohorts"],
+        per_row=RC["evaluate"]["per_row"],
+        seed=config["seed"],
+    script:
+        "../scripts/plot_rna_cdm_tiles.py"
+
+
+rule count_rna_cdm_cells:
+    input:
+        lmdb="results/rna_cdm/generated/test.lmdb",
+    output:
+        counts="results/rna_cdm/cells/generated_test.tsv",
+    log:
+        "logs/count_rna_cdm_cells/test.log",
+    benchmark:
+        "benchmarks/count_rna_cdm_cells/test.tsv"
+    conda:
+        "../../envs/wsi.yaml"
+    params:
+        cells=rct.cell_params(config),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/count_cells.py"
+
+
+rule plot_rna_cdm_cell_table:
+    input:
+        counts=lambda w: rct.real_cell_counts(config, SAMPLES),
+        synthetic_counts="results/rna_cdm/cells/generated_test.tsv",
+        truth=MET_TRUTH,
+    output:
+        table=report(
+            "results/rna_cdm/cells/table1.tsv",
+            caption="../report/rna_cdm_cell_table.rst",
+            category="RNA-CDM",
+        ),
+        correlations="results/rna_cdm/cells/counted_vs_planted.tsv",
+        figure="results/rna_cdm/cells/counted_vs_planted.png",
+        figure_pdf="results/rna_cdm/cells/counted_vs_planted.pdf",
+    log:
+        "logs/plot_rna_cdm_cell_table/all.log",
+    benchmark:
+        "benchmarks/plot_rna_cdm_cell_table/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        cells=config["metrics"]["cells"],
+        cohorts={s: str(SAMPLES.loc[s, "cohort"]) for s in SLIDE_SAMPLES},
+    script:
+        "../scripts/plot_cell_table.py"
+
+
+rule benchmark_rna_cdm_samplers:
+    input:
+        base="results/rna_cdm/unet/base/model.pt",
+        sr="results/rna_cdm/unet/sr/model.pt",
+        latent=lambda w: rct.latent(config, SAMPLES),
+        real=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        splits="results/splits/vae.tsv",
+        extractor_weights=rct.extractor_weights(config),
+    output:
+        table=report(
+            "results/rna_cdm/samplers.tsv",
+            caption="../report/rna_cdm_samplers.rst",
+            category="RNA-CDM",
+        ),
+    log:
+        "logs/benchmark_rna_cdm_samplers/all.log",
+    benchmark:
+        "benchmarks/benchmark_rna_cdm_samplers/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        rna_cdm=RC,
+        cohorts=RC["cohorts"],
+        n_tiles=RC["benchmark"]["n_tiles"],
+        extractor=RC["evaluate"]["extractor"],
+        kid_subset_size=RC["evaluate"]["kid_subset_size"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/benchmark_rna_cdm_samplers.py"
+
+
+rule summarise_rna_cdm:
+    input:
+        vae_metrics="results/rna_cdm/vae/main/test_metrics.tsv",
+        base="results/rna_cdm/unet/base/model.pt",
+        sr="results/rna_cdm/unet/sr/model.pt",
+        fid="results/rna_cdm/fid.tsv",
+        samplers=(
+            ["results/rna_cdm/samplers.tsv"] if RC["benchmark"]["enabled"] else []
+        ),
+    output:
+        table=report(
+            "results/rna_cdm/reproduction.tsv",
+            caption="../report/rna_cdm_reproduction.rst",
+            category="RNA-CDM",
+        ),
+    log:
+        "logs/summarise_rna_cdm/all.log",
+    benchmark:
+        "benchmarks/summarise_rna_cdm/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        data_note=rct.data_note(config),
+    script:
+        "../scripts/rna_cdm_reproduction.py"
+
+
+rule rna_cdm_all:
+    input:
+        rct.targets(config, SAMPLES),
+
+
+ALL_TARGETS.extend(rct.targets(config, SAMPLES))

@@ -1,0 +1,319 @@
+"""RNA-CDM's cascade: U-Nets from config, training tiles, the training loop shared by the
+base and the super-resolution stage, and cascade sampling (Karras or DDPM).
+
+Stages (RNA-CDM Methods, "RNA-CDM: a cascaded diffusion model"):
+
+* ``base`` -- :class:`~crossmodal.models.unet.UNet` ``rna_cdm.base_unet`` generating
+  ``base_unet.image_size`` (paper 64) px tiles from noise, conditioned on the patient's
+  β-VAE latent and the noise level;
+* ``sr`` -- ``rna_cdm.sr_unet`` generating ``sr_unet.image_size`` (paper 256) px tiles,
+  conditioned additionally on the low-resolution tile upsampled and Gaussian-blurred
+  (:func:`~crossmodal.models.unet.prepare_lowres`).  During training the low-resolution
+  input is the real tile downsampled to the base size; at sampling time it is the base
+  stage's output.
+
+Both train with the EDM loss and preconditioning (:class:`~crossmodal.models.diffusion.EDM`)
+and keep an EMA copy (used for sampling).  Training is resumable through
+:class:`crossmodal.training.ResumableRun` (checkpoints hold model, EMA, optimiser, history,
+RNG state and step) and multi-GPU through :func:`crossmodal.training.relaunch_under_accelerate`.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from crossmodal.models.diffusion import DDPM, EDM, make_ema
+from crossmodal.models.unet import UNet, UNetConfig, prepare_lowres
+
+log = logging.getLogger(__name__)
+
+STAGES = ("base", "sr")
+
+
+# --------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------
+def unet_config(cfg: dict, stage: str, cond_dim: int) -> dict:
+    """The :class:`UNetConfig` dict of ``stage`` from the ``rna_cdm`` config section."""
+    if stage not in STAGES:
+        raise ValueError(f"rna_cdm: unknown stage {stage!r} (known: {', '.join(STAGES)})")
+    u = dict(cfg["base_unet" if stage == "base" else "sr_unet"])
+    u["cond_dim"] = int(cond_dim)
+    u["lowres_channels"] = 3 if stage == "sr" else 0
+    UNetConfig.from_dict(u)  # validate early, naming the problem
+    return u
+
+
+def check_sizes(cfg: dict) -> tuple[int, int]:
+    base, sr = int(cfg["base_unet"]["image_size"]), int(cfg["sr_unet"]["image_size"])
+    if sr <= base:
+        raise ValueError(f"rna_cdm: sr_unet.image_size ({sr}) must exceed base_unet.image_size ({base})")
+    return base, sr
+
+
+def make_edm(cfg: dict) -> EDM:
+    return EDM(**cfg["edm"])
+
+
+def make_ddpm(cfg: dict) -> DDPM:
+    return DDPM(**cfg["ddpm"])
+
+
+# --------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------
+def to_model_space(tiles_uint8: np.ndarray, size: int) -> torch.Tensor:
+    """RGB uint8 ``(N, H, W, 3)`` -> float ``(N, 3, size, size)`` in [-1, 1] (area resize)."""
+    x = torch.from_numpy(np.array(tiles_uint8, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
+                          align_corners=None if x.shape[-1] > size else False)
+    return x.clamp(-1, 1)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """Model-space ``(N, 3, H, W)`` in [-1, 1] -> RGB uint8 ``(N, H, W, 3)``."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resize_uint8(tiles: np.ndarray, size: int) -> np.ndarray:
+    return to_uint8(to_model_space(tiles, size))
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+def read_latents(path) -> pd.DataFrame:
+    df = pd.read_csv(path, sep="\t", index_col="sample")
+    if df.empty:
+        raise ValueError(f"{path}: no latent codes")
+    return df
+
+
+def select_lmdbs(lmdbs, splits: pd.DataFrame, cohorts, which_splits) -> list[str]:
+    """The tile LMDBs whose sample is in ``cohorts`` and in one of ``which_splits``."""
+    from crossmodal.data import read_header
+
+    sp = splits.set_index("sample")
+    keep = []
+    for p in lmdbs:
+        sample = str(read_header(p).get("sample", ""))
+        if sample not in sp.index:
+            raise ValueError(f"{p}: sample {sample!r} is not in the split table")
+        if sp.loc[sample, "cohort"] in cohorts and sp.loc[sample, "split"] in which_splits:
+            keep.append(str(p))
+    if not keep:
+        raise ValueError(f"rna_cdm: no slides of cohorts {list(cohorts)} in splits {list(which_splits)} "
+                         f"among {len(lmdbs)} tile LMDBs")
+    return keep
+
+
+def tile_indices(ds, per_slide: int, seed: int) -> np.ndarray:
+    """At most ``per_slide`` tiles of each slide, drawn reproducibly (Methods: 4,000 per slide)."""
+    rng = np.random.default_rng(seed)
+    idx = []
+    for src in range(len(ds.paths)):
+        ii = np.flatnonzero(ds.source_index == src)
+        if len(ii) > per_slide:
+            ii = np.sort(rng.choice(ii, per_slide, replace=False))
+        idx.append(ii)
+    return np.concatenate(idx) if idx else np.array([], np.int64)
+
+
+class TileBatches:
+    """Training batches ``(x at the stage's size, latent, low-res conditioning or None)``.
+
+    Small sets (toy scale) are decoded and resized once into memory; large ones stream from
+    the LMDBs batch by batch.
+    """
+
+    def __init__(self, ds, idx: np.ndarray, latents: np.ndarray, stage: str, base_size: int, sr_size: int,
+                 blur_sigma: float, blur_kernel: int, cache_bytes: int = 1 << 30):
+        self.ds, self.idx, self.lat = ds, idx, torch.as_tensor(latents, dtype=torch.float32)
+        self.stage, self.base, self.sr = stage, base_size, sr_size
+        self.blur_sigma, self.blur_kernel = blur_sigma, blur_kernel
+        self.size = base_size if stage == "base" else sr_size
+        self.cache = None
+        if len(idx) * self.size * self.size * 3 * 4 <= cache_bytes:
+            self.cache = torch.cat([to_model_space(np.stack([ds[int(i)] for i in idx[k:k + 256]]), self.size)
+                                    for k in range(0, len(idx), 256)])
+            log.info("cached %d training tiles at %d px", len(idx), self.size)
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __call__(self, b: np.ndarray):
+        if self.cache is not None:
+            x = self.cache[b]
+        else:
+            x = to_model_space(np.stack([self.ds[int(i)] for i in self.idx[b]]), self.size)
+        lat = self.lat[b]
+        if self.stage == "base":
+            return x, lat, None
+        low = F.interpolate(x, size=(self.base, self.base), mode="area")
+        return x, lat, prepare_lowres(low, self.sr, self.blur_sigma, self.blur_kernel)
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+class History:
+    """Per-step loss rows, checkpointed with the run so a resumed run keeps the earlier rows."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def state_dict(self):
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, st):
+        self.rows = list(st["rows"])
+
+
+def train_stage(batches: TileBatches, ucfg: dict, cfg: dict, *, seed: int, ckpt_dir, device: str = "auto",
+                time_limit_s: float | None = None, meta: dict | None = None, log_every: int = 10):
+    """Train one stage; returns ``(ema_module, history_rows, accelerator, run)``.
+
+    Batches depend only on the step (:func:`crossmodal.training.step_batch`) and the EDM noise
+    on ``(seed, step)``, so a killed-and-resumed run repeats or skips no step and, on CPU,
+    ends with the weights an uninterrupted run would have.
+    """
+    from crossmodal import training
+
+    tr = cfg["train"]
+    acc = training.make_accelerator(device)
+    training.seed_everything(seed)
+    net = UNet(ucfg)
+    ema = make_ema(net, float(tr["ema_decay"]))
+    opt = torch.optim.Adam(net.parameters(), lr=float(tr["lr"]))
+    net, opt = acc.prepare(net, opt)
+    ema.to(acc.device)
+    edm = make_edm(cfg)
+    hist = History()
+    run = training.ResumableRun(ckpt_dir, every_steps=int(tr["checkpoint_every"]), accelerator=acc,
+                                meta=meta or {}, time_limit_s=time_limit_s,
+                                margin_s=min(300.0, 0.1 * time_limit_s) if time_limit_s else 300.0)
+    objects = {"model": net, "ema": ema, "opt": opt, "history": hist}
+    start = run.restore(objects)
+    steps, bs = int(tr["steps"]), int(tr["batch_size"])
+    world, rank = acc.num_processes, acc.process_index
+    n = len(batches)
+    gbs = min(bs * world, n - n % world) if n >= world else n
+    if gbs < world:
+        raise ValueError(f"rna_cdm: {n} training tiles cannot fill a batch on {world} processes")
+    log.info("training %d -> %d steps, batch %d x %d processes, %d tiles, %.1f M parameters, on %s",
+             start, steps, gbs // world, world, n, sum(p.numel() for p in net.parameters()) / 1e6, acc.device)
+    clip = tr.get("clip_grad_norm")
+    net.train()
+    for step in range(start, steps):
+        b = training.step_batch(step, n=n, batch_size=gbs, seed=seed)
+        b = np.array_split(b, world)[rank]
+        x, lat, low = batches(b)
+        x, lat = x.to(acc.device), lat.to(acc.device)
+        cond = {"cond": lat}
+        if low is not None:
+            cond["lowres"] = low.to(acc.device)
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + step * 101 + rank)
+        with acc.autocast():
+            loss = edm.loss(net, x, generator=g, **cond)
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if clip:
+            acc.clip_grad_norm_(net.parameters(), float(clip))
+        opt.step()
+        ema.update_parameters(acc.unwrap_model(net))
+        if step % log_every == 0 or step == steps - 1:
+            lv = float(acc.reduce(loss.detach(), reduction="mean").item()) if world > 1 else float(loss.item())
+            hist.rows.append({"step": step + 1, "loss": lv})
+            log.info("step %d/%d loss %.4f", step + 1, steps, lv)
+        run.step_done(step + 1, objects)
+    return ema.module, hist.rows, acc, run
+
+
+def save_model(path, net: torch.nn.Module, ucfg: dict, info: dict) -> None:
+    """The EMA network's weights and U-Net config (what sampling loads)."""
+    from crossmodal.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"unet": ucfg, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                    "info": info}, tmp)
+
+
+def load_model(path, device="cpu") -> UNet:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        net = UNet(ck["unet"])
+        net.load_state_dict(ck["state_dict"])
+    except (KeyError, RuntimeError, OSError) as e:
+        raise ValueError(f"{path}: not an RNA-CDM U-Net checkpoint ({e})") from None
+    return net.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------
+@torch.no_grad()
+def sample_stage(net, edm: EDM, shape, cfg: dict, *, sampler: str = "karras", generator=None, device="cpu",
+                 **cond) -> torch.Tensor:
+    """One stage: the Karras stochastic sampler (``cfg["sampler"]``) or the DDPM ancestral
+    sampler (``cfg["ddpm"]``) on the same EDM-trained network; images clipped to [-1, 1]."""
+    if sampler == "karras":
+        return edm.sample(net, shape, generator=generator, device=device, clip=(-1.0, 1.0),
+                          **cfg["sampler"], **cond).clamp(-1, 1)
+    if sampler == "ddpm":
+        ddpm = make_ddpm(cfg)
+        return ddpm.sample(edm.ddpm_eps_fn(net, ddpm), shape, generator=generator, device=device,
+                           clip=(-1.0, 1.0), **cond).clamp(-1, 1)
+    raise ValueError(f"rna_cdm: unknown sampler {sampler!r} (karras or ddpm)")
+
+
+@torch.no_grad()
+def sample_cascade(base: UNet, sr: UNet, latents: np.ndarray, cfg: dict, *, seed: int, sampler: str = "karras",
+                   batch_size: int = 64, device="cpu", return_lowres: bool = False):
+    """Tiles for each row of ``latents`` ``(N, d)``: base stage, then super-resolution of the
+    upsampled, blurred base image.  Returns RGB uint8 ``(N, S, S, 3)`` (and the base tiles)."""
+    edm = make_edm(cfg)
+    b_size, s_size = int(base.cfg.image_size), int(sr.cfg.image_size)
+    lat = torch.as_tensor(np.asarray(latents, np.float32))
+    if lat.ndim != 2 or lat.shape[1] != base.cfg.cond_dim:
+        raise ValueError(f"rna_cdm: latents have shape {tuple(lat.shape)}, the model expects (N, {base.cfg.cond_dim})")
+    outs, lows = [], []
+    for k in range(0, len(lat), batch_size):
+        z = lat[k:k + batch_size].to(device)
+        g = torch.Generator().manual_seed(int(seed) * 7919 + k)
+        lo = sample_stage(base, edm, (len(z), 3, b_size, b_size), cfg, sampler=sampler, generator=g, device=device,
+                          cond=z)
+        up = prepare_lowres(lo, s_size, float(cfg["lowres_blur_sigma"]), int(cfg["lowres_blur_kernel"]))
+        hi = sample_stage(sr, edm, (len(z), 3, s_size, s_size), cfg, sampler=sampler, generator=g, device=device,
+                          cond=z, lowres=up)
+        outs.append(to_uint8(hi))
+        lows.append(to_uint8(lo))
+    out = np.concatenate(outs) if outs else np.zeros((0, s_size, s_size, 3), np.uint8)
+    if return_lowres:
+        return out, (np.concatenate(lows) if lows else np.zeros((0, b_size, b_size, 3), np.uint8))
+    return out
+
+
+def network_evaluations(cfg: dict, sampler: str) -> int:
+    """Network calls per stage: Heun 2N-1 for Karras, T for DDPM."""
+    return 2 * int(cfg["sampler"]["num_steps"]) - 1 if sampler == "karras" else int(cfg["ddpm"]["timesteps"])
+
+
+def fmt_params(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+
+def paper_param_counts() -> dict:
+    """Parameters of the paper-size U-Nets (the schema defaults), counted on the meta device."""
+    from crossmodal.config import SCHEMA_DIR, validate
+    from crossmodal.models.unet import param_count
+
+    d = validate({}, SCHEMA_DIR / "config" / "rna_cdm.schema.yaml", "rna_cdm")
+    lat = int(d["vae"]["latent"])
+    base = param_count(unet_config(d, "base", lat))
+    sr = param_count(unet_config(d, "sr", lat))
+    return {"base": base, "sr": sr, "total": base + sr}

@@ -1,0 +1,352 @@
+"""Pipeline steps of RNA-CDM (rules in workflow/rules/rna_cdm.smk)."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossmodal.fileio import write_table
+from crossmodal.rna_cdm import cascade
+from crossmodal.steps import step
+
+log = logging.getLogger(__name__)
+
+#: RNA-CDM Results ("RNA-CDM generates realistic tiles"): metrics over 50k tiles, Inception-V3
+PAPER = {"fid": 23.36, "is": 3.19, "kid": 0.015, "fid_TCGA-COAD": 31.70}
+
+
+def _list(x) -> list[str]:
+    if x is None:
+        return []
+    return [str(v) for v in x] if isinstance(x, (list, tuple)) else [str(x)]
+
+
+def _threads(threads) -> None:
+    torch.set_num_threads(max(int(threads), 1))
+
+
+def _device(params) -> str:
+    from crossmodal.metrics.image import resolve_device
+
+    return resolve_device(params.get("device", "auto"))
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+@step("train_rna_cdm")
+def train_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
+    """Train the base (``stage: base``) or super-resolution (``stage: sr``) U-Net with the EDM
+    loss on the training patients' tiles, each conditioned on its patient's β-VAE latent.
+
+    Resumable: checkpoints in ``params["checkpoints"]``; SIGTERM / walltime -> exit 75, rerun
+    resumes.  ``params["num_processes"]`` > 1 relaunches under ``accelerate launch`` (DDP,
+    bf16 on GPUs that support it)."""
+    from crossmodal import training
+    from crossmodal.data import TileDataset
+
+    if training.relaunch_under_accelerate("train_rna_cdm", inputs, outputs, params, log=log):
+        return
+    _threads(threads)
+    cfg, stage, seed = params["rna_cdm"], params["stage"], int(params["seed"])
+    base_size, sr_size = cascade.check_sizes(cfg)
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    lmdbs = cascade.select_lmdbs(_list(inputs["tiles"]), splits, cfg["cohorts"], cfg["train_splits"])
+    ds = TileDataset(lmdbs)
+    idx = cascade.tile_indices(ds, int(cfg["train"]["max_tiles_per_slide"]), seed)
+    samples = ds.labels[idx]
+    lat = cascade.read_latents(inputs["latent"])
+    missing = sorted(set(samples) - set(lat.index))
+    if missing:
+        raise ValueError(f"{inputs['latent']}: no latent code for training sample(s) {', '.join(missing[:5])}")
+    batches = cascade.TileBatches(ds, idx, lat.loc[samples].to_numpy(np.float32), stage, base_size, sr_size,
+                                  float(cfg["lowres_blur_sigma"]), int(cfg["lowres_blur_kernel"]))
+    ucfg = cascade.unet_config(cfg, stage, lat.shape[1])
+    logging.getLogger(__name__).info("RNA-CDM %s stage: %d tiles of %d slides (%s)", stage, len(idx), len(lmdbs),
+                                     ", ".join(cfg["cohorts"]))
+    # settings that change the trained model; steps / walltime / GPUs may change between jobs
+    run_keys = {k: v for k, v in cfg["train"].items()
+                if k not in ("runtime_min", "gpus", "mem_mb", "steps", "checkpoint_every")}
+    meta = {"stage": stage, "unet": ucfg, "edm": cfg["edm"], "train": run_keys, "seed": seed,
+            "n_tiles": int(len(idx)), "blur": [cfg["lowres_blur_sigma"], cfg["lowres_blur_kernel"]]}
+    runtime = params.get("runtime_min")
+    t0 = time.time()
+    ema, rows, acc, run = cascade.train_stage(batches, ucfg, cfg, seed=seed, ckpt_dir=params["checkpoints"],
+                                              device=params.get("device", "auto"),
+                                              time_limit_s=60.0 * float(runtime) if runtime else None, meta=meta,
+                                              log_every=int(params.get("log_every", 10)))
+    if acc.is_main_process:
+        n_par = sum(p.numel() for p in ema.parameters())
+        cascade.save_model(outputs["model"], ema, ucfg, {"stage": stage, "steps": int(cfg["train"]["steps"]),
+                                                        "parameters": n_par, "n_tiles": int(len(idx))})
+        write_table(outputs["history"], pd.DataFrame(rows, columns=["step", "loss"]), index=False)
+    run.finish(outputs["done"], {"stage": stage, "steps": int(cfg["train"]["steps"]),
+                                 "seconds_this_job": round(time.time() - t0, 2)})
+
+
+# --------------------------------------------------------------------------------------
+# generation
+# --------------------------------------------------------------------------------------
+def generation_plan(lat: pd.DataFrame, splits: pd.DataFrame | None, cohorts, split: str | None,
+                    sample_cohort: dict | None) -> pd.DataFrame:
+    """Samples (index) with ``cohort`` to generate tiles from: the ``split`` patients of
+    ``cohorts`` (from the split table) or, for an external dataset, its samples of ``cohorts``."""
+    if sample_cohort is not None:
+        sc = pd.Series(sample_cohort, dtype=str)
+        sc = sc[sc.index.isin(lat.index) & sc.isin(list(cohorts))]
+        plan = pd.DataFrame({"cohort": sc, "patient": sc.index})
+    else:
+        sp = splits.set_index("sample")
+        sp = sp[sp.index.isin(lat.index) & sp["cohort"].isin(list(cohorts))]
+        if split and split != "all":
+            sp = sp[sp["split"] == split]
+        plan = sp[["cohort", "patient"]]
+    if plan.empty:
+        raise ValueError(f"rna_cdm: no samples of cohorts {list(cohorts)} with latent codes"
+                         f"{' in split ' + split if split else ''} to generate tiles from")
+    return plan.sort_index()
+
+
+@step("generate_rna_cdm_tiles")
+def generate_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
+    """``tiles_per_patient`` tiles per sample through the cascade (Karras sampler, EMA weights)
+    from the sample's β-VAE latent, into a tile LMDB (metadata: sample, patient, cohort)."""
+    from crossmodal.data import TileWriter
+
+    _threads(threads)
+    cfg, seed = params["rna_cdm"], int(params["seed"])
+    dev = _device(params)
+    base, sr = cascade.load_model(inputs["base"], dev), cascade.load_model(inputs["sr"], dev)
+    lat = cascade.read_latents(inputs["latent"])
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str) if inputs.get("splits") else None
+    plan = generation_plan(lat, splits, params["cohorts"], params.get("split"), params.get("sample_cohort"))
+    n = int(params["tiles_per_patient"])
+    z = np.repeat(lat.loc[plan.index].to_numpy(np.float32), n, axis=0)
+    t0 = time.time()
+    tiles = cascade.sample_cascade(base, sr, z, cfg, seed=seed, batch_size=int(cfg["generate"]["batch_size"]),
+                                   device=dev)
+    dt = time.time() - t0
+    s = int(sr.cfg.image_size)
+    with TileWriter(outputs["tiles"], {"mpp": params.get("mpp"), "encoding": "png", "tile_size": s,
+                                       "generator": "rna_cdm", "source": params.get("source", "test")}) as w:
+        for k, t in enumerate(tiles):
+            sample = plan.index[k // n]
+            w.add(t, {"sample": sample, "patient": str(plan.loc[sample, "patient"]),
+                      "cohort": str(plan.loc[sample, "cohort"]), "replicate": k % n})
+    logging.getLogger(__name__).info("%d tiles (%d px) from %d samples in %.1f s (%.3f s/tile, %s)", len(tiles), s,
+                                     len(plan), dt, dt / max(len(tiles), 1), dev)
+
+
+# --------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------
+class _Resized:
+    """An image set resized to ``size`` px (real 256 px tiles vs generated tiles of the toy size)."""
+
+    def __init__(self, ds, size: int, indices=None):
+        self.ds, self.size = ds, size
+        self.indices = np.arange(len(ds)) if indices is None else np.asarray(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        t = self.ds[int(self.indices[i])]
+        return t if t.shape[0] == self.size else cascade.resize_uint8(t[None], self.size)[0]
+
+
+def _cohort_indices(ds, cohort_of: dict) -> dict:
+    c = np.array([cohort_of.get(s, "") for s in ds.labels], dtype=object)
+    return {k: np.flatnonzero(c == k) for k in sorted(set(c) - {""})}
+
+
+@step("evaluate_rna_cdm")
+def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
+    """FID / KID / IS of generated vs real test-patient tiles, overall and per cancer type, with
+    the configured feature extractor, quoting the paper's numbers; a real-vs-real row (test vs
+    training patients) gives the floor of the metric on this data."""
+    from crossmodal.data import TileDataset
+    from crossmodal.metrics import image
+
+    _threads(threads)
+    seed = int(params["seed"])
+    cohorts = list(params["cohorts"])
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    cohort_of = dict(zip(splits["sample"], splits["cohort"]))
+    real_lmdbs = _list(inputs["real"])
+    gen = TileDataset(_list(inputs["generated"]))
+    size = int(gen.headers[0]["tile_size"])
+    test = TileDataset(cascade.select_lmdbs(real_lmdbs, splits, cohorts, ["test"]))
+    train = TileDataset(cascade.select_lmdbs(real_lmdbs, splits, cohorts, ["train"]))
+    weights = _list(inputs.get("extractor_weights"))
+    ext = image.get_extractor(params["extractor"], weights=weights[0] if weights else None,
+                              device=params.get("device", "auto"))
+    max_images = params.get("max_images")
+    kw = dict(extractor=ext, max_images=max_images, seed=seed)
+    g_by = {c: np.flatnonzero(np.array([m == c for m in
+                                        (gen.meta(i)["cohort"] for i in range(len(gen)))])) for c in cohorts}
+    t_by = _cohort_indices(test, cohort_of)
+    note = params.get("data_note", "")
+    rows = []
+
+    def row(scope, a, b, what):
+        r = image.compare(a, b, ext, kid_subset_size=int(params.get("kid_subset_size", 1000)), seed=seed)
+        paper_fid = PAPER["fid"] if scope == "all" else PAPER.get(f"fid_{scope}", float("nan"))
+        rows.append({"comparison": what, "scope": scope, "n_real": r["n_a"], "n_other": r["n_b"],
+                     "tile_px": size, "fid": r["fid"], "paper_fid": paper_fid if what.startswith("real vs RNA-CDM") else float("nan"),
+                     "kid": r["kid_mean"], "kid_std": r["kid_std"],
+                     "paper_kid": PAPER["kid"] if scope == "all" and what.startswith("real vs RNA-CDM") else float("nan"),
+                     "is_generated": r["is_b_mean"], "is_real": r["is_a_mean"],
+                     "paper_is": PAPER["is"] if scope == "all" and what.startswith("real vs RNA-CDM") else float("nan"),
+                     "extractor": r["extractor"], "comparability": r["comparability"], "is_classes": r["is_classes"],
+                     "data": note})
+
+    s_test = image.extract_stats(_Resized(test, size), desc="real test tiles", **kw)
+    s_gen = image.extract_stats(gen, desc="RNA-CDM tiles", **kw)
+    s_train = image.extract_stats(_Resized(train, size), desc="real training tiles", **kw)
+    row("all", s_test, s_gen, "real vs RNA-CDM (test patients)")
+    row("all", s_test, s_train, "real vs real (test vs training patients; floor)")
+    for c in cohorts:
+        if len(g_by.get(c, [])) >= 2 and len(t_by.get(c, [])) >= 2:
+            a = image.extract_stats(_Resized(test, size, t_by[c]), desc=f"real {c}", **kw)
+            b = image.extract_stats(_Resized(gen, size, g_by[c]), desc=f"RNA-CDM {c}", **kw)
+            row(c, a, b, "real vs RNA-CDM (test patients)")
+    write_table(outputs["table"], pd.DataFrame(rows), index=False)
+
+
+@step("plot_rna_cdm_tiles")
+def plot_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
+    """Grid of real and RNA-CDM tiles of test patients, one row per cancer type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.data import TileDataset
+    from crossmodal.fileio import save_figure
+
+    cohorts, k = list(params["cohorts"]), int(params.get("per_row", 6))
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    cohort_of = dict(zip(splits["sample"], splits["cohort"]))
+    gen = TileDataset(_list(inputs["generated"]))
+    size = int(gen.headers[0]["tile_size"])
+    real = TileDataset(cascade.select_lmdbs(_list(inputs["real"]), splits, cohorts, ["test"]))
+    r_by = _cohort_indices(real, cohort_of)
+    g_coh = np.array([gen.meta(i)["cohort"] for i in range(len(gen))], dtype=object)
+    rng = np.random.default_rng(int(params["seed"]))
+    fig, axes = plt.subplots(len(cohorts), 2 * k, figsize=(1.3 * 2 * k, 1.4 * len(cohorts)), squeeze=False)
+    for r, c in enumerate(cohorts):
+        ri = r_by.get(c, np.array([], int))
+        gi = np.flatnonzero(g_coh == c)
+        ri = rng.choice(ri, min(k, len(ri)), replace=False) if len(ri) else ri
+        gi = gi[np.linspace(0, len(gi) - 1, min(k, len(gi))).round().astype(int)] if len(gi) else gi
+        for j in range(2 * k):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            src, ii = (real, ri) if j < k else (gen, gi)
+            jj = j if j < k else j - k
+            if jj < len(ii):
+                t = src[int(ii[jj])]
+                ax.imshow(t if t.shape[0] == size else cascade.resize_uint8(t[None], size)[0])
+            else:
+                ax.set_axis_off()
+            if r == 0 and jj == 0:
+                ax.set_title("real (test patients)" if j < k else "RNA-CDM (same patients' expression)",
+                             fontsize=8, loc="left")
+        axes[r, 0].set_ylabel(c, fontsize=8)
+    fig.suptitle(f"RNA-CDM: real vs generated tiles per cancer type ({size} px){params.get('title_note', '')}",
+                 fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, outputs["figure"])
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# sampler benchmark
+# --------------------------------------------------------------------------------------
+@step("benchmark_rna_cdm_samplers")
+def benchmark_rna_cdm_samplers(inputs, outputs, params, *, threads=1, log=None):
+    """Karras 32-step vs DDPM 1000-step sampling on the same networks: wall time per tile and
+    FID of each against the real test tiles (Methods: the paper compares the two)."""
+    from crossmodal.data import TileDataset
+    from crossmodal.metrics import image
+
+    _threads(threads)
+    cfg, seed = params["rna_cdm"], int(params["seed"])
+    dev = _device(params)
+    base, sr = cascade.load_model(inputs["base"], dev), cascade.load_model(inputs["sr"], dev)
+    lat = cascade.read_latents(inputs["latent"])
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    plan = generation_plan(lat, splits, params["cohorts"], "test", None)
+    n = int(params["n_tiles"])
+    z = lat.loc[plan.index].to_numpy(np.float32)
+    z = z[np.arange(n) % len(z)]
+    size = int(sr.cfg.image_size)
+    real = TileDataset(cascade.select_lmdbs(_list(inputs["real"]), splits, params["cohorts"], ["test"]))
+    weights = _list(inputs.get("extractor_weights"))
+    ext = image.get_extractor(params["extractor"], weights=weights[0] if weights else None, device=dev)
+    s_real = image.extract_stats(_Resized(real, size), ext, seed=seed, desc="real test tiles")
+    rows = []
+    for sampler in ("karras", "ddpm"):
+        t0 = time.time()
+        tiles = cascade.sample_cascade(base, sr, z, cfg, seed=seed, sampler=sampler,
+                                       batch_size=int(cfg["generate"]["batch_size"]), device=dev)
+        dt = time.time() - t0
+        s = image.extract_stats(tiles, ext, seed=seed, desc=sampler)
+        r = image.compare(s_real, s, ext, seed=seed, kid_subset_size=int(params.get("kid_subset_size", 1000)))
+        rows.append({"sampler": sampler, "steps": cfg["sampler"]["num_steps"] if sampler == "karras"
+                     else cfg["ddpm"]["timesteps"], "network_evaluations_per_stage": cascade.network_evaluations(cfg, sampler),
+                     "n_tiles": n, "tile_px": size, "seconds": round(dt, 3), "seconds_per_tile": dt / n,
+                     "fid": r["fid"], "kid": r["kid_mean"], "extractor": r["extractor"],
+                     "comparability": r["comparability"], "device": dev})
+    df = pd.DataFrame(rows)
+    df["speedup_vs_ddpm"] = df["seconds_per_tile"].iloc[1] / df["seconds_per_tile"]
+    write_table(outputs["table"], df, index=False)
+
+
+# --------------------------------------------------------------------------------------
+# reproduction table
+# --------------------------------------------------------------------------------------
+@step("rna_cdm_reproduction")
+def rna_cdm_reproduction(inputs, outputs, params, *, threads=1, log=None):
+    """``results/rna_cdm/reproduction.tsv``: the paper's numbers next to ours, with the source of
+    each of ours (toy cohort / stand-in extractor / stand-in cell counter) stated per row."""
+    note = params.get("data_note", "")
+    rows = []
+
+    def add(quantity, paper, ours, source):
+        rows.append({"quantity": quantity, "paper": paper, "ours": ours, "source": source})
+
+    vae = pd.read_csv(inputs["vae_metrics"], sep="\t").set_index("split")
+    add("β-VAE test RMSE", 0.2475, float(vae.loc["test", "rmse"]), note)
+    add("β-VAE test MAE", 0.1471, float(vae.loc["test", "mae"]), note)
+    paper_par = cascade.paper_param_counts()
+    ours = sum(int(torch.load(p, map_location="cpu", weights_only=False)["info"]["parameters"])
+               for p in (inputs["base"], inputs["sr"]))
+    add("parameters of the cascade (paper-size config)", "1.8 B", cascade.fmt_params(paper_par["total"]),
+        f"our paper-size U-Nets (base {cascade.fmt_params(paper_par['base'])} + SR "
+        f"{cascade.fmt_params(paper_par['sr'])}): one projected latent replaces Imagen's text cross-attention")
+    add("parameters of the cascade (this run)", "-", cascade.fmt_params(ours), note)
+    fid = pd.read_csv(inputs["fid"], sep="\t")
+    gen = fid[fid["comparison"].str.startswith("real vs RNA-CDM")].set_index("scope")
+    src = f"{note}; extractor {gen['extractor'].iloc[0]} ({gen['comparability'].iloc[0]})"
+    add("FID50k (all)", PAPER["fid"], float(gen.loc["all", "fid"]), src)
+    add("KID50k (all)", PAPER["kid"], float(gen.loc["all", "kid"]), src)
+    add("IS50k (all)", PAPER["is"], float(gen.loc["all", "is_generated"]), src)
+    if "TCGA-COAD" in gen.index:
+        add("FID (colorectal, TCGA-COAD)", PAPER["fid_TCGA-COAD"], float(gen.loc["TCGA-COAD", "fid"]), src)
+    floor = fid[fid["comparison"].str.startswith("real vs real")]
+    if len(floor):
+        add("FID real test vs real training tiles (floor)", "-", float(floor["fid"].iloc[0]), src)
+    samplers = _list(inputs.get("samplers"))
+    if samplers:
+        b = pd.read_csv(samplers[0], sep="\t").set_index("sampler")
+        add("Karras vs DDPM-1000 speed-up per tile", "≥ 25× (goal)", float(b.loc["karras", "speedup_vs_ddpm"]),
+            f"{note}; device {b.loc['karras', 'device']}")
+        add("FID Karras-32 / DDPM-1000", "comparable", f"{b.loc['karras', 'fid']:.2f} / {b.loc['ddpm', 'fid']:.2f}",
+            src)
+    write_table(outputs["table"], pd.DataFrame(rows), index=False)
