@@ -1,1 +1,350 @@
-# rules for rna_gan (filled in by its issue)
+# RNA-GAN (Carrillo-Perez et al. 2023): β-VAE latent-space figures, one WGAN-GP DCGAN per
+# tissue and variant (gan / rna_gan / control), generated tiles, FID + feature UMAPs,
+# external-cohort classifier, Figure 5, SimCLR, and the reproduction table.
+# Logic: crossmodal.rna_gan (input functions in crossmodal.rna_gan.targets).
+from crossmodal.rna_gan import targets as rg
+
+RG = config["rna_gan"]
+
+
+rule plot_rna_gan_vae_latents:
+    input:
+        model="results/rna_gan/vae/main/model.pt",
+        model_multi="results/rna_gan/vae/multi_tissue/model.pt",
+        expression=lambda w: vae_lib.expression_inputs(config, "rna_gan", "main"),
+        expression_multi=lambda w: rg.multi_expression(config),
+        splits="results/splits/vae.tsv",
+    output:
+        reconstructed=report(
+            "results/rna_gan/figures/fig2_reconstructed.png",
+            caption="../report/rna_gan_fig2_reconstructed.rst",
+            category="RNA-GAN",
+            subcategory="Figure 2: β-VAE latent space",
+        ),
+        generated=report(
+            "results/rna_gan/figures/fig2_generated.png",
+            caption="../report/rna_gan_fig2_generated.rst",
+            category="RNA-GAN",
+            subcategory="Figure 2: β-VAE latent space",
+        ),
+        shifted=report(
+            "results/rna_gan/figures/fig2_shifted.png",
+            caption="../report/rna_gan_fig2_shifted.rst",
+            category="RNA-GAN",
+            subcategory="Figure 2: β-VAE latent space",
+        ),
+        multi_tissue=report(
+            "results/rna_gan/figures/fig2_multi_tissue.png",
+            caption="../report/rna_gan_fig2_multi_tissue.rst",
+            category="RNA-GAN",
+            subcategory="Figure 2: β-VAE latent space",
+        ),
+        checks=report(
+            "results/rna_gan/vae/latent_checks.tsv",
+            caption="../report/rna_gan_latent_checks.rst",
+            category="RNA-GAN",
+            subcategory="Figure 2: β-VAE latent space",
+        ),
+    log:
+        "logs/plot_rna_gan_vae_latents/all.log",
+    benchmark:
+        "benchmarks/plot_rna_gan_vae_latents/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        seed=config["seed"],
+        figures=RG["figures"],
+        tissues=RG["tissues"],
+        multi_cohorts=RG["vae"]["models"].get("multi_tissue", {}).get("cohorts"),
+    script:
+        "../scripts/plot_vae_latents.py"
+
+
+rule train_rna_gan_generator:
+    input:
+        tiles=lambda w: rg.tissue_lmdbs(config, SAMPLES, w.tissue),
+        latent=lambda w: rg.latent(config, SAMPLES, w.tissue),
+        splits="results/splits/vae.tsv",
+    output:
+        model="results/rna_gan/gan/{tissue}/{variant}/generator.pt",
+        history="results/rna_gan/gan/{tissue}/{variant}/history.tsv",
+        snapshots="results/rna_gan/gan/{tissue}/{variant}/snapshots.npz",
+        done="results/rna_gan/gan/{tissue}/{variant}/done.json",
+    log:
+        "logs/train_rna_gan_generator/{tissue}_{variant}.log",
+    benchmark:
+        "benchmarks/train_rna_gan_generator/{tissue}_{variant}.tsv"
+    wildcard_constraints:
+        variant="gan|rna_gan|control",
+    retries: 3
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        tissue=lambda w: w.tissue,
+        variant=lambda w: w.variant,
+        gan=RG["gan"],
+        seed=config["seed"],
+        checkpoints=lambda w: f"results/rna_gan/gan/{w.tissue}/{w.variant}/checkpoints",
+    script:
+        "../scripts/train_tile_gan.py"
+
+
+rule generate_rna_gan_tiles:
+    input:
+        model="results/rna_gan/gan/{tissue}/{variant}/generator.pt",
+        latent=lambda w: rg.latent(config, SAMPLES, w.tissue),
+        splits="results/splits/vae.tsv",
+    output:
+        tiles=directory("results/rna_gan/generated/{tissue}/{variant}.lmdb"),
+    log:
+        "logs/generate_rna_gan_tiles/{tissue}_{variant}.log",
+    benchmark:
+        "benchmarks/generate_rna_gan_tiles/{tissue}_{variant}.tsv"
+    wildcard_constraints:
+        variant="gan|rna_gan|control",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        tissue=lambda w: w.tissue,
+        variant=lambda w: w.variant,
+        gan=RG["gan"],
+        seed=config["seed"],
+        tiles_per_patient=RG["generate"]["tiles_per_patient"],
+    script:
+        "../scripts/generate_tiles.py"
+
+
+rule generate_rna_gan_external_tiles:
+    input:
+        models=expand(
+            "results/rna_gan/gan/{tissue}/rna_gan/generator.pt", tissue=RG["tissues"]
+        ),
+        latent=f"results/rna_gan/vae/main/latent/{RG['external']['dataset']}.tsv.gz",
+    output:
+        tiles=directory("results/rna_gan/generated/external.lmdb"),
+    log:
+        "logs/generate_rna_gan_external_tiles/all.log",
+    benchmark:
+        "benchmarks/generate_rna_gan_external_tiles/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        tissues=RG["tissues"],
+        cohorts=rg.external_cohorts(config),
+        sample_cohort=rg.external_sample_cohort(config, SAMPLES),
+        gan=RG["gan"],
+        seed=config["seed"],
+        tiles_per_tissue=RG["generate"]["external_tiles_per_tissue"],
+    script:
+        "../scripts/generate_external_tiles.py"
+
+
+rule evaluate_rna_gan_generators:
+    input:
+        real=rg.real_lmdbs(config, SAMPLES),
+        generated=rg.per_tissue_variant(
+            config, "results/rna_gan/generated/{tissue}/{variant}.lmdb"
+        ),
+        splits="results/splits/vae.tsv",
+        extractor_weights=rg.extractor_weights(config),
+    output:
+        fid=report(
+            "results/rna_gan/fid.tsv",
+            caption="../report/rna_gan_fid.rst",
+            category="RNA-GAN",
+            subcategory="Figures 3-4: generated tiles",
+        ),
+        umap=report(
+            "results/rna_gan/figures/tile_umap.png",
+            caption="../report/rna_gan_tile_umap.rst",
+            category="RNA-GAN",
+            subcategory="Figures 3-4: generated tiles",
+        ),
+    log:
+        "logs/evaluate_rna_gan_generators/all.log",
+    benchmark:
+        "benchmarks/evaluate_rna_gan_generators/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        tissues=RG["tissues"],
+        variants=["gan", "rna_gan", "control"],
+        image_size=RG["gan"]["image_size"],
+        extractor=RG["features"]["extractor"],
+        max_tiles=RG["features"]["max_tiles"],
+        real_splits=RG["features"]["real_splits"],
+        device=config["device"],
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate_tile_generators.py"
+
+
+rule plot_rna_gan_generated_tiles:
+    input:
+        snapshots=rg.per_tissue_variant(
+            config, "results/rna_gan/gan/{tissue}/{variant}/snapshots.npz"
+        ),
+    output:
+        figure=report(
+            "results/rna_gan/figures/fig5_same_epoch.png",
+            caption="../report/rna_gan_fig5.rst",
+            category="RNA-GAN",
+            subcategory="Figures 3-4: generated tiles",
+        ),
+    log:
+        "logs/plot_rna_gan_generated_tiles/all.log",
+    benchmark:
+        "benchmarks/plot_rna_gan_generated_tiles/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        tissues=RG["tissues"],
+        variants=["gan", "rna_gan", "control"],
+        epochs=rg.epochs_by_tissue(config),
+    script:
+        "../scripts/plot_generated_tiles.py"
+
+
+rule classify_rna_gan_external_tiles:
+    input:
+        real=rg.real_lmdbs(config, SAMPLES),
+        external="results/rna_gan/generated/external.lmdb",
+        splits="results/splits/vae.tsv",
+    output:
+        metrics=report(
+            "results/rna_gan/external_classifier.tsv",
+            caption="../report/rna_gan_external_classifier.rst",
+            category="RNA-GAN",
+            subcategory="Figure 4D: external cohort",
+        ),
+    log:
+        "logs/classify_rna_gan_external_tiles/all.log",
+    benchmark:
+        "benchmarks/classify_rna_gan_external_tiles/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        tissues=RG["tissues"],
+        classifier=RG["classifier"],
+        seed=config["seed"],
+    script:
+        "../scripts/classify_external_tiles.py"
+
+
+rule generate_rna_gan_pretraining_tiles:
+    input:
+        models=expand(
+            "results/rna_gan/gan/{tissue}/rna_gan/generator.pt", tissue=RG["tissues"]
+        ),
+        latent=rg.latent(config, SAMPLES, RG["tissues"][0]),
+        splits="results/splits/vae.tsv",
+    output:
+        tiles=directory("results/rna_gan/simclr/synthetic.lmdb"),
+    log:
+        "logs/generate_rna_gan_pretraining_tiles/all.log",
+    benchmark:
+        "benchmarks/generate_rna_gan_pretraining_tiles/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        tissues=RG["tissues"],
+        gan=RG["gan"],
+        n_tiles=RG["simclr"]["n_tiles"],
+        seed=config["seed"],
+    script:
+        "../scripts/generate_pretraining_tiles.py"
+
+
+rule pretrain_rna_gan_simclr:
+    input:
+        tiles="results/rna_gan/simclr/synthetic.lmdb",
+    output:
+        encoder="results/rna_gan/simclr/encoder.pt",
+        done="results/rna_gan/simclr/done.json",
+    log:
+        "logs/pretrain_rna_gan_simclr/all.log",
+    benchmark:
+        "benchmarks/pretrain_rna_gan_simclr/all.tsv"
+    retries: 3
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        simclr=RG["simclr"],
+        seed=config["seed"],
+        device=config["device"],
+        checkpoints="results/rna_gan/simclr/checkpoints",
+    script:
+        "../scripts/simclr_pretrain.py"
+
+
+rule cross_validate_rna_gan_simclr:
+    input:
+        encoder="results/rna_gan/simclr/encoder.pt",
+        real=rg.task_lmdbs(config, SAMPLES),
+    output:
+        cv=report(
+            "results/rna_gan/simclr/cv.tsv",
+            caption="../report/rna_gan_simclr.rst",
+            category="RNA-GAN",
+            subcategory="Figure S4: SimCLR on synthetic tiles",
+        ),
+        figure=report(
+            "results/rna_gan/figures/simclr_confusion.png",
+            caption="../report/rna_gan_simclr.rst",
+            category="RNA-GAN",
+            subcategory="Figure S4: SimCLR on synthetic tiles",
+        ),
+    log:
+        "logs/cross_validate_rna_gan_simclr/all.log",
+    benchmark:
+        "benchmarks/cross_validate_rna_gan_simclr/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        simclr=RG["simclr"],
+        sample_cohort=rg.sample_cohorts(SAMPLES, RG["simclr"]["task_cohorts"]),
+        seed=config["seed"],
+    script:
+        "../scripts/simclr_cv.py"
+
+
+rule summarise_rna_gan_reproduction:
+    input:
+        vae_metrics="results/rna_gan/vae/main/test_metrics.tsv",
+        multi_metrics="results/rna_gan/vae/multi_tissue/test_metrics.tsv",
+        checks="results/rna_gan/vae/latent_checks.tsv",
+        fid="results/rna_gan/fid.tsv",
+        external="results/rna_gan/external_classifier.tsv",
+        simclr=(["results/rna_gan/simclr/cv.tsv"] if RG["simclr"]["enabled"] else []),
+    output:
+        table=report(
+            "results/rna_gan/reproduction.tsv",
+            caption="../report/rna_gan_reproduction.rst",
+            category="RNA-GAN",
+            subcategory="Reproduction table",
+        ),
+    log:
+        "logs/summarise_rna_gan_reproduction/all.log",
+    benchmark:
+        "benchmarks/summarise_rna_gan_reproduction/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        data="toy" if config["cohort"]["source"] == "toy" else config["run_name"],
+        extractor_note=f"features: {RG['features']['extractor']}",
+    script:
+        "../scripts/rna_gan_reproduction.py"
+
+
+rule rna_gan_all:
+    input:
+        rg.targets(config),
+
+
+ALL_TARGETS.extend(rg.targets(config))

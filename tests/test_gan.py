@@ -1,0 +1,148 @@
+"""DCGAN / WGAN-GP and RNA-GAN's generator inputs (crossmodal.models.gan), including the
+conditioning test: different expression latents give different generator inputs and, after a
+short training on tiles whose colour follows the latent, different tiles."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crossmodal.models import gan
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("size", [8, 16, 32, 256])
+def test_generator_and_critic_shapes(size):
+    g, d = gan.Generator(12, size, ngf=4), gan.Critic(size, ndf=4)
+    x = g(torch.randn(2, 12))
+    assert x.shape == (2, 3, size, size) and float(x.detach().abs().max()) <= 1
+    assert d(x).shape == (2,)
+
+
+def test_bad_size_is_an_error():
+    with pytest.raises(ValueError, match="power of 2"):
+        gan.Generator(8, 48)
+
+
+def test_narrow_noise_stays_in_the_paper_range():
+    z = gan.narrow_noise(1000, 64, std=0.1, clip=0.3, generator=torch.Generator().manual_seed(0))
+    assert float(z.abs().max()) <= 0.3 + 1e-7
+    assert 0.08 < float(z.std()) < 0.11
+
+
+def test_generator_inputs_follow_the_variant():
+    g = torch.Generator().manual_seed(0)
+    lat = torch.randn(5, 16) * 3
+    kw = dict(noise_std=0.1, noise_clip=0.3, generator=g)
+    zr = gan.generator_input("rna_gan", 5, 16, lat, **kw)
+    # RNA-GAN input = the patient's latent + narrow noise; no per-batch standardisation
+    assert float((zr - lat).abs().max()) <= 0.3 + 1e-6
+    zc = gan.generator_input("control", 5, 16, None, **kw)
+    assert float(zc.abs().max()) <= 0.3 + 1e-6
+    zg = gan.generator_input("gan", 5, 16, None, **kw)
+    assert float(zg.std()) > 0.5
+    with pytest.raises(ValueError, match="latents of shape"):
+        gan.generator_input("rna_gan", 5, 16, None, **kw)
+    with pytest.raises(ValueError, match="unknown GAN variant"):
+        gan.generator_input("vae_gan", 5, 16, None, **kw)
+
+
+def test_two_expression_profiles_give_different_generator_inputs():
+    a, b = torch.zeros(1, 8), torch.ones(1, 8)
+    kw = dict(noise_std=0.1, noise_clip=0.3)
+    za = gan.generator_input("rna_gan", 1, 8, a, generator=torch.Generator().manual_seed(1), **kw)
+    zb = gan.generator_input("rna_gan", 1, 8, b, generator=torch.Generator().manual_seed(1), **kw)
+    # the same noise draw: the inputs differ exactly by the latent difference
+    assert torch.allclose(zb - za, b - a, atol=1e-6)
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        w = torch.ones_like(x[0]).flatten() / np.sqrt(x[0].numel())
+        return self.scale * (x.flatten(1) @ w)
+
+
+@pytest.mark.parametrize("scale,expected", [(1.0, 0.0), (2.0, 1.0), (3.0, 4.0)])
+def test_gradient_penalty_of_a_linear_critic(scale, expected):
+    # D(x) = scale * <w, x> with |w| = 1 has gradient norm `scale` everywhere: GP = (scale - 1)^2
+    real, fake = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    assert float(gan.gradient_penalty(_Linear(scale), real, fake)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_paper_optimiser_settings():
+    m = gan.WGANGP("gan", 8, 16, ngf=4, ndf=4)
+    assert m.opt_g.defaults["lr"] == 1e-3 and m.opt_d.defaults["lr"] == 4e-3
+    assert m.opt_g.defaults["betas"] == (0.5, 0.999) and m.gp_lambda == 10.0
+
+
+def test_augment_flips_and_keeps_range():
+    x = torch.linspace(-1, 1, 16).view(1, 1, 4, 4).repeat(8, 3, 1, 1)
+    y = gan.augment(x, torch.Generator().manual_seed(0), jitter=0.0)
+    assert y.shape == x.shape and float(y.abs().max()) <= 1
+    flipped = [not torch.allclose(y[i], x[i]) for i in range(8)]
+    assert any(flipped) and not all(flipped)
+
+
+def _coloured_tiles(n_per, size=16, seed=0):
+    """Patient A's tiles are red, patient B's blue (+ texture noise); latents are far apart."""
+    rng = np.random.default_rng(seed)
+    red = np.zeros((n_per, size, size, 3)); red[..., 0] = 200; red[..., 2] = 40
+    blue = np.zeros((n_per, size, size, 3)); blue[..., 0] = 40; blue[..., 2] = 200
+    tiles = np.concatenate([red, blue]) + rng.normal(0, 15, (2 * n_per, size, size, 3))
+    lat = np.zeros((2 * n_per, 8), np.float32)
+    lat[:n_per, 0], lat[n_per:, 0] = 2.0, -2.0
+    return np.clip(tiles, 0, 255).astype(np.uint8), lat
+
+
+def test_rna_gan_tiles_follow_the_expression_latent_after_short_training():
+    tiles, lat = _coloured_tiles(32)
+    m = gan.WGANGP("rna_gan", 8, 16, ngf=8, ndf=8, seed=0)
+    rows, snaps = gan.fit(m, lambda b: (tiles[b], lat[b]), len(tiles), epochs=25, batch_size=16, seed=0,
+                          jitter=0.0, snapshot_latents=lat, n_snapshot=4, progress=False)
+    assert len(rows) == 25 and snaps.shape == (25, 4, 16, 16, 3)
+    za, zb = torch.as_tensor(lat[:16]), torch.as_tensor(lat[-16:])
+    ta = m.generate(16, za, seed=5).astype(float)
+    tb = m.generate(16, zb, seed=5).astype(float)
+    red_minus_blue = lambda t: (t[..., 0] - t[..., 2]).mean()  # noqa: E731
+    # patient A's latent gives redder tiles than patient B's, as in their real tiles
+    assert red_minus_blue(ta) - red_minus_blue(tb) > 40
+    # and the difference between patients exceeds the spread within one patient's tiles
+    within = np.abs(ta - ta.mean(0)).mean()
+    assert np.abs(ta.mean(0) - tb.mean(0)).mean() > within
+
+
+def test_control_ignores_expression():
+    m = gan.WGANGP("control", 8, 16, ngf=4, ndf=4, seed=0)
+    with pytest.raises(ValueError, match="rna_gan"):
+        gan.generator_input("rna_gan", 2, 8, None, noise_std=0.1, noise_clip=0.3)
+    assert m.generate(3, None, seed=1).shape == (3, 16, 16, 3)
+
+
+def test_training_resumes_to_the_same_weights(tmp_path):
+    from crossmodal.training import ResumableRun
+
+    tiles, lat = _coloured_tiles(8)
+    get = lambda b: (tiles[b], lat[b])  # noqa: E731
+
+    def run(epochs, ckpt):
+        m = gan.WGANGP("rna_gan", 8, 16, ngf=4, ndf=4, seed=0)
+        r = ResumableRun(ckpt, every_steps=1, meta={"t": 1}, handle_signals=False)
+        rows, snaps = gan.fit(m, get, len(tiles), epochs=epochs, batch_size=8, seed=0, snapshot_latents=lat,
+                              n_snapshot=2, run=r, progress=False)
+        return m, rows, snaps
+
+    full, rows_full, snaps_full = run(3, tmp_path / "a")
+    run(1, tmp_path / "b")  # "killed" after one epoch (checkpoint at its last step)
+    resumed, rows_res, snaps_res = run(3, tmp_path / "b")
+    assert resumed.steps == full.steps == 6
+    for p, q in zip(full.G.parameters(), resumed.G.parameters()):
+        assert torch.allclose(p, q)
+    assert len(rows_res) == 3 and np.array_equal(snaps_full, snaps_res)

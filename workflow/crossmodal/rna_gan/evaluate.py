@@ -1,0 +1,212 @@
+"""RNA-GAN evaluation: Inception-feature UMAPs and FID of generated vs real tiles per tissue
+(Figures 3B/C, 4B; Results "GAN 87.85 vs RNA-GAN 83.89"), the real-trained ResNet-18 on tiles
+generated from the external cohort (Figure 4D; 80.5% / 79.7% / 0.805), tiles of both
+generators at the same epoch (Figure 5) and SimCLR pretraining on synthetic tiles (Figure S4)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossmodal.fileio import save_figure, write_table
+from crossmodal.steps import step
+
+log = logging.getLogger(__name__)
+
+
+def _list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None, seed: int = 0):
+    """All (or at most ``max_per_source`` per LMDB) tiles of ``lmdbs`` as uint8 (n, s, s, 3),
+    resized to ``size``; returns (tiles, sample of each tile)."""
+    from crossmodal.data import TileDataset
+
+    lmdbs = _list(lmdbs)
+    if not lmdbs:
+        return np.zeros((0, size or 1, size or 1, 3), np.uint8), np.array([], dtype=object)
+    ds = TileDataset(lmdbs)
+    rng = np.random.default_rng(seed)
+    idx = []
+    for src in range(len(lmdbs)):
+        ii = np.flatnonzero(ds.source_index == src)
+        if max_per_source is not None and len(ii) > max_per_source:
+            ii = np.sort(rng.choice(ii, max_per_source, replace=False))
+        idx.append(ii)
+    idx = np.concatenate(idx)
+    tiles = np.stack([ds[int(i)] for i in idx]) if len(idx) else np.zeros((0, 1, 1, 3), np.uint8)
+    samples = np.array([ds.meta(int(i))["sample"] for i in idx], dtype=object)
+    if size is not None:
+        tiles = resize_uint8(tiles, size)
+    return tiles, samples
+
+
+def resize_uint8(tiles: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased resize of uint8 (n, H, W, 3) tiles to size x size (in chunks)."""
+    from crossmodal.models.gan import resize, to_float, to_uint8
+
+    if not len(tiles) or tiles.shape[1] == size:
+        return tiles
+    return np.concatenate([to_uint8(resize(to_float(tiles[i:i + 256]), size)) for i in range(0, len(tiles), 256)])
+
+
+def split_lmdbs(lmdbs, splits: pd.DataFrame, cohort: str | None, which: list[str]) -> list[str]:
+    """The LMDBs (named <sample>.lmdb) whose sample is in ``cohort`` and one of ``which`` splits."""
+    from pathlib import Path
+
+    sp = splits.set_index("sample")
+    out = []
+    for p in _list(lmdbs):
+        s = Path(p).name[:-5] if p.endswith(".lmdb") else Path(p).name
+        if s in sp.index and (cohort is None or sp.loc[s, "cohort"] == cohort) and sp.loc[s, "split"] in which:
+            out.append(p)
+    return out
+
+
+def extract_features(tiles: np.ndarray, extractor, batch_size: int = 64) -> np.ndarray:
+    """Features of uint8 (n, H, W, 3) tiles through a :class:`crossmodal.metrics.image.Extractor`."""
+    out = []
+    for i in range(0, len(tiles), batch_size):
+        x = torch.as_tensor(np.ascontiguousarray(tiles[i:i + batch_size])).permute(0, 3, 1, 2)
+        f, _ = extractor(x)
+        out.append(f.detach().cpu().double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, extractor.dim))
+
+
+def fid(a: np.ndarray, b: np.ndarray) -> float:
+    from crossmodal.metrics import image
+
+    return float(image.fid_from_features(a, b))
+
+
+@step("evaluate_tile_generators")
+def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
+    """FID of each tissue's GAN / RNA-GAN / control tiles (generated for its test patients)
+    against the tissue's real tiles of the configured splits (default: the same test patients),
+    and a UMAP of the tile features per tissue (real vs each generator)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    torch.set_num_threads(max(int(threads), 1))
+    lg = logging.getLogger(__name__)
+    tissues, variants = list(params["tissues"]), list(params["variants"])
+    size, ext, seed = int(params["image_size"]), params["extractor"], int(params["seed"])
+    max_tiles = int(params["max_tiles"])
+    from crossmodal.metrics import image
+
+    weights = inputs.get("extractor_weights") or None
+    if isinstance(weights, list):
+        weights = weights[0] if weights else None
+    extractor = image.get_extractor(ext, weights=weights,
+                                    device=params.get("device", "auto"))
+    note = extractor.label
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    gen_paths = _list(inputs["generated"])
+    if len(gen_paths) != len(tissues) * len(variants):
+        raise ValueError(f"expected {len(tissues) * len(variants)} generated LMDBs (tissue x variant), got {len(gen_paths)}")
+    rows, feats = [], {}
+    for i, t in enumerate(tissues):
+        real_splits = list(params.get("real_splits", ["test"]))
+        real_l = split_lmdbs(inputs["real"], splits, t, real_splits)
+        if not real_l:
+            raise ValueError(f"no real tile LMDB of a {t} patient in splits {real_splits} among "
+                             f"{len(_list(inputs['real']))} given")
+        real, _ = load_tiles(real_l, size, seed=seed)
+        real = real[:max_tiles]
+        fr = extract_features(real, extractor)
+        feats[(t, "real")] = fr
+        for j, v in enumerate(variants):
+            fake, _ = load_tiles(gen_paths[i * len(variants) + j], size, seed=seed)
+            fake = fake[:max_tiles]
+            ff = extract_features(fake, extractor)
+            feats[(t, v)] = ff
+            rows.append({"tissue": t, "variant": v, "fid": fid(fr, ff), "n_real": len(fr), "n_generated": len(ff),
+                         "extractor": ext, "comparable": note, "image_size": size})
+            lg.info("%s %s: FID %.2f (%d real, %d generated tiles, %s features)", t, v, rows[-1]["fid"],
+                    len(fr), len(ff), ext)
+    write_table(outputs["fid"], pd.DataFrame(rows), index=False)
+
+    import umap
+
+    colours = {"real": "#222222", "gan": "#1f77b4", "rna_gan": "#d62728", "control": "#2ca02c"}
+    fig, axes = plt.subplots(1, len(tissues), figsize=(5 * len(tissues), 4.5), squeeze=False)
+    for ax, t in zip(axes[0], tissues):
+        keys = [(t, "real")] + [(t, v) for v in variants]
+        x = np.concatenate([feats[k] for k in keys])
+        lab = np.concatenate([[k[1]] * len(feats[k]) for k in keys])
+        nn_ = max(2, min(15, len(x) - 1))
+        emb = umap.UMAP(n_neighbors=nn_, random_state=seed, init="spectral" if len(x) > nn_ + 2 else "random").fit_transform(x)
+        for k in ["real"] + variants:
+            m = lab == k
+            ax.scatter(emb[m, 0], emb[m, 1], s=6, alpha=0.6, color=colours.get(k), label=k)
+        ax.set_title(f"{t}: {ext} features", fontsize=10)
+        ax.set_xlabel("UMAP 1"); ax.set_ylabel("UMAP 2")
+        ax.legend(fontsize=7, markerscale=2, frameon=False)
+    save_figure(fig, outputs["umap"])
+    plt.close(fig)
+
+
+@step("plot_generated_tiles")
+def plot_generated_tiles(inputs, outputs, params, *, threads=1, log=None):
+    """Figure 5 (tiles of GAN and RNA-GAN after the same number of epochs, per tissue) and
+    Figure 4C (the narrow-noise control's tiles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tissues, variants = list(params["tissues"]), list(params["variants"])
+    snaps = dict(zip([(t, v) for t in tissues for v in variants], _list(inputs["snapshots"])))
+    ncol = 8
+    fig, axes = plt.subplots(len(tissues) * len(variants), 1, figsize=(ncol * 1.1, 1.5 * len(tissues) * len(variants)),
+                             squeeze=False)
+    rows = []
+    for r, (t, v) in enumerate(snaps):
+        s = np.load(snaps[(t, v)])["snapshots"]
+        # the same epoch for every variant of a tissue: RNA-GAN's last epoch (as in the paper)
+        e = min(int(params["epochs"][t]), len(s)) - 1
+        grid = np.concatenate(list(s[e][:ncol]), axis=1)
+        ax = axes[r, 0]
+        ax.imshow(grid); ax.set_xticks([]); ax.set_yticks([])
+        ax.set_ylabel(f"{t}\n{v}", fontsize=7, rotation=0, ha="right", va="center")
+        rows.append({"tissue": t, "variant": v, "epoch": e + 1})
+    fig.suptitle("Generated tiles at the same training epoch (Fig. 5) and the noise-only control (Fig. 4C)", fontsize=9)
+    save_figure(fig, outputs["figure"])
+    plt.close(fig)
+
+
+@step("classify_external_tiles")
+def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
+    """A ResNet trained from scratch on real tiles (tissue labels; 20% validation for early
+    stopping) classifies the RNA-GAN tiles generated from the external cohort."""
+    from crossmodal.data import TileDataset
+    from crossmodal.models import classifier as clf
+
+    torch.set_num_threads(max(int(threads), 1))
+    lg = logging.getLogger(__name__)
+    c, seed, tissues = params["classifier"], int(params["seed"]), list(params["tissues"])
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    xs, ys = [], []
+    for k, t in enumerate(tissues):
+        l = split_lmdbs(inputs["real"], splits, t, ["train", "val", "test"])
+        tiles, _ = load_tiles(l, int(c["image_size"]), int(c["max_tiles_per_slide"]), seed)
+        xs.append(tiles); ys.append(np.full(len(tiles), k))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    s = clf.TrainSettings(epochs=int(c["epochs"]), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
+                          batch_size=int(c["batch_size"]), val_fraction=float(c["val_fraction"]),
+                          image_size=int(c["image_size"]))
+    model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), None), x, y, s, seed=seed)
+    ds = TileDataset(inputs["external"])
+    ext = np.stack([ds[i] for i in range(len(ds))])
+    ty = np.array([tissues.index(ds.meta(i)["tissue"]) for i in range(len(ds))])
+    p = clf.predict_proba(model, ext, s.image_size)
+    sc = clf.scores(ty, p)
+    lg.info("real-trained %s on %d external RNA-GAN tiles: accuracy %.3f F1 %.3f AUC %.3f (chance %.3f)",
+            c["arch"], len(ty), sc["accuracy"], sc["f1"], sc["auc"], 1 / len(tissues))
+    sc.update({"arch": c["arch"], "n_train_tiles": int(len(y)), "chance": 1 / len(tissues), "epochs_run": len(hist)})
+    write_table(outputs["metrics"], pd.DataFrame([sc]), index=False)

@@ -1,0 +1,223 @@
+"""RNA-GAN's tile generators: one WGAN-GP DCGAN per tissue and variant (gan / rna_gan /
+control), trained on tiles of the tissue's training patients, and tile generation from
+patients' expression (test split, external cohort) into tile LMDBs."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossmodal.fileio import write_table
+from crossmodal.models import gan as gan_lib
+from crossmodal.steps import step
+
+log = logging.getLogger(__name__)
+
+
+def epochs_for(gan_cfg: dict, tissue: str, variant: str) -> int:
+    return int(gan_cfg.get("tissue_epochs", {}).get(tissue, {}).get(variant, gan_cfg["epochs"][variant]))
+
+
+def read_latents(path) -> pd.DataFrame:
+    df = pd.read_csv(path, sep="\t", index_col="sample")
+    if df.empty:
+        raise ValueError(f"{path}: no latent codes")
+    return df
+
+
+def training_tiles(lmdbs: list[str], splits: pd.DataFrame, tissue: str, train_splits, per_slide: int,
+                   seed: int):
+    """(TileDataset, tile indices, sample of each index) for the tissue's training patients,
+    at most ``per_slide`` tiles per slide drawn reproducibly."""
+    from crossmodal.data import TileDataset
+
+    sp = splits.set_index("sample")
+    keep = []
+    for p in lmdbs:
+        from crossmodal.data import read_header
+
+        sample = str(read_header(p).get("sample", ""))
+        if sample not in sp.index:
+            raise ValueError(f"{p}: sample {sample!r} is not in the split table")
+        if sp.loc[sample, "cohort"] != tissue:
+            raise ValueError(f"{p}: sample {sample} is {sp.loc[sample, 'cohort']}, not {tissue}")
+        if sp.loc[sample, "split"] in train_splits:
+            keep.append(p)
+    if not keep:
+        raise ValueError(f"no {tissue} slides in splits {train_splits} among {len(lmdbs)} tile LMDBs")
+    ds = TileDataset(keep)
+    rng = np.random.default_rng(seed)
+    idx = []
+    for src in range(len(keep)):
+        ii = np.flatnonzero(ds.source_index == src)
+        if len(ii) > per_slide:
+            ii = np.sort(rng.choice(ii, per_slide, replace=False))
+        idx.append(ii)
+    idx = np.concatenate(idx)
+    return ds, idx, ds.labels[idx]
+
+
+def build_model(variant: str, gan_cfg: dict, latent_dim: int, seed: int) -> gan_lib.WGANGP:
+    nz = latent_dim if variant in ("rna_gan", "control") else int(gan_cfg["noise_dim"])
+    return gan_lib.WGANGP(variant, nz, int(gan_cfg["image_size"]), ngf=gan_cfg["ngf"], ndf=gan_cfg["ndf"],
+                          lr_g=gan_cfg["lr_g"], lr_d=gan_cfg["lr_d"], betas=gan_cfg["betas"],
+                          gp_lambda=gan_cfg["gp_lambda"], n_critic=gan_cfg["n_critic"],
+                          noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed)
+
+
+def save_model(model: gan_lib.WGANGP, path, info: dict) -> None:
+    from crossmodal.fileio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"G": model.G.state_dict(), "variant": model.variant, "nz": model.nz,
+                    "image_size": model.image_size, "info": info}, tmp)
+
+
+def load_generator(path, gan_cfg: dict, seed: int = 0) -> gan_lib.WGANGP:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    m = gan_lib.WGANGP(ck["variant"], ck["nz"], ck["image_size"], ngf=gan_cfg["ngf"], ndf=gan_cfg["ndf"],
+                       noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed)
+    m.G.load_state_dict(ck["G"])
+    m.G.eval()
+    return m
+
+
+@step("train_tile_gan")
+def train_tile_gan(inputs, outputs, params, *, threads=1, log=None):
+    """Train one tissue's GAN / RNA-GAN / control generator (WGAN-GP) on its training
+    patients' tiles; resumable from checkpoints (exit 75 on SIGTERM, rerun resumes)."""
+    from crossmodal import training
+
+    torch.set_num_threads(max(int(threads), 1))
+    lg = logging.getLogger(__name__)
+    tissue, variant = params["tissue"], params["variant"]
+    cfg, seed = params["gan"], int(params["seed"])
+    training.seed_everything(seed)
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    lmdbs = inputs["tiles"] if isinstance(inputs["tiles"], list) else [inputs["tiles"]]
+    ds, idx, samples = training_tiles(lmdbs, splits, tissue, cfg["train_splits"], int(cfg["tiles_per_slide"]), seed)
+    lat = read_latents(inputs["latent"])
+    missing = sorted(set(samples) - set(lat.index))
+    if missing:
+        raise ValueError(f"{inputs['latent']}: no latent code for training sample(s) {', '.join(missing[:5])}")
+    tile_lat = lat.loc[samples].to_numpy(np.float32)
+    model = build_model(variant, cfg, lat.shape[1], seed)
+    epochs = epochs_for(cfg, tissue, variant)
+    lg.info("%s %s: %d tiles of %d slides, %d epochs, batch %d, %dx%d px", tissue, variant, len(idx),
+            len(set(samples)), epochs, cfg["batch_size"], cfg["image_size"], cfg["image_size"])
+
+    size = int(cfg["image_size"])
+    if len(idx) * size * size * 3 <= int(params.get("cache_bytes", 1 << 30)):
+        # small enough (toy scale): decode and resize every training tile once
+        from crossmodal.rna_gan.evaluate import resize_uint8
+
+        cache = resize_uint8(np.stack([ds[int(i)] for i in idx]), size)
+        lg.info("cached %d training tiles at %d px in memory", len(cache), size)
+
+        def get_batch(b):
+            return cache[b], tile_lat[b]
+    else:  # paper scale: stream tiles from the LMDBs
+
+        def get_batch(b):
+            return np.stack([ds[int(i)] for i in idx[b]]), tile_lat[b]
+
+    run = training.ResumableRun(params["checkpoints"], every_steps=int(cfg["checkpoint_every"]),
+                                meta={"gan": cfg, "tissue": tissue, "variant": variant, "seed": seed,
+                                      "n_tiles": int(len(idx))})
+    rows, snaps = gan_lib.fit(model, get_batch, len(idx), epochs=epochs, batch_size=int(cfg["batch_size"]),
+                              seed=seed, jitter=float(cfg["jitter"]), snapshot_latents=tile_lat,
+                              max_steps_per_epoch=cfg.get("max_steps_per_epoch"), run=run)
+    save_model(model, outputs["model"], {"tissue": tissue, "epochs": epochs, "n_tiles": int(len(idx))})
+    write_table(outputs["history"], pd.DataFrame(rows), index=False)
+    from crossmodal.fileio import atomic_path
+
+    with atomic_path(outputs["snapshots"]) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, snapshots=snaps)
+    run.finish(outputs["done"], {"steps": model.steps, "epochs": epochs})
+
+
+def _patients_to_generate(splits: pd.DataFrame, lat: pd.DataFrame, tissue: str, which: str) -> pd.DataFrame:
+    sp = splits.set_index("sample")
+    sp = sp[sp.index.isin(lat.index) & (sp["cohort"] == tissue)]
+    if which != "all":
+        sp = sp[sp["split"] == which]
+    if sp.empty:
+        raise ValueError(f"no {tissue} samples with expression in split {which!r} to generate tiles from")
+    return sp
+
+
+def write_generated(path, model: gan_lib.WGANGP, plan: list[tuple[str, dict, np.ndarray | None, int]],
+                    seed: int, header: dict) -> int:
+    """Generate ``n`` tiles per (sample, meta, latent, n) entry of ``plan`` into one LMDB."""
+    from crossmodal.data import TileWriter
+
+    total = 0
+    with TileWriter(path, {"mpp": None, "encoding": "png", "tile_size": model.image_size, **header}) as w:
+        for k, (sample, meta, z, n) in enumerate(plan):
+            lat = torch.as_tensor(np.repeat(z[None], n, 0)) if z is not None else None
+            tiles = model.generate(n, lat, seed=seed + k)
+            for t in tiles:
+                w.add(t, {"sample": sample, **meta})
+            total += n
+    return total
+
+
+@step("generate_tiles")
+def generate_tiles(inputs, outputs, params, *, threads=1, log=None):
+    """Tiles from a trained generator for the tissue's test patients (RNA-GAN: from each
+    patient's latent; GAN / control: the same number from noise) into a tile LMDB."""
+    torch.set_num_threads(max(int(threads), 1))
+    cfg, seed = params["gan"], int(params["seed"])
+    tissue, variant = params["tissue"], params["variant"]
+    model = load_generator(inputs["model"], cfg, seed)
+    lat = read_latents(inputs["latent"])
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    pts = _patients_to_generate(splits, lat, tissue, "test")
+    n = int(params["tiles_per_patient"])
+    plan = [(s, {"patient": pts.loc[s, "patient"], "cohort": tissue, "variant": variant},
+             lat.loc[s].to_numpy(np.float32) if variant == "rna_gan" else None, n) for s in pts.index]
+    total = write_generated(outputs["tiles"], model, plan, seed, {"tissue": tissue, "variant": variant})
+    logging.getLogger(__name__).info("%s %s: %d tiles from %d test patients", tissue, variant, total, len(pts))
+
+
+@step("generate_external_tiles")
+def generate_external_tiles(inputs, outputs, params, *, threads=1, log=None):
+    """RNA-GAN tiles from the external cohort's expression (Figure 4D): each external cohort's
+    profiles through the RNA-GAN of its tissue; ``n`` tiles per tissue spread over its samples."""
+    torch.set_num_threads(max(int(threads), 1))
+    cfg, seed = params["gan"], int(params["seed"])
+    cohort_map: dict = params["cohorts"]
+    models = dict(zip(params["tissues"], inputs["models"] if isinstance(inputs["models"], list) else [inputs["models"]]))
+    lat = read_latents(inputs["latent"])
+    # cohort of each external sample, from the sample table (params["sample_cohort"])
+    sc = pd.Series(params["sample_cohort"], dtype=str)
+    sc = sc[sc.index.isin(lat.index)]
+    sp = pd.DataFrame({"cohort": sc[sc.isin(list(cohort_map))]})
+    if sp.empty:
+        raise ValueError(f"{inputs['latent']}: no samples of the external cohorts {', '.join(cohort_map)} "
+                         f"(present: {', '.join(sorted(sc.unique()))})")
+    per_tissue = int(params["tiles_per_tissue"])
+    from crossmodal.data import TileWriter
+
+    with TileWriter(outputs["tiles"], {"mpp": None, "encoding": "png", "tile_size": int(cfg["image_size"]),
+                                       "variant": "rna_gan", "source": "external"}) as w:
+        for k, (coh, tissue) in enumerate(sorted(cohort_map.items())):
+            ss = sp.index[sp["cohort"] == coh]
+            if tissue not in models:
+                raise ValueError(f"external cohort {coh} maps to {tissue}, which has no RNA-GAN (tissues: {', '.join(models)})")
+            if len(ss) == 0:
+                raise ValueError(f"external cohort {coh}: no samples with expression")
+            model = load_generator(models[tissue], cfg, seed)
+            counts = np.full(len(ss), per_tissue // len(ss))
+            counts[: per_tissue % len(ss)] += 1
+            for j, (s, c) in enumerate(zip(ss, counts)):
+                if c == 0:
+                    continue
+                z = torch.as_tensor(np.repeat(lat.loc[s].to_numpy(np.float32)[None], c, 0))
+                for t in model.generate(int(c), z, seed=seed + 1000 * k + j):
+                    w.add(t, {"sample": s, "cohort": coh, "tissue": tissue})
+    logging.getLogger(__name__).info("external tiles: %s", json.dumps({c: t for c, t in cohort_map.items()}))
