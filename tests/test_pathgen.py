@@ -355,3 +355,39 @@ def check_toy_outputs(root) -> None:
 
 def test_toy_chain_outputs(toy_run):
     check_toy_outputs(toy_run)
+
+
+def stub_real_cohort(wd):
+    """A sample sheet shaped like the real PathGen cohort (TCGA-GBM + TCGA-LGG slides and STAR
+    counts) of empty placeholder files: enough for config/pathgen.yaml to plan."""
+    import shutil
+
+    from conftest import REPO
+
+    shutil.copytree(REPO / "config", wd / "config")
+    (wd / "resources").symlink_to(REPO / "resources", target_is_directory=True)
+    (wd / "data").mkdir()
+    rows = ["patient\tsample\tcohort\tdataset\tslide\texpression\texpression_format"]
+    for c in ("TCGA-GBM", "TCGA-LGG"):
+        for i in range(6):
+            s = f"{c}-000{i}-01A"
+            for f in (f"data/{s}.svs", f"data/{s}.tsv"):
+                (wd / f).touch()
+            rows.append(f"{c}-000{i}\t{s}\t{c}\ttcga\tdata/{s}.svs\tdata/{s}.tsv\tstar_counts")
+    (wd / "config" / "samples_pathgen.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_paper_config_plans_the_real_tcga_run(tmp_path):
+    """config/pathgen.yaml plans the GBMLGG run: three magnification presets, UNI, the download
+    stage's clinical table and MCAT signatures, and no toy rules."""
+    from conftest import REPO, run_snakemake
+
+    stub_real_cohort(tmp_path)
+    p = run_snakemake(tmp_path, "-n", "-p", configfile=REPO / "config" / "pathgen.yaml")
+    out = p.stdout + p.stderr
+    for rule in ("embed_patches", "train_pathgen", "sample_pathgen", "train_mcat_gr",
+                 "compute_pathgen_conformal", "build_pathgen_reproduction"):
+        assert rule in out, rule
+    for preset in ("patch224", "patch224_10x", "patch224_5x"):
+        assert f"results/tiles/{preset}/TCGA-LGG-0000-01A.lmdb" in out
+    assert "make_toy_cohort" not in out and "make_toy_slide" not in out

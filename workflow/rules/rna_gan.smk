@@ -132,8 +132,8 @@ rule generate_rna_gan_external_tiles:
         "../../envs/torch.yaml"
     params:
         tissues=RG["tissues"],
-        cohorts=rg.external_cohorts(config),
-        sample_cohort=rg.external_sample_cohort(config, SAMPLES),
+        cohorts=lambda w: rg.external_cohorts(config),
+        sample_cohort=lambda w: rg.external_sample_cohort(config, SAMPLES),
         gan=RG["gan"],
         seed=config["seed"],
         tiles_per_tissue=RG["generate"]["external_tiles_per_tissue"],
@@ -143,7 +143,7 @@ rule generate_rna_gan_external_tiles:
 
 rule evaluate_rna_gan_generators:
     input:
-        real=rg.real_lmdbs(config, SAMPLES),
+        real=lambda w: rg.real_lmdbs(config, SAMPLES),
         generated=rg.per_tissue_variant(
             config, "results/rna_gan/generated/{tissue}/{variant}.lmdb"
         ),
@@ -210,7 +210,7 @@ rule plot_rna_gan_generated_tiles:
 
 rule classify_rna_gan_external_tiles:
     input:
-        real=rg.real_lmdbs(config, SAMPLES),
+        real=lambda w: rg.real_lmdbs(config, SAMPLES),
         external="results/rna_gan/generated/external.lmdb",
         splits="results/splits/vae.tsv",
     output:
@@ -240,7 +240,7 @@ rule generate_rna_gan_pretraining_tiles:
         models=expand(
             "results/rna_gan/gan/{tissue}/rna_gan/generator.pt", tissue=RG["tissues"]
         ),
-        latent=rg.latent(config, SAMPLES, RG["tissues"][0]),
+        latent=lambda w: rg.latent(config, SAMPLES, RG["tissues"][0]),
         splits="results/splits/vae.tsv",
     output:
         tiles=directory("results/rna_gan/simclr/synthetic.lmdb"),
@@ -285,7 +285,7 @@ rule pretrain_rna_gan_simclr:
 rule cross_validate_rna_gan_simclr:
     input:
         encoder="results/rna_gan/simclr/encoder.pt",
-        real=rg.task_lmdbs(config, SAMPLES),
+        real=lambda w: rg.task_lmdbs(config, SAMPLES),
     output:
         cv=report(
             "results/rna_gan/simclr/cv.tsv",
@@ -308,7 +308,7 @@ rule cross_validate_rna_gan_simclr:
     threads: 1
     params:
         simclr=RG["simclr"],
-        sample_cohort=rg.sample_cohorts(SAMPLES, RG["simclr"]["task_cohorts"]),
+        sample_cohort=lambda w: rg.sample_cohorts(SAMPLES, RG["simclr"]["task_cohorts"]),
         seed=config["seed"],
     script:
         "../scripts/simclr_cv.py"

@@ -67,7 +67,8 @@ def matrix_inputs(samples: pd.DataFrame, config: dict, dataset: str) -> dict:
 
 
 def scheme_names(config: dict) -> list[str]:
-    return sorted(config["splits"]["schemes"])
+    """The enabled split schemes (``splits.schemes.<name>.enabled``)."""
+    return sorted(k for k, v in config["splits"]["schemes"].items() if v.get("enabled", True))
 
 
 def sample_records(samples: pd.DataFrame) -> list[dict]:
@@ -78,9 +79,9 @@ def sample_records(samples: pd.DataFrame) -> list[dict]:
 def split_scheme(config: dict, scheme: str) -> dict:
     """The settings of split scheme ``scheme``; a clear error naming it if it is not configured."""
     schemes = config["splits"]["schemes"]
-    if scheme not in schemes:
+    if scheme not in scheme_names(config):
         raise ValueError(f"results/splits/{scheme}.tsv was requested but split scheme {scheme!r} is not "
-                         f"in config splits.schemes (configured: {', '.join(sorted(schemes)) or 'none'})")
+                         f"among the enabled config splits.schemes (enabled: {', '.join(scheme_names(config)) or 'none'})")
     return schemes[scheme]
 
 
