@@ -1,0 +1,582 @@
+"""Coherent Denoising evaluations (Results): Table 1, Figures 1-5, Tables 2-3 and the
+reproduction table.  All metrics come from :mod:`crossmodal.metrics` (one R²: per feature,
+uniform average; energy distance; k-NN F1 coverage; Harrell's C-index).
+
+Generations are cached by :func:`generate_all` in one ``.npz``: key
+``<method>|<target>|<cond+cond>`` holds ``(runs, n_test, d)`` for the test set, and
+``uncond|<method>|<target>`` ``(runs, n_train, d)`` unconditional samples.  ``ensemble`` with
+one condition is the single-condition model (an ensemble of one).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pandas as pd
+
+from crossmodal.coherent.models import Bank, condition_subsets, latent_blocks
+from crossmodal.coherent.preprocess import MODALITIES
+from crossmodal.metrics.tabular import energy_distance, knn_precision_recall, output_variance_pct, r2_over_runs
+
+log = logging.getLogger(__name__)
+
+# Paper Table 1: target -> {key: (R², output variance %)}; keys: condition name (single),
+# "multi" / "ensemble" (conditioned on the three other modalities)
+PAPER_T1 = {
+    "cna": {"rnaseq": (-0.094, 16.0), "rppa": (-0.160, 12.3), "wsi": (-0.172, 12.8), "multi": (-0.064, 10.4),
+            "ensemble": (0.063, 13.1)},
+    "rnaseq": {"cna": (0.318, 12.6), "rppa": (0.770, 0.8), "wsi": (0.702, 1.0), "multi": (0.787, 0.4),
+               "ensemble": (0.746, 0.8)},
+    "rppa": {"cna": (0.169, 12.1), "rnaseq": (0.605, 1.1), "wsi": (0.523, 1.4), "multi": (0.620, 0.8),
+             "ensemble": (0.558, 1.1)},
+    "wsi": {"cna": (-0.051, 10.6), "rnaseq": (0.361, 3.0), "rppa": (0.358, 2.1), "multi": (0.392, 1.2),
+            "ensemble": (0.439, 2.1)},
+}
+# Paper Table 2: missing set -> (F1 drop, gain multi, gain ensemble, C drop, gain multi, gain ensemble)
+PAPER_T2 = {
+    "cna": (-0.010, 0.008, 0.011, -0.025, 0.026, 0.028),
+    "rnaseq": (-0.045, 0.044, 0.037, -0.163, 0.162, 0.160),
+    "rppa": (-0.037, 0.036, 0.033, -0.021, 0.020, 0.022),
+    "wsi": (-0.027, 0.021, 0.020, -0.047, 0.034, 0.037),
+    "cna+rnaseq": (-0.065, 0.058, 0.059, -0.187, 0.184, 0.186),
+    "cna+rppa": (-0.066, 0.058, 0.066, -0.035, 0.037, 0.040),
+    "cna+wsi": (-0.034, 0.031, 0.026, -0.082, 0.074, 0.075),
+    "rnaseq+rppa": (-0.098, 0.084, 0.083, -0.114, 0.107, 0.109),
+    "rnaseq+wsi": (-0.206, 0.187, 0.193, -0.197, 0.179, 0.185),
+    "rppa+wsi": (-0.066, 0.057, 0.055, -0.084, 0.072, 0.076),
+    "cna+rnaseq+rppa": (-0.202, 0.176, 0.188, -0.117, 0.095, 0.107),
+    "cna+rnaseq+wsi": (-0.149, 0.117, 0.136, -0.219, 0.190, 0.207),
+    "cna+rppa+wsi": (-0.079, 0.069, 0.067, -0.100, 0.094, 0.097),
+    "rnaseq+rppa+wsi": (-0.224, 0.114, 0.123, -0.173, 0.089, 0.101),
+}
+# Paper Table 3: method -> (F1 coverage, energy distance)
+PAPER_T3 = {"multi": (0.1423, 1.0076), "ensemble": (0.0000, 2.1056)}
+# Paper Fig 2 (quoted in Results): (task, modality, tested on) -> macro F1
+PAPER_F2 = {("cohort", "rnaseq", "real"): 0.94, ("cohort", "rnaseq", "ensemble"): 0.95,
+            ("stage", "wsi", "real"): 0.50, ("stage", "wsi", "ensemble"): 0.48}
+
+
+def key(method: str, target: str, conds) -> str:
+    return f"{method}|{target}|{'+'.join(sorted(conds))}"
+
+
+def _test_ids(labels: pd.DataFrame) -> list[str]:
+    return list(labels.index[labels["split"] == "test"])
+
+
+def _train_ids(labels: pd.DataFrame, lat: pd.DataFrame | None = None, mod: str | None = None) -> list[str]:
+    ids = list(labels.index[labels["split"] == "train"])
+    if lat is not None and mod is not None:
+        blk = latent_blocks(lat)[mod]
+        ids = [i for i in ids if blk.loc[i].notna().all()]
+    return ids
+
+
+# --------------------------------------------------------------------------------------
+# generation
+# --------------------------------------------------------------------------------------
+def generate_all(models_path, lat: pd.DataFrame, labels: pd.DataFrame, s: dict, *, seed: int = 0
+                 ) -> tuple[dict, pd.DataFrame]:
+    import torch
+
+    bank = Bank(torch.load(models_path, map_location="cpu", weights_only=False))
+    blocks = latent_blocks(lat, bank.modalities)
+    test = _test_ids(labels)
+    if len(test) < 2:
+        raise ValueError(f"coherent generation: the test split holds {len(test)} samples (need >= 2)")
+    cond = {m: blocks[m].loc[test].to_numpy(np.float32) for m in bank.modalities}
+    runs = int(s["runs"])
+    rj = dict(threshold=float(s["threshold"]), max_fraction=float(s["max_fraction"]),
+              max_retries=int(s["max_retries"]))
+    out = {"test_ids": np.array(test, dtype=str)}
+    rej = []
+    k = 0
+    for target in bank.modalities:
+        for cs in condition_subsets(target, bank.modalities):
+            given = {c: cond[c] for c in cs}
+            k += 1
+            if len(cs) == 1:
+                x, _ = bank.generate("single", target, given, runs, seed=seed + 1000 * k)
+                out[key("single", target, cs)] = x
+                out[key("ensemble", target, cs)] = x
+            else:
+                x, info = bank.generate("ensemble", target, given, runs, seed=seed + 1000 * k + 1, **rj)
+                out[key("ensemble", target, cs)] = x
+                rej.append(_rejection_row(target, cs, info, rj))
+            x, _ = bank.generate("multi", target, given, runs, seed=seed + 1000 * k + 2)
+            out[key("multi", target, cs)] = x
+        n_tr = len(_train_ids(labels, lat, target))
+        n_un = min(n_tr, int(s["uncond_max"]))
+        k += 1
+        out[f"uncond|multi|{target}"], _ = bank.generate("multi", target, {}, runs, n=n_un, seed=seed + 1000 * k)
+        x, info = bank.generate("ensemble", target, {}, runs, n=n_un, seed=seed + 1000 * k + 1, **rj)
+        out[f"uncond|ensemble|{target}"] = x
+        rej.append(_rejection_row(target, ("unconditional",), info, rj))
+    return out, pd.DataFrame(rej)
+
+
+def _rejection_row(target, cs, info, rj) -> dict:
+    d = info["distances"]  # T x n
+    row = {"target": target, "conditions": "+".join(cs), "n_trajectories": int(d.shape[1]),
+           "rejected": info["rejected"], "retries": info["retries"], "still_rejected": info["still_rejected"],
+           "weights": ";".join(f"{w:.3f}" for w in info["weights"]),
+           "mean_cosine_distance": float(d.mean())}
+    # S9: rejection rate of the final trajectories at threshold x 0.7 / 1 / 1.3
+    for f in (0.7, 1.0, 1.3):
+        rate = float(((d > rj["threshold"] * f).mean(0) > rj["max_fraction"]).mean())
+        row[f"rejection_rate_at_{f:g}x_threshold"] = rate
+    return row
+
+
+# --------------------------------------------------------------------------------------
+# Table 1 / Figure 1
+# --------------------------------------------------------------------------------------
+def table1(lat: pd.DataFrame, gens: dict, *, stand_in: str = "") -> pd.DataFrame:
+    blocks = latent_blocks(lat)
+    test = list(gens["test_ids"])
+    rows = []
+    for target in MODALITIES:
+        real = blocks[target].loc[test].to_numpy()
+        for cs in condition_subsets(target):
+            methods = ["single"] if len(cs) == 1 else []
+            methods += ["multi", "ensemble"] if len(cs) > 1 else ["multi"]
+            for m in methods:
+                runs = gens[key(m, target, cs)]
+                mean, sd = r2_over_runs(real, list(runs))
+                var = output_variance_pct(runs, real) if len(runs) > 1 else np.nan
+                pk = cs[0] if m == "single" else (m if len(cs) == 3 else None)
+                p = PAPER_T1[target].get(pk) if pk else None
+                rows.append({"target": target, "method": m, "conditions": "+".join(cs), "r2_mean": mean,
+                             "r2_sd": sd, "output_variance_pct": var,
+                             "paper_r2": p[0] if p else np.nan, "paper_output_variance_pct": p[1] if p else np.nan,
+                             "n_test": len(test), "runs": len(runs), "note": stand_in})
+    return pd.DataFrame(rows)
+
+
+def _embed2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
+    if method == "umap" and len(x) > 4:
+        import umap
+
+        return umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1).fit_transform(x)
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=seed).fit_transform(x)
+
+
+def figure1(lat: pd.DataFrame, gens: dict, path, *, seed: int = 0, method: str = "umap") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.fileio import save_figure
+
+    blocks = latent_blocks(lat)
+    test = list(gens["test_ids"])
+    fig, axes = plt.subplots(2, len(MODALITIES), figsize=(4 * len(MODALITIES), 7.5), squeeze=False)
+    for j, target in enumerate(MODALITIES):
+        others = tuple(m for m in MODALITIES if m != target)
+        real = blocks[target].loc[test].to_numpy()
+        for i, m in enumerate(("multi", "ensemble")):
+            fake = gens[key(m, target, others)][0]
+            emb = _embed2d(np.vstack([real, fake]), method, seed)
+            ax = axes[i, j]
+            ax.scatter(*emb[:len(real)].T, s=14, c="tab:orange", label="real")
+            ax.scatter(*emb[len(real):].T, s=14, c="tab:blue", alpha=0.7, label=f"generated ({m})")
+            ax.set_title(f"{target} from {'+'.join(others)}\n{m}", fontsize=9)
+            ax.set_xticks([]); ax.set_yticks([])
+            if j == 0:
+                ax.legend(fontsize=7)
+    fig.suptitle(f"Real vs fully reconstructed test profiles ({method.upper()})")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# downstream helpers
+# --------------------------------------------------------------------------------------
+def _rf(n_trees: int, seed: int):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=1)
+
+
+def _macro_f1(y, p) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, p, average="macro", zero_division=0))
+
+
+def classifiers_real_vs_synthetic(lat, labels, gens, s: dict, *, seed: int = 0, stand_in: str = "") -> pd.DataFrame:
+    """Figure 2: per task (cohort = tumour type, stage) and modality, an RF trained on real
+    training latents, macro F1 on the real test set and on its reconstructions from the other
+    three modalities (multi-condition, ensemble), over the generation runs."""
+    blocks = latent_blocks(lat)
+    test = list(gens["test_ids"])
+    rows = []
+    for task in ("cohort", "stage"):
+        y = labels[task]
+        for mod in MODALITIES:
+            tr = [i for i in _train_ids(labels, lat, mod) if pd.notna(y.get(i))]
+            te = [i for i in test if pd.notna(y.get(i))]
+            if len(set(y.loc[tr])) < 2 or not te:
+                continue
+            clf = _rf(int(s["n_trees"]), seed).fit(blocks[mod].loc[tr].to_numpy(), y.loc[tr].astype(str))
+            pos = [test.index(i) for i in te]
+            yt = y.loc[te].astype(str)
+            real = _macro_f1(yt, clf.predict(blocks[mod].loc[te].to_numpy()))
+            others = tuple(m for m in MODALITIES if m != mod)
+            res = {"real": [real]}
+            for m in ("multi", "ensemble"):
+                res[m] = [_macro_f1(yt, clf.predict(r[pos])) for r in gens[key(m, mod, others)]]
+            for m, v in res.items():
+                rows.append({"task": task, "modality": mod, "tested_on": m, "f1_mean": float(np.mean(v)),
+                             "f1_sd": float(np.std(v)), "n_test": len(te),
+                             "paper_f1": PAPER_F2.get((task, mod, m), np.nan), "note": stand_in})
+    return pd.DataFrame(rows)
+
+
+def _missing_sets():
+    return [c for r in (1, 2, 3) for c in itertools.combinations(MODALITIES, r)]
+
+
+def completion(lat, labels, gens, s: dict, *, seed: int = 0, stand_in: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 2 / Figure 3: a multimodal RF (stage) and RSF (survival) trained on real training
+    data with native missing values, scored on the test set with all modalities, with the
+    missing set ablated (NaN) and with it completed by each generator; plus a cancer-type-only
+    baseline.  One row per (run, condition, method) in ``raw``; ``table`` as the paper."""
+    from sksurv.ensemble import RandomSurvivalForest
+
+    from crossmodal.metrics.survival import concordance_index
+
+    blocks = latent_blocks(lat)
+    cols = {m: list(blocks[m].columns) for m in MODALITIES}
+    allcols = [c for m in MODALITIES for c in cols[m]]
+    test = list(gens["test_ids"])
+    tr = list(labels.index[labels["split"] == "train"])
+    Xtr = lat.loc[tr, allcols].to_numpy()
+    Xte = lat.loc[test, allcols].to_numpy()
+    st = labels["stage"]
+    trs = [i for i, t in enumerate(tr) if pd.notna(st.get(t))]
+    tes = [i for i, t in enumerate(test) if pd.notna(st.get(t))]
+    sv_ok = labels["time"].notna() & labels["event"].notna() & (labels["time"] > 0)
+    trv = [i for i, t in enumerate(tr) if sv_ok.get(t)]
+    tev = [i for i, t in enumerate(test) if sv_ok.get(t)]
+    ytr = np.array([(bool(labels.loc[tr[i], "event"]), float(labels.loc[tr[i], "time"])) for i in trv],
+                   dtype=[("event", bool), ("time", float)])
+    e_te = labels.loc[[test[i] for i in tev], "event"].astype(bool).to_numpy()
+    t_te = labels.loc[[test[i] for i in tev], "time"].astype(float).to_numpy()
+
+    def cidx(risk):
+        try:
+            return concordance_index(e_te, t_te, risk)
+        except Exception:  # noqa: BLE001  (no comparable pair in a tiny test set)
+            return np.nan
+
+    # cancer-type-only baseline
+    coh = sorted(labels["cohort"].astype(str).unique())
+    oh = lambda ids: np.array([[labels.loc[i, "cohort"] == c for c in coh] for i in ids], float)  # noqa: E731
+    raw = []
+    runs = len(next(v for k, v in gens.items() if k.startswith("multi|")))
+    for r in range(runs):
+        rf = _rf(int(s["n_trees"]), seed + r).fit(Xtr[trs], st.loc[[tr[i] for i in trs]].astype(str))
+        rsf = RandomSurvivalForest(n_estimators=int(s["n_trees_survival"]), min_samples_leaf=int(s["rsf_min_leaf"]),
+                                   random_state=seed + r, n_jobs=1).fit(Xtr[trv], ytr)
+        yst = st.loc[[test[i] for i in tes]].astype(str)
+
+        def score(X, cond, method):
+            raw.append({"run": r, "missing": cond, "method": method,
+                        "f1": _macro_f1(yst, rf.predict(X[tes])) if tes else np.nan,
+                        "c_index": cidx(rsf.predict(X[tev])) if tev else np.nan})
+
+        score(Xte, "none", "full")
+        b_rf = _rf(int(s["n_trees"]), seed + r).fit(oh([tr[i] for i in trs]), st.loc[[tr[i] for i in trs]].astype(str))
+        b_rsf = RandomSurvivalForest(n_estimators=int(s["n_trees_survival"]), min_samples_leaf=int(s["rsf_min_leaf"]),
+                                     random_state=seed + r, n_jobs=1).fit(oh([tr[i] for i in trv]), ytr)
+        raw.append({"run": r, "missing": "all", "method": "cancer_type_only",
+                    "f1": _macro_f1(yst, b_rf.predict(oh([test[i] for i in tes]))) if tes else np.nan,
+                    "c_index": cidx(b_rsf.predict(oh([test[i] for i in tev]))) if tev else np.nan})
+        for miss in _missing_sets():
+            avail = tuple(m for m in MODALITIES if m not in miss)
+            name = "+".join(miss)
+            Xa = Xte.copy()
+            idx = [allcols.index(c) for m in miss for c in cols[m]]
+            Xa[:, idx] = np.nan
+            score(Xa, name, "ablation")
+            for method in ("multi", "ensemble"):
+                Xc = Xa.copy()
+                for m in miss:
+                    Xc[:, [allcols.index(c) for c in cols[m]]] = gens[key(method, m, avail)][r]
+                score(Xc, name, method)
+    raw = pd.DataFrame(raw)
+    rows = []
+    full = raw[raw["method"] == "full"].set_index("run")
+    for miss in _missing_sets():
+        name = "+".join(miss)
+        sub = raw[raw["missing"] == name].pivot(index="run", columns="method")
+        row = {"missing": name}
+        p = PAPER_T2[name]
+        for j, metric in enumerate(("f1", "c_index")):
+            drop = sub[(metric, "ablation")] - full[metric]
+            row[f"{metric}_drop_mean"], row[f"{metric}_drop_sd"] = drop.mean(), drop.std(ddof=0)
+            row[f"paper_{metric}_drop"] = p[3 * j]
+            for k, method in enumerate(("multi", "ensemble")):
+                gain = sub[(metric, method)] - sub[(metric, "ablation")]
+                row[f"{metric}_gain_{method}_mean"] = gain.mean()
+                row[f"{metric}_gain_{method}_sd"] = gain.std(ddof=0)
+                row[f"paper_{metric}_gain_{method}"] = p[3 * j + 1 + k]
+        row["note"] = stand_in
+        rows.append(row)
+    base = raw[raw["method"].isin(["full", "cancer_type_only"])].groupby("method")[["f1", "c_index"]].mean()
+    for method in base.index:
+        rows.append({"missing": "none (full data)" if method == "full" else "all (cancer type only)",
+                     "f1_drop_mean": base.loc[method, "f1"], "c_index_drop_mean": base.loc[method, "c_index"],
+                     "note": "absolute score, not a drop; " + stand_in})
+    return raw, pd.DataFrame(rows)
+
+
+def figure3(raw: pd.DataFrame, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.fileio import save_figure
+
+    conds = [c for c in raw["missing"].unique() if c not in ("none", "all")]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.7 * len(conds)), 7), squeeze=False)
+    for ax, metric, label in ((axes[0, 0], "f1", "stage macro F1"), (axes[1, 0], "c_index", "survival C-index")):
+        full = raw.loc[raw["method"] == "full", metric].mean()
+        ax.axhline(full, color="k", lw=1, label="full data")
+        base = raw.loc[raw["method"] == "cancer_type_only", metric].mean()
+        ax.axhline(base, color="grey", lw=1, ls=":", label="cancer type only")
+        for k, (method, color) in enumerate((("ablation", "tab:red"), ("multi", "navy"), ("ensemble", "tab:cyan"))):
+            g = raw[raw["method"] == method].groupby("missing")[metric]
+            m, sd = g.mean().reindex(conds), g.std(ddof=0).reindex(conds)
+            ax.errorbar(np.arange(len(conds)) + (k - 1) * 0.22, m, yerr=sd, fmt="o", color=color, ms=4,
+                        capsize=2, label=method)
+        ax.set_xticks(np.arange(len(conds)))
+        ax.set_xticklabels([f"no {c}" for c in conds], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+    axes[0, 0].legend(fontsize=7, ncol=5)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def figure2(t: pd.DataFrame, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.fileio import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+    colors = {"real": "tab:orange", "multi": "navy", "ensemble": "tab:cyan"}
+    for ax, task in zip(axes[0], ("cohort", "stage")):
+        sub = t[t["task"] == task]
+        for k, (m, c) in enumerate(colors.items()):
+            s = sub[sub["tested_on"] == m].set_index("modality").reindex(list(MODALITIES))
+            ax.bar(np.arange(len(MODALITIES)) + (k - 1) * 0.27, s["f1_mean"], 0.27, yerr=s["f1_sd"],
+                   color=c, label=m, capsize=2)
+        ax.set_xticks(np.arange(len(MODALITIES)))
+        ax.set_xticklabels(MODALITIES)
+        ax.set_title({"cohort": "tumour type", "stage": "stage"}[task])
+        ax.set_ylabel("macro F1")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Table 3 / Figure 5
+# --------------------------------------------------------------------------------------
+def privacy(lat, labels, gens, *, k: int = 3, stand_in: str = "") -> pd.DataFrame:
+    blocks = latent_blocks(lat)
+    rows = []
+    for method in ("multi", "ensemble"):
+        per = {"f1": [], "ed": []}
+        for target in MODALITIES:
+            real = blocks[target].loc[_train_ids(labels, lat, target)].to_numpy()
+            runs = gens[f"uncond|{method}|{target}"]
+            f1 = [knn_precision_recall(real, r, k=k)["f1"] for r in runs]
+            ed = [energy_distance(real, r) for r in runs]
+            per["f1"].append(f1); per["ed"].append(ed)
+            rows.append({"method": method, "target": target, "f1_mean": np.mean(f1), "f1_sd": np.std(f1),
+                         "energy_distance_mean": np.mean(ed), "energy_distance_sd": np.std(ed),
+                         "paper_f1": np.nan, "paper_energy_distance": np.nan, "n_generated": runs.shape[1],
+                         "runs": len(runs), "note": stand_in})
+        f1 = np.mean(per["f1"], axis=0); ed = np.mean(per["ed"], axis=0)
+        rows.append({"method": method, "target": "mean over modalities", "f1_mean": f1.mean(), "f1_sd": f1.std(),
+                     "energy_distance_mean": ed.mean(), "energy_distance_sd": ed.std(),
+                     "paper_f1": PAPER_T3[method][0], "paper_energy_distance": PAPER_T3[method][1],
+                     "n_generated": np.nan, "runs": len(f1), "note": stand_in})
+    return pd.DataFrame(rows)
+
+
+def figure5(lat, labels, gens, path, *, seed: int = 0) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    from crossmodal.fileio import save_figure
+
+    blocks = latent_blocks(lat)
+    fig, axes = plt.subplots(2, len(MODALITIES), figsize=(4 * len(MODALITIES), 7.5), squeeze=False)
+    for j, target in enumerate(MODALITIES):
+        real = blocks[target].loc[_train_ids(labels, lat, target)].to_numpy()
+        pca = PCA(n_components=2, random_state=seed).fit(real)
+        for i, method in enumerate(("multi", "ensemble")):
+            ax = axes[i, j]
+            ax.scatter(*pca.transform(real).T, s=8, c="tab:orange", label="training set")
+            ax.scatter(*pca.transform(gens[f"uncond|{method}|{target}"][0]).T, s=8, c="tab:blue", alpha=0.6,
+                       label=f"unconditional ({method})")
+            ax.set_title(f"{target}: {method}", fontsize=9)
+            ax.set_xticks([]); ax.set_yticks([])
+            if j == 0:
+                ax.legend(fontsize=7)
+    fig.suptitle("Unconditional generation vs the training set (PCA of the training latents)")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Figure 4
+# --------------------------------------------------------------------------------------
+def variance_score(proba_runs: np.ndarray) -> np.ndarray:
+    """Counterfactual variance score: per patient, variance of the class probabilities across
+    the generations, averaged over classes (Methods, "Downstream task implementation")."""
+    p = np.asarray(proba_runs, dtype=np.float64)  # runs x patients x classes
+    return p.var(axis=0).mean(axis=1)
+
+
+def acquisition_curve(clf, X_missing: np.ndarray, X_real: np.ndarray, y, order, steps) -> list[float]:
+    """F1 as the real modality is acquired for the first ``k`` patients of ``order``."""
+    out = []
+    n = len(order)
+    for f in steps:
+        X = X_missing.copy()
+        k = int(round(f * n))
+        X[order[:k]] = X_real[order[:k]]
+        out.append(_macro_f1(y, clf.predict(X)))
+    return out
+
+
+def prioritisation(lat, labels, gens, s: dict, *, seed: int = 0) -> pd.DataFrame:
+    blocks = latent_blocks(lat)
+    cols = {m: list(blocks[m].columns) for m in MODALITIES}
+    allcols = [c for m in MODALITIES for c in cols[m]]
+    test = list(gens["test_ids"])
+    st = labels["stage"]
+    tr = [i for i in labels.index[labels["split"] == "train"] if pd.notna(st.get(i))]
+    te = [i for i in test if pd.notna(st.get(i))]
+    pos = [test.index(i) for i in te]
+    clf = _rf(int(s["n_trees"]), seed).fit(lat.loc[tr, allcols].to_numpy(), st.loc[tr].astype(str))
+    y = st.loc[te].astype(str)
+    Xreal = lat.loc[te, allcols].to_numpy()
+    steps = np.linspace(0, 1, int(s["curve_points"]))
+    rows = []
+    rng = np.random.default_rng(seed)
+    for target in s["acquire"]:
+        idx = [allcols.index(c) for c in cols[target]]
+        Xmiss = Xreal.copy()
+        Xmiss[:, idx] = np.nan
+        others = tuple(m for m in MODALITIES if m != target)
+        for method in ("multi", "ensemble"):
+            runs = gens[key(method, target, others)][:, pos]
+            probs = []
+            for r in runs:
+                Xc = Xmiss.copy()
+                Xc[:, idx] = r
+                probs.append(clf.predict_proba(Xc))
+            score = variance_score(np.stack(probs))
+            order = np.argsort(-score, kind="stable")
+            for f, v in zip(steps, acquisition_curve(clf, Xmiss, Xreal, y, order, steps)):
+                rows.append({"acquire": target, "strategy": f"informed ({method})", "rep": 0, "fraction": f, "f1": v})
+        for rep in range(int(s["random_reps"])):
+            order = rng.permutation(len(te))
+            for f, v in zip(steps, acquisition_curve(clf, Xmiss, Xreal, y, order, steps)):
+                rows.append({"acquire": target, "strategy": "random", "rep": rep, "fraction": f, "f1": v})
+    return pd.DataFrame(rows)
+
+
+def figure4(t: pd.DataFrame, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.fileio import save_figure
+
+    targets = list(t["acquire"].unique())
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False)
+    colors = {"random": "tab:red", "informed (multi)": "navy", "informed (ensemble)": "tab:cyan"}
+    for ax, target in zip(axes[0], targets):
+        for strat, c in colors.items():
+            g = t[(t["acquire"] == target) & (t["strategy"] == strat)].groupby("fraction")["f1"]
+            m, sd = g.mean(), g.std(ddof=0).fillna(0)
+            ax.plot(m.index, m.values, color=c, label=strat)
+            ax.fill_between(m.index, m - sd, m + sd, color=c, alpha=0.2)
+        ax.set_xlabel(f"fraction of test patients with observed {target}")
+        ax.set_ylabel("stage macro F1")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------
+# reproduction table
+# --------------------------------------------------------------------------------------
+def reproduction(t: dict, rejection: pd.DataFrame, *, stand_in: str = "") -> pd.DataFrame:
+    rows = []
+    t1 = t["table1"]
+    for target in MODALITIES:
+        full = t1[(t1["target"] == target) & (t1["conditions"].str.count(r"\+") == 2)]
+        for method in ("multi", "ensemble"):
+            r = full[full["method"] == method]
+            if len(r):
+                rows.append({"item": f"Table 1: R² of {target} from the other three, {method}",
+                             "paper": PAPER_T1[target][method][0], "ours": float(r["r2_mean"].iloc[0])})
+    t3 = t["table3"]
+    for method in ("multi", "ensemble"):
+        r = t3[(t3["method"] == method) & (t3["target"] == "mean over modalities")]
+        if len(r):
+            rows.append({"item": f"Table 3: unconditional F1 coverage, {method}", "paper": PAPER_T3[method][0],
+                         "ours": float(r["f1_mean"].iloc[0])})
+            rows.append({"item": f"Table 3: unconditional energy distance, {method}", "paper": PAPER_T3[method][1],
+                         "ours": float(r["energy_distance_mean"].iloc[0])})
+    t2 = t["table2"]
+    t2 = t2[t2["missing"].isin(PAPER_T2)]
+    for metric, j in (("f1", 0), ("c_index", 3)):
+        rows.append({"item": f"Table 2: mean {metric} drop from ablation (14 conditions)",
+                     "paper": float(np.mean([v[j] for v in PAPER_T2.values()])),
+                     "ours": float(t2[f"{metric}_drop_mean"].mean())})
+        for k, method in enumerate(("multi", "ensemble")):
+            rows.append({"item": f"Table 2: mean {metric} gain from {method} completion",
+                         "paper": float(np.mean([v[j + 1 + k] for v in PAPER_T2.values()])),
+                         "ours": float(t2[f"{metric}_gain_{method}_mean"].mean())})
+    f2 = t["fig2"]
+    for (task, mod, on), p in PAPER_F2.items():
+        r = f2[(f2["task"] == task) & (f2["modality"] == mod) & (f2["tested_on"] == on)]
+        if len(r):
+            rows.append({"item": f"Fig 2: {task} RF on {mod}, tested on {on} (macro F1)", "paper": p,
+                         "ours": float(r["f1_mean"].iloc[0])})
+    f4 = t["fig4"]
+    for target in f4["acquire"].unique():
+        g = f4[f4["acquire"] == target].groupby("strategy")["f1"].mean()
+        for strat, v in g.items():
+            rows.append({"item": f"Fig 4: mean F1 over the acquisition curve, {target}, {strat}",
+                         "paper": np.nan, "ours": float(v)})
+    if len(rejection):
+        rows.append({"item": "Coherent Denoising: trajectories rejected (all tries) / generated",
+                     "paper": np.nan,
+                     "ours": float(rejection["rejected"].sum() / max(rejection["n_trajectories"].sum(), 1))})
+    out = pd.DataFrame(rows)
+    out["note"] = stand_in
+    return out

@@ -1,0 +1,177 @@
+"""Training and using the bank of Coherent Denoising models: 12 single-condition models (every
+ordered modality pair) and one multi-condition model per target, on the 32-d latents.
+
+Generation helpers return ``(runs, n, d)`` arrays: the test rows are repeated ``runs`` times in
+one batch, so 10 generations cost one sampling pass.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from crossmodal.coherent import diffusion as D
+from crossmodal.coherent.preprocess import MODALITIES
+
+log = logging.getLogger(__name__)
+
+
+def latent_blocks(lat: pd.DataFrame, modalities=MODALITIES) -> dict[str, pd.DataFrame]:
+    """Split the latent table (columns ``<modality>_<i>``) into one frame per modality."""
+    out = {}
+    for m in modalities:
+        cols = [c for c in lat.columns if c.rsplit("_", 1)[0] == m]
+        if not cols:
+            raise ValueError(f"latents: no columns for modality {m!r}")
+        out[m] = lat[cols]
+    return out
+
+
+def _rows(blocks, ids, mods):
+    """Condition arrays (missing rows zero) and availability mask for ``ids``."""
+    conds, avail = [], []
+    for m in mods:
+        b = blocks[m].reindex(ids)
+        a = b.notna().all(axis=1).to_numpy()
+        conds.append(np.nan_to_num(b.to_numpy(np.float32)))
+        avail.append(a)
+    return conds, np.stack(avail, 1).astype(np.float32)
+
+
+def model_datasets(lat: pd.DataFrame, labels: pd.DataFrame, modalities=MODALITIES):
+    """Per model: ``(name, record, multi, (x, conds, avail) train, (x, conds, avail) val)`` -
+    single-condition models on patients with both modalities, multi-condition models on
+    patients with the target (missing conditions zero, flagged in ``avail``)."""
+    blocks = latent_blocks(lat, modalities)
+    tr = labels.index[labels["split"] == "train"]
+    va = labels.index[labels["split"] == "val"]
+    for target in modalities:
+        has_t = blocks[target].notna().all(axis=1)
+        others = [m for m in modalities if m != target]
+        for conds, multi in [([c], False) for c in others] + [(others, True)]:
+            has = [has_t] + ([] if multi else [blocks[conds[0]].notna().all(axis=1)])
+            ok = lambda ids: [i for i in ids if all(h.get(i, False) for h in has)]  # noqa: E731
+            ok_tr, ok_va = ok(tr), ok(va)
+            ct, at = _rows(blocks, ok_tr, conds)
+            cv, av = _rows(blocks, ok_va, conds)
+            name = f"{target}<-multi" if multi else f"{target}<-{conds[0]}"
+            rec = {"target": target, "n_train": len(ok_tr)}
+            rec.update({"conds": conds} if multi else {"cond": conds[0]})
+            yield (name, rec, multi, (blocks[target].loc[ok_tr].to_numpy(), ct, at),
+                   (blocks[target].loc[ok_va].to_numpy(), cv, av))
+
+
+def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed: int = 0,
+               modalities=MODALITIES) -> tuple[dict, pd.DataFrame]:
+    """Train every single-condition and multi-condition model; returns (bank, history)."""
+    s = D.DiffusionSettings.from_dict(settings)
+    blocks = latent_blocks(lat, modalities)
+    bank = {"settings": settings, "modalities": list(modalities),
+            "dims": {m: blocks[m].shape[1] for m in modalities}, "single": {}, "multi": {}}
+    hist = []
+    for k, (name, rec, multi, trn, val) in enumerate(model_datasets(lat, labels, modalities)):
+        model, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name)
+        entry = {"arch": model.arch, "state": model.state_dict(), "val_mse": fit["val_mse"], **rec}
+        if multi:
+            bank["multi"][rec["target"]] = entry
+        else:
+            bank["single"][name] = entry
+        hist += fit["history"]
+    return bank, pd.DataFrame(hist)
+
+
+def grid_search(lat: pd.DataFrame, labels: pd.DataFrame, base: dict, grid: dict, *, kinds=("multi",),
+                seed: int = 0) -> pd.DataFrame:
+    """Validation MSE of every combination of ``grid`` (the paper's hyperparameter grid,
+    Methods "Model implementation and training") for the models of ``kinds``."""
+    keys = sorted(grid)
+    rows = []
+    data = [d for d in model_datasets(lat, labels) if ("multi" if d[2] else "single") in kinds]
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        hp = dict(base, **dict(zip(keys, combo)))
+        s = D.DiffusionSettings.from_dict(hp)
+        for k, (name, rec, multi, trn, val) in enumerate(data):
+            _, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name)
+            rows.append({"model": name, **dict(zip(keys, combo)), "val_mse": fit["val_mse"]})
+    return pd.DataFrame(rows)
+
+
+class Bank:
+    """A loaded model bank with generation methods on latent blocks."""
+
+    def __init__(self, bank: dict):
+        self.raw = bank
+        self.settings = D.DiffusionSettings.from_dict(bank["settings"])
+        self.ddpm = self.settings.ddpm()
+        self.modalities = bank["modalities"]
+        self.dims = bank["dims"]
+        self.single = {k: self._load(v) for k, v in bank["single"].items()}
+        self.multi = {k: self._load(v) for k, v in bank["multi"].items()}
+
+    @staticmethod
+    def _load(rec):
+        a = dict(rec["arch"])
+        m = D.MLPDenoiser(a.pop("x_dim"), a.pop("cond_dims"), **a)
+        m.load_state_dict(rec["state"])
+        m.eval()
+        return m
+
+    def val_mse(self, target, cond) -> float:
+        return float(self.raw["single"][f"{target}<-{cond}"]["val_mse"])
+
+    def generate(self, method: str, target: str, conds: dict[str, np.ndarray], runs: int, *,
+                 n: int | None = None, seed: int = 0, threshold: float = 1.0, max_fraction: float = 0.05,
+                 max_retries: int = 3) -> tuple[np.ndarray, dict]:
+        """``runs`` generations of ``target`` for each row of the given conditions.
+
+        ``method``: ``single`` (exactly one condition), ``multi`` or ``ensemble``.  With no
+        condition at all give ``n`` (unconditional generation).
+        """
+        names = sorted(conds)
+        if n is None:
+            if not names:
+                raise ValueError("generate: no condition given and no n")
+            n = len(conds[names[0]])
+        gen = torch.Generator().manual_seed(int(seed))
+        rep = lambda a: torch.as_tensor(np.tile(np.asarray(a, np.float32), (runs, 1)))  # noqa: E731
+        dim = self.dims[target]
+        info: dict = {}
+        if method == "single":
+            if len(names) != 1:
+                raise ValueError(f"single-condition generation needs one condition, got {names}")
+            m = self.single[f"{target}<-{names[0]}"]
+            x = D.sample(m, self.ddpm, [rep(conds[names[0]])], generator=gen, clip=self.settings.clip)
+        elif method == "multi":
+            m = self.multi[target]
+            order = self.raw["multi"][target]["conds"]
+            cs, mask = [], []
+            for c in order:
+                if c in conds:
+                    cs.append(rep(conds[c])); mask.append(1.0)
+                else:
+                    cs.append(torch.zeros((n * runs, self.dims[c]))); mask.append(0.0)
+            mk = torch.tensor(mask, dtype=torch.float32).repeat(n * runs, 1)
+            x = D.sample(m, self.ddpm, cs, mk, generator=gen, clip=self.settings.clip)
+        elif method == "ensemble":
+            # no condition: every member sees the training-mean condition (zeros after scaling)
+            use = names or [c for c in self.modalities if c != target]
+            fns, mses = [], []
+            for c in use:
+                cv = rep(conds[c]) if c in conds else torch.zeros((n * runs, self.dims[c]))
+                fns.append(D.BoundEps(self.single[f"{target}<-{c}"], [cv]))
+                mses.append(self.val_mse(target, c))
+            x, info = D.coherent_sample(fns, mses, self.ddpm, n * runs, dim, threshold=threshold,
+                                        max_fraction=max_fraction, max_retries=max_retries, generator=gen,
+                                        clip=self.settings.clip)
+        else:
+            raise ValueError(f"unknown generation method {method!r}")
+        return x.numpy().reshape(runs, n, dim), info
+
+
+def condition_subsets(target: str, modalities=MODALITIES) -> list[tuple[str, ...]]:
+    """Every non-empty subset of the other modalities, smallest first."""
+    others = [m for m in modalities if m != target]
+    return [c for r in range(1, len(others) + 1) for c in itertools.combinations(others, r)]

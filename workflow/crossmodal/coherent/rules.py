@@ -1,0 +1,44 @@
+"""Input helpers for ``workflow/rules/coherent.smk`` (no logic in rule files)."""
+from __future__ import annotations
+
+DIR = "results/coherent"
+
+
+def raw_inputs(config: dict) -> dict:
+    """Inputs of preprocess_coherent: four modality matrices, clinical (and survival), splits."""
+    coh = config["coherent"]
+    wsi = coh["wsi_embeddings"] or f"{DIR}/wsi_embeddings.tsv.gz"
+    if coh["source"] == "xena":
+        d = coh["xena_dir"]
+        return {"rnaseq": f"{d}/rnaseq.tsv.gz", "cna": f"{d}/cna.tsv.gz", "rppa": f"{d}/protein.tsv.gz",
+                "clinical": f"{d}/clinical.tsv", "survival": f"{d}/survival.tsv", "wsi": wsi,
+                "splits": "results/splits/coherent.tsv"}
+    toy = config["cohort"]["source"] == "toy"
+    clinical = "results/toy/cohort/clinical.tsv" if toy else config["cohort"].get("clinical")
+    if not clinical:
+        raise ValueError("coherent: source toy on a user sample sheet needs cohort.clinical "
+                         "(patient, stage, survival_time, event)")
+    return {"rnaseq": f"results/expression/{coh['dataset']}/counts.tsv.gz",
+            "cna": config["expression"]["omics"]["cna"], "rppa": config["expression"]["omics"]["rppa"],
+            "clinical": clinical, "wsi": wsi, "splits": "results/splits/coherent.tsv"}
+
+
+def layouts(config: dict) -> dict:
+    return {"rnaseq": "xena" if config["coherent"]["source"] == "xena" else "samples",
+            "cna": "xena", "rppa": "xena", "wsi": "samples"}
+
+
+def runs_by_default(config: dict) -> bool:
+    """The chain joins the default target on the toy cohort or the Xena download."""
+    coh = config["coherent"]
+    return bool(coh["enabled"]) and (coh["source"] == "xena" or config["cohort"]["source"] == "toy")
+
+
+def stand_in(config: dict) -> str:
+    """What the tables must say about stand-ins next to each number."""
+    parts = []
+    if config["cohort"]["source"] == "toy" and config["coherent"]["source"] == "toy":
+        parts.append("toy cohort")
+    if not config["coherent"]["wsi_embeddings"]:
+        parts.append("slide embeddings pooled from the cohort-ssl encoder (stand-in for Titan)")
+    return "; ".join(parts)
