@@ -63,8 +63,10 @@ def _rows(schema: dict, prefix: str, base: Path, root: dict, out: list):
     for key, sub in (schema.get("properties") or {}).items():
         if "$ref" in sub:
             ref = sub["$ref"]
+            local = {k: v for k, v in sub.items() if k != "$ref"}  # siblings of $ref win
             sub = _load(ref, base) if not ref.startswith("#") else _resolve_local(ref, root)
             sub_root = sub if not ref.startswith("#") else root
+            sub = {**sub, **local}
         else:
             sub_root = root
         name = f"{prefix}{key}"

@@ -1,6 +1,8 @@
 """Input helpers for ``workflow/rules/coherent.smk`` (no logic in rule files)."""
 from __future__ import annotations
 
+from crossmodal.expression.rules import omics_paths
+
 DIR = "results/coherent"
 
 
@@ -19,7 +21,7 @@ def raw_inputs(config: dict) -> dict:
         raise ValueError("coherent: source toy on a user sample sheet needs cohort.clinical "
                          "(patient, stage, survival_time, event)")
     return {"rnaseq": f"results/expression/{coh['dataset']}/counts.tsv.gz",
-            "cna": config["expression"]["omics"]["cna"], "rppa": config["expression"]["omics"]["rppa"],
+            **omics_paths(config, "coherent (source toy)"),
             "clinical": clinical, "wsi": wsi, "splits": "results/splits/coherent.tsv"}
 
 

@@ -87,8 +87,18 @@ def split_scheme(config: dict, scheme: str) -> dict:
 
 def split_inputs(config: dict, scheme: str) -> dict:
     if split_scheme(config, scheme).get("complete_case_test"):
-        return {"cna": config["expression"]["omics"]["cna"], "rppa": config["expression"]["omics"]["rppa"]}
+        return omics_paths(config, f"split scheme {scheme!r} (complete_case_test)")
     return {}
+
+
+def omics_paths(config: dict, who: str) -> dict:
+    """``expression.omics`` (copy number, RPPA); a clear error naming the key when unset."""
+    omics = config["expression"]["omics"]
+    missing = [k for k in ("cna", "rppa") if not omics.get(k)]
+    if missing:
+        raise ValueError(f"{who} needs config expression.omics.{' and expression.omics.'.join(missing)} "
+                         "(gene-level copy-number / RPPA matrices, Xena layout)")
+    return {"cna": omics["cna"], "rppa": omics["rppa"]}
 
 
 def normalise_plan(samples: pd.DataFrame, config: dict) -> dict[tuple[str, str], str | None]:
