@@ -192,9 +192,11 @@ def test_unreadable_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
 
 def test_sigterm_sets_should_stop_and_step_done_saves_then_exits_75(tmp_path):
     objs = _objects()
+    before = signal.getsignal(signal.SIGTERM)  # whatever the test session had installed
     run = training.ResumableRun(tmp_path, every_steps=100)
     try:
         assert not run.should_stop
+        assert signal.getsignal(signal.SIGTERM) is not before
         os.kill(os.getpid(), signal.SIGTERM)
         assert run.should_stop and run.stop_signal == signal.SIGTERM
         with pytest.raises(SystemExit) as e:
@@ -206,7 +208,7 @@ def test_sigterm_sets_should_stop_and_step_done_saves_then_exits_75(tmp_path):
         assert [(x["step"], x["reason"]) for x in stops] == [(7, "SIGTERM")]
     finally:
         run.close()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before  # close() puts the previous handler back
 
 
 def test_time_budget_stops_margin_before_walltime(tmp_path):
