@@ -121,8 +121,7 @@ def _training_rules() -> dict[str, str]:
 
 # Rules still lacking cluster resources (owned by the paper engineers; issue 9 asks each
 # training rule to declare them).  Remove a name once its rule is fixed.
-_RESOURCES_TODO = {"train_coherent_diffusion", "train_rna_gan_generator",
-                   "pretrain_rna_gan_simclr", "train_vae"}
+_RESOURCES_TODO: set[str] = set()
 
 
 @pytest.mark.parametrize("rule", [

@@ -107,8 +107,14 @@ rule train_coherent_diffusion:
         "logs/train_coherent_diffusion/all.log",
     benchmark:
         "benchmarks/train_coherent_diffusion/all.tsv"
+    retries: 2
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=16000,
     params:
         diffusion=COH["diffusion"],
         seed=config["seed"],

@@ -81,6 +81,10 @@ rule train_rna_gan_generator:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=32000,
     params:
         tissue=lambda w: w.tissue,
         variant=lambda w: w.variant,
@@ -273,6 +277,10 @@ rule pretrain_rna_gan_simclr:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=32000,
     params:
         simclr=RG["simclr"],
         seed=config["seed"],

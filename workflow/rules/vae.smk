@@ -24,9 +24,14 @@ rule train_vae:
     wildcard_constraints:
         paper="rna_gan|rna_cdm",
         model="[A-Za-z0-9_]+",
+    retries: 2
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=64000,
     params:
         vae=lambda w: vae_lib.model_settings(config, w.paper, w.model),
         seed=config["seed"],
