@@ -211,6 +211,17 @@ def test_sigterm_sets_should_stop_and_step_done_saves_then_exits_75(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before  # close() puts the previous handler back
 
 
+def test_with_block_restores_signal_handlers_when_training_raises(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError, match="diverged"):
+        with training.ResumableRun(tmp_path, every_steps=1) as run:
+            assert signal.getsignal(signal.SIGTERM) is not before
+            run.step_done(1, _objects())
+            raise RuntimeError("loss diverged")
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert [s for s, _ in run.checkpoints()] == [1]  # what was saved before the error stays
+
+
 def test_time_budget_stops_margin_before_walltime(tmp_path):
     run = training.ResumableRun(tmp_path, every_steps=10, time_limit_s=3600, margin_s=300,
                                 handle_signals=False)

@@ -14,17 +14,18 @@ under ``accelerate launch``)::
         training.seed_everything(params["seed"])
         model, opt = build(...)
         model, opt = acc.prepare(model, opt)
-        run = training.ResumableRun(outputs["ckpt_dir"], every_steps=params["checkpoint_every"],
-                                    accelerator=acc, meta={"hp": params["hp"]})
         objects = {"model": model, "opt": opt, "ema": ema, "gen": data_generator}
-        start = run.restore(objects)                  # 0 on a fresh start
-        for step in range(start, params["steps"]):
-            idx = training.step_batch(step, n=len(ds), batch_size=bs, seed=params["seed"])
-            idx = np.array_split(idx, acc.num_processes)[acc.process_index]  # bs = global batch
-            ...one optimisation step on ds[idx]...
-            run.step_done(step + 1, objects)          # checkpoint every N steps; on SIGTERM/SIGUSR1
-                                                      # (or near time_limit_s): save + exit 75
-        run.finish(outputs["done"], {"steps": params["steps"]})
+        # the with-block puts the previous SIGTERM/SIGUSR1 handlers back however it ends
+        with training.ResumableRun(outputs["ckpt_dir"], every_steps=params["checkpoint_every"],
+                                   accelerator=acc, meta={"hp": params["hp"]}) as run:
+            start = run.restore(objects)              # 0 on a fresh start
+            for step in range(start, params["steps"]):
+                idx = training.step_batch(step, n=len(ds), batch_size=bs, seed=params["seed"])
+                idx = np.array_split(idx, acc.num_processes)[acc.process_index]  # global batch
+                ...one optimisation step on ds[idx]...
+                run.step_done(step + 1, objects)      # checkpoint every N steps; on SIGTERM/
+                                                      # SIGUSR1 (or near time_limit_s): save + exit 75
+            run.finish(outputs["done"], {"steps": params["steps"]})
 
 Contract
 --------
@@ -421,9 +422,19 @@ class ResumableRun:
         self.close()
 
     def close(self) -> None:
+        """Put back the signal handlers that were installed before this run (idempotent)."""
         for sig, old in self._old_handlers.items():
             signal.signal(sig, old)
         self._old_handlers = {}
+
+    def __enter__(self) -> "ResumableRun":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        """Leaving a ``with`` block restores the signal handlers however training ended
+        (finished, preempted with exit 75, or an exception); exceptions propagate."""
+        self.close()
+        return False
 
 
 # --------------------------------------------------------------------------------------

@@ -75,42 +75,42 @@ def train_cluster_check(inputs, outputs, params, *, threads=1, log=None):
     model, opt = acc.prepare(model, opt)
     ema.to(acc.device)
     objects = {"model": model, "opt": opt, "sched": sched, "ema": ema, "noise": gen}
-    run = training.ResumableRun(
-        params["ckpt_dir"], every_steps=int(params["checkpoint_every"]), accelerator=acc,
-        meta={"steps": steps, "seed": seed}, time_limit_s=params.get("time_limit_s"),
-        margin_s=float(params.get("margin_s", 300)))
-    start = run.restore(objects)
-    trace = Path(params["trace"]) if params.get("trace") else None
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model.train()
-    loss = torch.tensor(float("nan"))
-    for s in range(start, steps):
-        idx = torch.from_numpy(training.step_batch(s, n=len(x), batch_size=BATCH, seed=seed))
-        xb = xt[idx] + 0.01 * torch.randn(len(idx), N_FEATURES, generator=gen)
-        xb, yb = xb.to(acc.device), yt[idx].to(acc.device)
-        with acc.autocast():
-            loss = torch.nn.functional.mse_loss(model(xb).squeeze(-1).float(), yb)
-        opt.zero_grad()
-        acc.backward(loss)
-        opt.step()
-        sched.step()
-        ema.update_parameters(acc.unwrap_model(model))
-        if trace is not None and acc.is_main_process:
-            with open(trace, "a") as fh:
-                fh.write(f"{s}\n")
-        if params.get("step_delay_s"):
-            time.sleep(float(params["step_delay_s"]))
-        run.step_done(s + 1, objects)
-    state = {f"model.{k}": v for k, v in acc.unwrap_model(model).state_dict().items()}
-    state.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
-    if acc.is_main_process:
-        with fileio.atomic_path(outputs["model"]) as tmp:
-            torch.save(state, tmp)
-    run.finish(outputs["done"], {"steps": steps, "resumed_from": start,
-                                 "final_loss": float(loss.detach().cpu()),
-                                 "weights_sha256": _weights_digest(state),
-                                 "device": str(acc.device), "mixed_precision": acc.mixed_precision,
-                                 "num_processes": acc.num_processes})
+    with training.ResumableRun(
+            params["ckpt_dir"], every_steps=int(params["checkpoint_every"]), accelerator=acc,
+            meta={"steps": steps, "seed": seed}, time_limit_s=params.get("time_limit_s"),
+            margin_s=float(params.get("margin_s", 300))) as run:
+        start = run.restore(objects)
+        trace = Path(params["trace"]) if params.get("trace") else None
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        model.train()
+        loss = torch.tensor(float("nan"))
+        for s in range(start, steps):
+            idx = torch.from_numpy(training.step_batch(s, n=len(x), batch_size=BATCH, seed=seed))
+            xb = xt[idx] + 0.01 * torch.randn(len(idx), N_FEATURES, generator=gen)
+            xb, yb = xb.to(acc.device), yt[idx].to(acc.device)
+            with acc.autocast():
+                loss = torch.nn.functional.mse_loss(model(xb).squeeze(-1).float(), yb)
+            opt.zero_grad()
+            acc.backward(loss)
+            opt.step()
+            sched.step()
+            ema.update_parameters(acc.unwrap_model(model))
+            if trace is not None and acc.is_main_process:
+                with open(trace, "a") as fh:
+                    fh.write(f"{s}\n")
+            if params.get("step_delay_s"):
+                time.sleep(float(params["step_delay_s"]))
+            run.step_done(s + 1, objects)
+        state = {f"model.{k}": v for k, v in acc.unwrap_model(model).state_dict().items()}
+        state.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
+        if acc.is_main_process:
+            with fileio.atomic_path(outputs["model"]) as tmp:
+                torch.save(state, tmp)
+        run.finish(outputs["done"], {"steps": steps, "resumed_from": start,
+                                     "final_loss": float(loss.detach().cpu()),
+                                     "weights_sha256": _weights_digest(state),
+                                     "device": str(acc.device), "mixed_precision": acc.mixed_precision,
+                                     "num_processes": acc.num_processes})
 
 
 @step("fail_cluster_check")

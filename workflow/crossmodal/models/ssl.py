@@ -174,34 +174,34 @@ def train_simclr(dataset, ckpt_dir, done_path, hp: Mapping[str, Any], *, seed: i
                           weight_decay=float(hp["weight_decay"]))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
     enc, head, opt = acc.prepare(enc, head, opt)
-    run = training.ResumableRun(ckpt_dir, every_steps=checkpoint_every, accelerator=acc,
-                                meta={"hp": dict(hp), "n_tiles": n, "seed": seed}, time_limit_s=time_limit_s)
-    objects = {"encoder": enc, "head": head, "opt": opt, "sched": sched}
-    start = run.restore(objects)
-    aug = augmentation(int(hp["image_size"]), crop_scale=hp.get("crop_scale", (0.08, 1.0)),
-                       jitter=float(hp.get("jitter", 0.5)))
-    load_size = int(hp["image_size"]) * 2  # decode once, crop from a 2x larger view
-    log.info("SimCLR: %d tiles, ResNet-%d at %d px, batch %d, %d steps (%d epochs) on %s",
-             n, hp["depth"], hp["image_size"], bs, total, hp["epochs"], acc.device)
-    enc.train()
-    head.train()
-    losses = []
-    for step in tqdm(range(start, total), desc="SimCLR", initial=start, total=total, mininterval=5):
-        idx = training.step_batch(step, n=n, batch_size=bs, seed=seed)
-        tiles = _tiles_tensor(dataset, idx, load_size)
-        v1 = torch.stack([aug(t) for t in tiles]).to(acc.device)
-        v2_ = torch.stack([aug(t) for t in tiles]).to(acc.device)
-        z1, z2 = head(enc(v1)), head(enc(v2_))
-        loss = nt_xent_loss(z1, z2, float(hp["temperature"]))
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % max(per_epoch, 1) == 0:
-            log.info("SimCLR step %d/%d loss %.4f lr %.4g", step + 1, total, losses[-1], sched.get_last_lr()[0])
-        run.step_done(step + 1, objects)
-    run.finish(done_path, {"steps": total, "final_loss": losses[-1] if losses else None})
+    with training.ResumableRun(ckpt_dir, every_steps=checkpoint_every, accelerator=acc,
+                               meta={"hp": dict(hp), "n_tiles": n, "seed": seed}, time_limit_s=time_limit_s) as run:
+        objects = {"encoder": enc, "head": head, "opt": opt, "sched": sched}
+        start = run.restore(objects)
+        aug = augmentation(int(hp["image_size"]), crop_scale=hp.get("crop_scale", (0.08, 1.0)),
+                           jitter=float(hp.get("jitter", 0.5)))
+        load_size = int(hp["image_size"]) * 2  # decode once, crop from a 2x larger view
+        log.info("SimCLR: %d tiles, ResNet-%d at %d px, batch %d, %d steps (%d epochs) on %s",
+                 n, hp["depth"], hp["image_size"], bs, total, hp["epochs"], acc.device)
+        enc.train()
+        head.train()
+        losses = []
+        for step in tqdm(range(start, total), desc="SimCLR", initial=start, total=total, mininterval=5):
+            idx = training.step_batch(step, n=n, batch_size=bs, seed=seed)
+            tiles = _tiles_tensor(dataset, idx, load_size)
+            v1 = torch.stack([aug(t) for t in tiles]).to(acc.device)
+            v2_ = torch.stack([aug(t) for t in tiles]).to(acc.device)
+            z1, z2 = head(enc(v1)), head(enc(v2_))
+            loss = nt_xent_loss(z1, z2, float(hp["temperature"]))
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if step % max(per_epoch, 1) == 0:
+                log.info("SimCLR step %d/%d loss %.4f lr %.4g", step + 1, total, losses[-1], sched.get_last_lr()[0])
+            run.step_done(step + 1, objects)
+        run.finish(done_path, {"steps": total, "final_loss": losses[-1] if losses else None})
     return acc.unwrap_model(enc).eval(), acc.unwrap_model(head).eval(), losses
 
 
