@@ -163,8 +163,8 @@ def test_star_counts_files_have_the_gdc_layout(small):
     assert len(genes) == 300 + 10
 
 
-def test_gct_has_the_gtex_layout(small):
-    path = small / "results/toy/cohort/expression/gtex/gene_reads.gct"
+def test_gct_has_the_gtex_layout_and_holds_tpm(small):
+    path = small / "results/toy/cohort/expression/gtex/gene_tpm.gct"
     lines = path.read_text().splitlines()
     assert lines[0] == "#1.2"
     n_rows, n_cols = map(int, lines[1].split("\t"))
@@ -172,6 +172,8 @@ def test_gct_has_the_gtex_layout(small):
     gtex = plan(SMALL).query("dataset == 'gtex'")["sample"].tolist()
     assert list(g.columns) == ["Name", "Description"] + gtex
     assert g.shape == (n_rows, n_cols + 2)
+    # TPM, like GTEx's gene_tpm GCT: every sample sums to a million, whatever its library size
+    assert g[gtex].sum().to_numpy() == pytest.approx(1e6, rel=1e-4)
 
 
 def test_series_matrix_has_the_geo_layout_and_another_gene_panel(small):
@@ -235,6 +237,45 @@ def test_hazard_and_grade_rise_with_the_survival_program(small):
     assert cox.coef_[0] > 0.3, f"log hazard ratio {cox.coef_[0]:.2f}"
     assert cox.score(truth[["survival_program"]].to_numpy(), y) > 0.6
     assert np.corrcoef(truth.survival_program, clin.grade)[0, 1] > 0.4
+
+
+def test_stage_is_recoverable_from_the_omics(small):
+    """Stage I-IV is the planted progression latent plus a little noise; the latent moves the
+    stage genes (RNA) and one RPPA protein.  Forests fit on a training split of the patients
+    (stratified by cancer type) predict the held-out patients' stage well above chance
+    (4 stages: macro F1 ~0.25) from log CPM, not from CNA (which carries none); one RPPA
+    protein follows stage."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+
+    clin = _read(small, "results/toy/cohort/clinical.tsv").set_index("patient")
+    truth = _read(small, "results/toy/truth/patients.tsv").set_index("patient").loc[clin.index]
+    order = truth["stage"].map({"I": 1, "II": 2, "III": 3, "IV": 4})
+    assert pd.Series(truth["stage_program"]).corr(order, method="spearman") > 0.8
+    assert 0.2 < np.corrcoef(truth["stage_program"], truth["survival_program"])[0, 1] < 0.8
+    assert truth["stage"].value_counts().min() >= 0.1 * len(truth), "every stage is represented"
+
+    lc = _logcpm(small)
+    sheet = plan(SMALL).set_index("sample")
+
+    def held_out_f1(x: pd.DataFrame) -> float:  # x: patients x features
+        y = clin.loc[x.index, "stage"]
+        tr, te = train_test_split(list(x.index), test_size=0.4, random_state=0, stratify=clin.loc[x.index, "cohort"])
+        rf = RandomForestClassifier(n_estimators=300, random_state=0, n_jobs=1).fit(x.loc[tr], y.loc[tr])
+        return f1_score(y.loc[te], rf.predict(x.loc[te]), average="macro")
+
+    f1_rna = held_out_f1(lc.T)
+    cna = pd.read_csv(small / "results/toy/cohort/omics/cna.tsv.gz", sep="\t", index_col=0).T
+    cna.index = sheet.loc[cna.index, "patient"]
+    f1_cna = held_out_f1(cna)
+    assert f1_rna > 0.55, f"stage from RNA: macro F1 {f1_rna:.2f}"
+    assert f1_cna < f1_rna - 0.2, f"stage from CNA {f1_cna:.2f} vs RNA {f1_rna:.2f}"
+    # RPPA carries it more weakly: through the protein made of two stage genes
+    rppa = pd.read_csv(small / "results/toy/cohort/omics/rppa.tsv.gz", sep="\t", index_col=0).T
+    rppa.index = sheet.loc[rppa.index, "patient"]
+    rho = rppa.corrwith(order.loc[rppa.index], method="spearman").abs()
+    assert rho.max() > 0.6, f"no RPPA protein follows stage (best |rho| {rho.max():.2f})"
 
 
 def test_rppa_tracks_its_genes_and_cna_tracks_nothing(small):

@@ -12,8 +12,8 @@ from crossmodal.fileio import atomic_path, write_json, write_table, write_text
 from crossmodal.toy import expression as fmt
 from crossmodal.toy import fastq as fq
 from crossmodal.toy import omics
-from crossmodal.toy.model import (build_genes, build_patients, expected_counts, nb_counts, rates,
-                                  rng_for, simulate_counts)
+from crossmodal.toy.model import (STAGE_CUTS, STAGE_EFFECT, STAGE_GENES, STAGE_NOISE, STAGE_RHO, build_genes,
+                                  build_patients, expected_counts, nb_counts, rates, rng_for, simulate_counts)
 from crossmodal.toy.plan import CELL_TYPES, FIXED_OUTPUTS, ROOT, plan, toy_settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ on `results/toy/cohort/` should recover. Sizes and strengths come from the `toy`
    `msi_like` label (prevalence {toy['msi_prevalence']}); healthy donors have neither.
    -> `patients.tsv`.
 3. **Expression rate** of gene g in patient p:
-   `rate = sum_c sig_c[g] * fraction_c[p] + prog_<cohort>[g] + survival_loading[g] * softplus(z[p]) + msi_loading[g] * msi_like[p]`.
+   `rate = sum_c sig_c[g] * fraction_c[p] + prog_<cohort>[g] + survival_loading[g] * softplus(z[p]) + msi_loading[g] * msi_like[p]`,
+   times `exp(stage_effect[g] * stage_program[p])` for the {STAGE_GENES} stage genes.
    `sig_<cell type>`: baseline x lognormal(0, 0.2), markers ({toy['marker_genes']} per cell type)
    x20 in their own cell type and x0.02 elsewhere. Program genes ({toy['program_genes']} per cohort,
    disjoint) get +{toy['program_strength']} x baseline in their cohort; {toy['survival_genes']} survival genes
@@ -82,8 +83,13 @@ on `results/toy/cohort/` should recover. Sizes and strengths come from the `toy`
    average) x size factor (lognormal(0, 0.25)), dispersion {toy['nb_dispersion']}); the external
    cohort is sequenced at {toy['external_depth']}x depth, lacks {toy['external_missing_fraction']:.0%} of the
    genes and has {toy['external_extra_genes']} genes of its own (`genes.tsv` column `in_external`).
+   TCGA-style samples get STAR-counts TSVs (raw counts + TPM/FPKM columns); the GTEx-style GCT holds
+   TPM (reads per kb, scaled to 10^6 per sample), like GTEx's `gene_tpm` file.
 5. **Clinical**: grade 1-4 from 0.8 z + 0.4 (standardised tumour fraction) + N(0, 0.6);
-   stage I-IV from 0.7 z + N(0, 0.7); age ~ N(62, 11) + 3 z; survival time exponential with
+   a progression latent `stage_program` = {STAGE_RHO} z + {(1 - STAGE_RHO ** 2) ** 0.5:.2f} N(0, 1) (`patients.tsv`)
+   moves {STAGE_GENES // 2} stage genes up and {STAGE_GENES - STAGE_GENES // 2} down by exp(+/-{STAGE_EFFECT} x latent)
+   and one RPPA protein with them; stage I-IV = latent + N(0, {STAGE_NOISE}) cut at {", ".join(map(str, STAGE_CUTS))};
+   age ~ N(62, 11) + 3 z; survival time exponential with
    hazard {toy['survival']['baseline_hazard']} x exp({toy['survival']['log_hazard_ratio']} z) per day,
    censored by an exponential (hazard {toy['survival']['censoring_hazard']}) and at
    {toy['survival']['max_follow_up']:g} days. -> `cohort/clinical.tsv`, hazards in `patients.tsv`.

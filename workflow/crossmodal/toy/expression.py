@@ -51,11 +51,22 @@ def write_star_counts(path, genes, counts, rng) -> None:
     write_text(path, star_counts_text(genes, counts, rng))
 
 
+def tpm(genes: pd.DataFrame, counts: np.ndarray) -> np.ndarray:
+    """Transcripts per million (genes x samples) of read counts: reads per kilobase of the gene's
+    length, scaled so that each sample sums to 10^6 (what GTEx's gene_tpm GCT holds)."""
+    rpk = np.asarray(counts, float) / (genes["length_bp"].to_numpy(float)[:, None] / 1e3)
+    tot = rpk.sum(axis=0, keepdims=True)
+    return np.divide(rpk * 1e6, tot, out=np.zeros_like(rpk), where=tot > 0)
+
+
 def write_gct(path, genes: pd.DataFrame, counts: np.ndarray, samples: list[str]) -> None:
-    """GTEx-style GCT v1.2 of read counts (rows = genes, ``Name`` = Ensembl id)."""
+    """GTEx-style GCT v1.2 of gene TPM (rows = genes, ``Name`` = Ensembl id), like the
+    ``gene_tpm`` GCT the GTEx download fetches (``download.gtex.expression``, RNA-GAN's input):
+    the planted per-sample library size does not survive into it, as in the real file."""
+    values = tpm(genes, counts)
     lines = ["#1.2", f"{len(genes)}\t{len(samples)}", "\t".join(["Name", "Description"] + list(samples))]
     for i, (gid, sym) in enumerate(zip(genes["gene_id"], genes["gene"])):
-        lines.append("\t".join([gid, sym] + [str(int(v)) for v in counts[i]]))
+        lines.append("\t".join([gid, sym] + [f"{v:.3f}" for v in values[i]]))
     write_text(path, "\n".join(lines) + "\n")
 
 

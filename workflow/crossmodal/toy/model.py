@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 MARKER_BOOST = 20.0  # a marker's mean in its own cell type, in multiples of its baseline
 MARKER_LEAK = 0.02  # ... and in every other cell type
 N_CHROM = 22
+# tumour progression (stage): a latent shared with the survival program, written into RNA
+# (STAGE_GENES genes, half up and half down, log-linear) and, through RNA, into one RPPA
+# protein (crossmodal.toy.omics); stage I-IV is the latent plus a little noise, cut.
+STAGE_GENES = 40
+STAGE_EFFECT = 0.8  # natural-log fold change of a stage gene's rate per SD of the latent
+STAGE_RHO = 0.5  # correlation of the progression latent with the survival program
+STAGE_NOISE = 0.2  # SD of the noise between the latent and the recorded stage
+STAGE_CUTS = (-0.7, 0.0, 0.7)  # stage I | II | III | IV
 
 
 def rng_for(seed: int, *names) -> np.random.Generator:
@@ -77,11 +85,11 @@ def build_genes(toy: dict, seed: int) -> pd.DataFrame:
     free = rng.permutation(np.flatnonzero((g["marker_of"] == "").to_numpy()[:n_pc]))
     cohorts = list(toy["cancer_types"]) + list(toy["tissues"])
     k = toy["program_genes"]
-    need = k * len(cohorts) + toy["survival_genes"] + 15
+    need = k * len(cohorts) + toy["survival_genes"] + 15 + STAGE_GENES
     if need > len(free):
         raise ValueError(f"toy: n_genes={toy['n_genes']} leaves {len(free)} non-marker genes, "
                          f"fewer than the {need} the programs need (program_genes x cohorts + "
-                         f"survival_genes + 15 MSI genes)")
+                         f"survival_genes + 15 MSI genes + {STAGE_GENES} stage genes)")
     pos = 0
     for c in cohorts:
         prog = np.zeros(n)
@@ -98,6 +106,13 @@ def build_genes(toy: dict, seed: int) -> pd.DataFrame:
     idx = free[pos:pos + 15]
     msi[idx] = 2.0 * baseline[idx]
     g["msi_loading"] = msi
+    pos += 15
+    stage = np.zeros(n)
+    idx = free[pos:pos + STAGE_GENES]
+    stage[idx] = STAGE_EFFECT * np.where(np.arange(len(idx)) < len(idx) // 2, 1.0, -1.0)
+    # log-scale effect per unit of the progression latent (not named *_loading: those are the
+    # additive programs pathgen.planted_only keeps)
+    g["stage_effect"] = stage
     return g
 
 
@@ -126,8 +141,14 @@ def build_patients(sheet: pd.DataFrame, toy: dict, seed: int) -> pd.DataFrame:
     tz = (fr[:, 0] - fr[:, 0].mean()) / (fr[:, 0].std() + 1e-9)
     grade_latent = 0.8 * z + 0.4 * tz + rng.normal(0, 0.6, n)
     pts["grade"] = 1 + np.digitize(grade_latent, [-0.9, 0.0, 0.9])
-    stage_latent = 0.7 * z + rng.normal(0, 0.7, n)
-    pts["stage"] = np.array(["I", "II", "III", "IV"])[np.digitize(stage_latent, [-0.7, 0.2, 1.0])]
+    # stage: the progression latent (correlated with z, its own stream "stage", so every other
+    # draw stays as it was) plus noise; this stream's old stage noise is still drawn (and
+    # rescaled) so that age, sex and survival keep their values
+    noise = rng.normal(0, 0.7, n) * (STAGE_NOISE / 0.7)
+    own = rng_for(seed, "stage").normal(0, 1, n)
+    prog = np.where(healthy, 0.0, STAGE_RHO * z + np.sqrt(1 - STAGE_RHO ** 2) * own)
+    pts["stage_program"] = prog
+    pts["stage"] = np.array(["I", "II", "III", "IV"])[np.digitize(prog + noise, STAGE_CUTS)]
     pts["age"] = np.clip(np.round(rng.normal(62, 11, n) + 3 * z), 20, 90).astype(int)
     female = rng.random(n) < 0.5
     female |= pts["cohort"].str.contains("CESC").to_numpy()  # cervical cancer: all female
@@ -144,7 +165,8 @@ def build_patients(sheet: pd.DataFrame, toy: dict, seed: int) -> pd.DataFrame:
 
 
 def rates(genes: pd.DataFrame, pts: pd.DataFrame) -> np.ndarray:
-    """Noise-free expression rate (genes x patients): signatures x fractions + programs."""
+    """Noise-free expression rate (genes x patients): signatures x fractions + programs, stage
+    genes scaled by exp(stage_effect x stage_program)."""
     sig = genes[[f"sig_{ct}" for ct in CELL_TYPES]].to_numpy()  # G x 5
     fr = pts[CELL_TYPES].to_numpy()  # P x 5
     r = sig @ fr.T
@@ -156,6 +178,8 @@ def rates(genes: pd.DataFrame, pts: pd.DataFrame) -> np.ndarray:
     u[pts["dataset"].eq("gtex").to_numpy()] = 0.0
     r += np.outer(genes["survival_loading"].to_numpy(), u)
     r += np.outer(genes["msi_loading"].to_numpy(), pts["msi_like"].to_numpy())
+    if "stage_effect" in genes and "stage_program" in pts:
+        r *= np.exp(np.outer(genes["stage_effect"].to_numpy(), pts["stage_program"].to_numpy()))
     return r
 
 

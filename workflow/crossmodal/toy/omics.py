@@ -5,8 +5,8 @@ id, one column per sample): gene-level absolute copy number and RPPA-like protei
   copy number is hard to predict from any other modality (as in Coherent Denoising, where
   CNA is the hardest target);
 - RPPA: each protein is a noisy weighted sum of the log2 expression rates of 1-3 genes, the
-  first proteins covering the marker genes and the planted programs, so RNA is well
-  predicted from RPPA.
+  first proteins covering the marker genes and the planted programs (one protein on two
+  stage genes), so RNA is well predicted from RPPA and stage is visible in both.
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def protein_map(genes: pd.DataFrame, toy: dict, seed: int) -> pd.DataFrame:
         anchors.append(list(pc.loc[pc["marker_of"] == ct, "gene"].iloc[:2]))
     for col in [c for c in pc.columns if c.startswith("prog_")] + ["survival_loading", "msi_loading"]:
         anchors.append(list(pc.loc[pc[col] > 0, "gene"].iloc[:2]))
+    if "stage_effect" in pc:  # one protein on two up-regulated stage genes
+        anchors.append(list(pc.loc[pc["stage_effect"] > 0, "gene"].iloc[:2]))
     rows = []
     used: set[str] = set()
     for k in range(toy["n_proteins"]):

@@ -24,7 +24,7 @@ FIXED_OUTPUTS = {
     "cna": "cohort/omics/cna.tsv.gz",
     "rppa": "cohort/omics/rppa.tsv.gz",
     "gene_groups": "cohort/gene_groups.tsv",
-    "gct": "cohort/expression/gtex/gene_reads.gct",
+    "gct": "cohort/expression/gtex/gene_tpm.gct",
     "geo": "cohort/expression/external/GSE_TOY_series_matrix.txt",
     "transcriptome": "cohort/fastq/transcriptome.fa",
     "t2g": "cohort/fastq/t2g.tsv",
