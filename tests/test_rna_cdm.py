@@ -254,6 +254,17 @@ def test_targets_helpers():
     assert targets.tile_mpp(cfg) == 0.5  # paper size: 256 px generated = the tiles' mpp
     assert targets.external_sets(cfg, samples) == ["external_external"]
     assert "results/rna_cdm/reproduction.tsv" in targets.targets(cfg, samples)
+    # paper defaults: deconvolution, perturbation, downstream run; SimCLR needs a label file
+    assert targets.experiments(cfg) == {"deconvolution": True, "perturbation": True, "downstream": True,
+                                        "simclr": False}
+    assert "results/rna_cdm/simclr/summary.tsv" not in targets.targets(cfg, samples)
+    assert targets.experiment_tables(cfg, "simclr") == []
+    cfg["rna_cdm"]["simclr"]["labels"] = "labels.tsv"
+    cfg["rna_cdm"]["deconvolution"]["enabled"] = False
+    assert targets.experiments(cfg) == {"deconvolution": False, "perturbation": False, "downstream": True,
+                                        "simclr": True}
+    assert targets.simclr_labels(cfg) == ["labels.tsv"]
+    assert targets.counts(cfg, samples) == "results/expression/tcga/counts.tsv.gz"
     cfg["rna_cdm"]["cohorts"] = ["TCGA-GBM"]
     with pytest.raises(ValueError, match="no sample with a slide in TCGA-GBM"):
         targets.tile_lmdbs(cfg, samples)
@@ -303,8 +314,12 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
     p = run_snakemake(tmp_path, "-n", "-p", "rna_cdm_all", configfile=REPO / "config" / "rna_cdm.yaml")
     out = p.stdout + p.stderr
     for rule in ("train_rna_cdm_base", "train_rna_cdm_sr", "generate_rna_cdm_tiles", "evaluate_rna_cdm",
-                 "plot_rna_cdm_cell_table", "summarise_rna_cdm", "generate_rna_cdm_external_tiles"):
+                 "plot_rna_cdm_cell_table", "summarise_rna_cdm", "generate_rna_cdm_external_tiles",
+                 "deconvolve_rna_cdm", "perturb_rna_cdm", "classify_rna_cdm_downstream"):
         assert rule in out, rule
+    # the paper's MSI tiles (Kather et al., Kaggle) are not in the sample sheet: SimCLR is not planned
+    assert "evaluate_rna_cdm_simclr" not in out
+    assert "resources/signatures/rna_cdm_markers.tsv" in out
     assert "results/tiles/tile256/TCGA-LUAD-0000-01A.lmdb" in out
     assert "results/tiles/tile256/TCGA-PAAD-0000-01A.lmdb" not in out  # VAE-only project: no slides
     assert "make_toy_slide" not in out
@@ -356,3 +371,317 @@ def test_toy_chain_outputs_and_tables(toy_run):
     smp = pd.read_csv(toy_run / "results/rna_cdm/samplers.tsv", sep="\t").set_index("sampler")
     assert smp.loc["karras", "network_evaluations_per_stage"] == 63
     assert smp.loc["karras", "seconds_per_tile"] < smp.loc["ddpm", "seconds_per_tile"] / 4
+
+
+# ------------------------------------------- deconvolution, perturbation, downstream, SimCLR
+CLASSES4 = {"epithelial": ["epi"], "fibroblast": ["fib"], "endothelial": [], "haematopoietic": ["imm"],
+            "other": ["dead"]}
+
+
+def _planted_bulk(n=24, seed=0):
+    """Bulk counts = signature x planted fractions x library, negative-binomial noise; 4 cell
+    types (no endothelial), 15 markers each (x20 in their own type) + 20 shared genes."""
+    rng = np.random.default_rng(seed)
+    types = ["epi", "fib", "imm", "dead"]
+    genes = [f"G{i}" for i in range(80)]
+    base = rng.lognormal(3, 0.5, len(genes))
+    sig = np.tile(base[:, None], (1, 4)) * rng.lognormal(0, 0.1, (len(genes), 4))
+    for k in range(4):
+        sig[15 * k:15 * (k + 1), :] *= 0.05
+        sig[15 * k:15 * (k + 1), k] *= 400
+    frac = rng.dirichlet([6, 2, 2, 1], n)
+    rate = frac @ sig.T * rng.lognormal(7, 0.2, (n, 1))
+    counts = rng.negative_binomial(10, 10 / (10 + rate)).astype(float)
+    samples = [f"S{i:02d}" for i in range(n)]
+    return (pd.DataFrame(counts, index=samples, columns=genes),
+            pd.DataFrame(sig, index=pd.Index(genes, name="gene"), columns=types),
+            pd.DataFrame(frac, index=samples, columns=types))
+
+
+@pytest.mark.parametrize("method, min_r", [("nnls", 0.95), ("nu_svr", 0.85)])
+def test_deconvolution_recovers_planted_fractions(method, min_r):
+    from crossmodal.rna_cdm import deconvolution as dc
+
+    bulk, sig, truth = _planted_bulk()
+    frac = dc.deconvolve(bulk, sig, method)
+    assert np.allclose(frac.sum(axis=1), 1) and (frac.to_numpy() >= 0).all()
+    cls = dc.class_fractions(frac, CLASSES4)
+    assert list(cls.columns) == dc.CLASSES
+    assert cls["endothelial"].isna().all()  # no signature column: absent, not 0
+    for k, col in (("epithelial", "epi"), ("fibroblast", "fib"), ("haematopoietic", "imm")):
+        r = np.corrcoef(cls[k], truth[col])[0, 1]
+        assert r > min_r, f"{method} {k}: r = {r:.2f}"
+    with pytest.raises(ValueError, match="method must be"):
+        dc.deconvolve(bulk, sig, "cibersortx")
+    with pytest.raises(ValueError, match="counts.tsv: only 3 signature genes in the bulk matrix"):
+        dc.deconvolve(bulk.iloc[:, :3], sig, method, what="counts.tsv")
+
+
+def test_signature_errors_name_the_file(tmp_path):
+    from crossmodal.rna_cdm import deconvolution as dc
+
+    _, sig, _ = _planted_bulk()
+    p = tmp_path / "sig.tsv"
+    sig.to_csv(p, sep="\t")
+    assert list(dc.read_signature(p, CLASSES4).columns) == ["epi", "fib", "imm", "dead"]
+    with pytest.raises(ValueError, match="sig.tsv: columns \\['endo'\\]"):
+        dc.read_signature(p, {**CLASSES4, "endothelial": ["endo"]})
+    (sig * -1).to_csv(p, sep="\t")
+    with pytest.raises(ValueError, match="sig.tsv: values must be finite and non-negative"):
+        dc.read_signature(p, CLASSES4)
+    with pytest.raises(ValueError, match="no gene column 'symbol'"):
+        dc.read_signature(p, CLASSES4, "symbol")
+
+
+def test_repository_signature_file_is_documented_and_readable():
+    from conftest import REPO
+    from crossmodal.rna_cdm import deconvolution as dc
+
+    cfg = validate({}, SCHEMA_DIR / "config" / "rna_cdm.schema.yaml", "rna_cdm")["deconvolution"]
+    sig = dc.read_signature(REPO / cfg["signature"], cfg["classes"])
+    assert list(sig.columns) == dc.CLASSES and len(sig) >= 40
+    assert "hand-made" in (REPO / cfg["signature"]).read_text().splitlines()[0]
+    assert (REPO / "resources" / "signatures" / "rna_cdm_markers.md").exists()
+
+
+def test_attributable_expression_raises_the_class_markers_and_keeps_the_library():
+    from crossmodal.rna_cdm import deconvolution as dc
+
+    bulk, sig, _ = _planted_bulk()
+    frac = dc.deconvolve(bulk, sig, "nnls")
+    fib = dc.attributable_expression(bulk, sig, frac, ["fib"])
+    assert np.allclose(fib.sum(axis=1), bulk.sum(axis=1))
+    ratio = (fib + 1) / (bulk + 1)
+    fib_markers, epi_markers = [f"G{i}" for i in range(15, 30)], [f"G{i}" for i in range(15)]
+    assert (ratio[fib_markers].mean(axis=1) > 2).all()  # fibroblast markers up
+    assert (ratio[epi_markers].mean(axis=1) < 0.5).all()  # epithelial markers down
+    # genes outside the signature get the class's share before rescaling
+    extra = bulk.assign(X1=100.0)
+    out = dc.attributable_expression(extra, sig, frac, ["fib"])
+    assert np.allclose(out.sum(axis=1), extra.sum(axis=1)) and (out["X1"] > 0).all()
+
+
+def _write_planted_expression(root, data):
+    """Counts for the 6 test-fixture samples, scaler and a hand-set linear β-VAE whose latent
+    is (fibroblast-marker score, -score): the planted red/blue conditioning of the cascade."""
+    from crossmodal.expression import normalise
+    from crossmodal.models import vae as vae_lib
+
+    bulk, sig, _ = _planted_bulk(n=6, seed=1)
+    splits = pd.read_csv(data["splits"], sep="\t")
+    bulk.index = list(splits["sample"])
+    bulk.rename_axis("sample").to_csv(root / "counts.tsv.gz", sep="\t")
+    sig.to_csv(root / "signature.tsv", sep="\t")
+    normalise.fit_scaler(normalise.log_transform(bulk)).to_csv(root / "scaler.tsv", sep="\t", index=False)
+    net = vae_lib.BetaVAE(len(bulk.columns), [2], 2, negative_slope=1.0)
+    with torch.no_grad():
+        w = torch.zeros(2, len(bulk.columns))
+        w[0, 15:30], w[0, :15] = 0.3, -0.3
+        w[1] = -w[0]
+        net.encoder[0].weight.copy_(w)
+        net.encoder[0].bias.zero_()
+        net.mu.weight.copy_(torch.eye(2))
+        net.mu.bias.zero_()
+    vae_lib.save(net, root / "vae.pt", list(bulk.columns))
+    return bulk
+
+
+def test_deconvolve_and_perturb_steps(data, trained, tmp_path):
+    from crossmodal.rna_cdm import deconvolution as dc
+
+    cfg, out = trained
+    bulk = _write_planted_expression(tmp_path, data)
+    gen_counts = tmp_path / "gen_counts.tsv"
+    rng = np.random.default_rng(0)
+    rows = [{"sample": s, "tile": t, "neoplastic": int(rng.integers(1, 20)), "inflammatory": int(rng.integers(0, 9)),
+             "connective": int(rng.integers(0, 9)), "dead": 1, "non_neoplastic_epithelial": 2}
+            for s in bulk.index for t in range(3)]
+    pd.DataFrame(rows).to_csv(gen_counts, sep="\t", index=False)
+    dcfg = {"signature": str(tmp_path / "signature.tsv"), "gene_column": "gene", "method": "nnls",
+            "classes": CLASSES4, "signature_note": "planted test signature", "split": "test"}
+    o = {k: str(tmp_path / f"dec_{k}.{e}") for k, e in (("fractions", "tsv"), ("correlations", "tsv"),
+                                                       ("figure", "png"))}
+    steps.run("deconvolve_rna_cdm", {"signature": dcfg["signature"], "counts": str(tmp_path / "counts.tsv.gz"),
+                                     "generated_counts": str(gen_counts), "truth": []}, o, {"deconvolution": dcfg})
+    fr = pd.read_csv(o["fractions"], sep="\t").set_index("sample")
+    assert fr["endothelial"].isna().all() and "planted test signature" in fr["method"].iloc[0]
+    c = pd.read_csv(o["correlations"], sep="\t")
+    assert set(c["class"]) == set(dc.CLASSES)
+    assert "absent" in c.set_index("class").loc["endothelial", "note"]
+    assert c.set_index("class").loc["fibroblast", "n_patients"] == 6
+    assert os.path.exists(o["figure"]) and os.path.exists(o["figure"].replace(".png", ".pdf"))
+
+    # the fibroblast-attributable expression moves the latent towards the fibroblast code
+    fib = dc.attributable_expression(bulk, pd.read_csv(dcfg["signature"], sep="\t", index_col="gene"),
+                                     fr[[f"signature_{k}" for k in ("epi", "fib", "imm", "dead")]]
+                                     .set_axis(["epi", "fib", "imm", "dead"], axis=1), ["fib"])
+    z_b = dc._encode(bulk, tmp_path / "scaler.tsv", tmp_path / "vae.pt")
+    z_f = dc._encode(fib, tmp_path / "scaler.tsv", tmp_path / "vae.pt")
+    assert (z_f[:, 0] > z_b[:, 0] + 1).all()
+
+    po = {"table": str(tmp_path / "pert.tsv"), "tiles": str(tmp_path / "pert_tiles.tsv"),
+          "figure": str(tmp_path / "pert.png")}
+    steps.run("perturb_rna_cdm", {"signature": dcfg["signature"], "fractions": o["fractions"],
+                                  "counts": str(tmp_path / "counts.tsv.gz"), "scaler": str(tmp_path / "scaler.tsv"),
+                                  "vae": str(tmp_path / "vae.pt"), "base": str(out["base"] / "model.pt"),
+                                  "sr": str(out["sr"] / "model.pt"), "splits": data["splits"]},
+              po, {"rna_cdm": cfg, "deconvolution": dcfg, "perturbation": {"classes": ["fibroblast", "haematopoietic"],
+                                                                            "tiles_per_patient": 2},
+                   "cohorts": COHORTS, "split": "test", "cells": {"method": "classical", "classical": None},
+                   "mpp": 0.5, "seed": 0, "device": "cpu"})
+    t = pd.read_csv(po["table"], sep="\t")
+    assert set(zip(t["perturbation"], t["scope"])) == {(k, s) for k in ("fibroblast", "haematopoietic")
+                                                       for s in ["all", *COHORTS]}
+    assert set(t.set_index("perturbation")["counted"]) == {"connective", "inflammatory"}
+    assert (t["latent_shift"] > 0).all()
+    tiles = pd.read_csv(po["tiles"], sep="\t")
+    assert len(tiles) == 2 * 2 * 3 and set(tiles["condition"]) == {"bulk", "fibroblast", "haematopoietic"}
+    with pytest.raises(ValueError, match="haematopoietic maps to no signature column"):
+        steps.run("perturb_rna_cdm", {"signature": dcfg["signature"], "fractions": o["fractions"],
+                                      "counts": str(tmp_path / "counts.tsv.gz"), "scaler": str(tmp_path / "scaler.tsv"),
+                                      "vae": str(tmp_path / "vae.pt"), "base": str(out["base"] / "model.pt"),
+                                      "sr": str(out["sr"] / "model.pt"), "splits": data["splits"]},
+                  {k: str(tmp_path / f"bad_{k}") for k in po},
+                  {"rna_cdm": cfg, "deconvolution": {**dcfg, "classes": {**CLASSES4, "haematopoietic": []}},
+                   "perturbation": {"classes": ["haematopoietic"], "tiles_per_patient": 1}, "cohorts": COHORTS,
+                   "split": "test", "cells": {"method": "classical", "classical": None}, "mpp": 0.5, "seed": 0,
+                   "device": "cpu"})
+    assert not (tmp_path / "bad_table").exists()
+
+
+def test_replacement_keeps_size_and_class_balance():
+    from crossmodal.rna_cdm import downstream as ds
+
+    rng = np.random.default_rng(0)
+    x, y = np.zeros((20, 4, 4, 3), np.uint8), np.repeat([0, 1], 10)
+    sx, sy = np.full((12, 4, 4, 3), 255, np.uint8), np.repeat([0, 1], 6)
+    for frac, n_syn in ((0.0, 0), (0.5, 10), (0.5999, 12)):
+        xt, yt, n = ds.replace_with_synthetic(x, y, sx, sy, frac, rng)
+        assert n == n_syn and len(yt) == 20 and (np.bincount(yt) == 10).all()
+        assert int((xt == 255).all(axis=(1, 2, 3)).sum()) == n_syn
+    with pytest.raises(ValueError, match="7 tiles wanted, 6 available"):
+        ds.replace_with_synthetic(x, y, sx, sy, 0.7, rng)
+
+
+@pytest.fixture(scope="module")
+def generated(data, trained):
+    cfg, out = trained
+    gen = data["root"] / "gen_downstream.lmdb"
+    steps.run("generate_rna_cdm_tiles", {"base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
+                                         "latent": data["latent"], "splits": data["splits"]},
+              {"tiles": str(gen)}, {"rna_cdm": cfg, "cohorts": COHORTS, "split": "test", "tiles_per_patient": 10,
+                                    "mpp": 2.0, "seed": 2, "device": "cpu"})
+    return str(gen)
+
+
+def test_downstream_classifier_learns_the_planted_colours(data, generated, tmp_path):
+    """Red vs blue cohorts: the real-only baseline classifies the held-out patients' tiles; the
+    tables hold every Figure 4A/B setting with a paired test vs the baseline."""
+    c = validate({"downstream": {"image_size": 16, "n_tiles": 48, "folds": 2, "epochs": 6, "lr": 1e-3,
+                                 "batch_size": 8, "pretrain_epochs": 2, "pretrain_val_fraction": 0.0,
+                                 "finetune_epochs": 2, "finetune_lr": 1e-3, "real_splits": ["train"],
+                                 "replace_fractions": [0.0, 0.5, 0.75], "pretrain_fractions": [0.5, 1.0]}},
+                 SCHEMA_DIR / "config" / "rna_cdm.schema.yaml", "rna_cdm")["downstream"]
+    o = {"table": tmp_path / "summary.tsv", "folds": tmp_path / "folds.tsv", "figure": tmp_path / "acc.png",
+         "confusion": tmp_path / "cm.png"}
+    steps.run("downstream_rna_cdm", {"real": data["lmdbs"], "generated": generated, "splits": data["splits"]},
+              {k: str(v) for k, v in o.items()}, {"downstream": c, "cohorts": COHORTS, "data_note": "planted", "seed": 0})
+    t = pd.read_csv(o["table"], sep="\t").set_index("setting")
+    assert list(t.index) == ["0% synthetic", "50% synthetic", "75% synthetic",
+                             "no pretraining", "pretrained on 50% synthetic", "pretrained on 100% synthetic"]
+    assert t.loc["0% synthetic", "accuracy_mean"] > 0.9
+    assert t.loc["pretrained on 50% synthetic", "n_synthetic"] == 20  # 24 wanted, 10 generated per class
+    assert t.loc["pretrained on 100% synthetic", "n_synthetic"] == 20
+    assert np.isnan(t.loc["0% synthetic", "p_value_vs_baseline"])
+    assert np.isfinite(t.loc["50% synthetic", "p_value_vs_baseline"])
+    assert t.loc["no pretraining", "paper"] == "baseline" and (t["data"] == "planted").all()
+    f = pd.read_csv(o["folds"], sep="\t")
+    assert set(f["fold"]) == {1, 2} and len(f) == 2 * 6
+    for frac in (0.5, 0.75):  # replacement keeps the training-set size
+        r = f[f.setting == f"{int(100 * frac)}% synthetic"]
+        share = r["n_synthetic"] / (r["n_synthetic"] + r["n_real_train"])
+        assert (abs(share - frac) < 0.1).all(), share
+    for p in (o["figure"], o["confusion"]):
+        assert p.exists() and p.with_suffix(".pdf").exists()
+
+
+def test_simclr_on_synthetic_then_binary_task(data, generated, tmp_path):
+    labels = tmp_path / "labels.tsv"
+    splits = pd.read_csv(data["splits"], sep="\t")
+    pd.DataFrame({"patient": splits["patient"], "msi_like": (splits["cohort"] == "TCGA-AAA").astype(int)}).to_csv(
+        labels, sep="\t", index=False)
+    c = validate({"simclr": {"labels": str(labels), "label_column": "msi_like", "task_cohorts": COHORTS,
+                             "real_splits": ["train"], "tiles_per_slide": 4, "image_size": 16, "epochs": 1,
+                             "batch_size": 8, "train_sizes": [4, 8], "folds": 2, "finetune_epochs": 3,
+                             "batch_size_finetune": 4, "ssl_lr": 1e-3}},
+                 SCHEMA_DIR / "config" / "rna_cdm.schema.yaml", "rna_cdm")["simclr"]
+    o = {"encoder": tmp_path / "enc.pt", "done": tmp_path / "done.json", "table": tmp_path / "summary.tsv",
+         "folds": tmp_path / "folds.tsv", "figure": tmp_path / "acc.png"}
+    inp = {"generated": generated, "real": data["lmdbs"], "splits": data["splits"], "labels": [str(labels)]}
+    par = {"simclr": c, "checkpoints": str(tmp_path / "ckpt"), "data_note": "planted", "seed": 0, "device": "cpu"}
+    steps.run("simclr_rna_cdm", inp, {k: str(v) for k, v in o.items()}, par)
+    from crossmodal.models import ssl
+
+    _, ck = ssl.load_encoder(o["encoder"])
+    assert ck["meta"]["source"] == "RNA-CDM tiles" and ck["meta"]["n_tiles"] == 20
+    t = pd.read_csv(o["table"], sep="\t")
+    assert set(zip(t["init"], t["train_size"])) == {(i, n) for i in ("SimCLR on RNA-CDM tiles", "from scratch")
+                                                    for n in (4, 8)}
+    assert (t["n_folds"] == 2).all() and t["task"].str.contains("msi_like").all()
+    assert o["figure"].with_suffix(".pdf").exists()
+    pd.DataFrame({"patient": splits["patient"], "msi_like": "MSI"}).to_csv(labels, sep="\t", index=False)
+    with pytest.raises(ValueError, match="labels.tsv: column msi_like must be binary"):
+        steps.run("simclr_rna_cdm", inp, {k: str(tmp_path / f"x_{k}") for k in o}, par)
+
+
+def check_toy_experiments(run) -> dict:
+    """The issue's toy checks of the deconvolution / perturbation / downstream / SimCLR
+    experiments on a finished toy run directory ``run`` (callable on any run directory)."""
+    from pathlib import Path
+
+    run = Path(run)
+    c = pd.read_csv(run / "results/rna_cdm/deconvolution/correlations.tsv", sep="\t")
+    planted = c[c.comparison.str.startswith("deconvolved vs planted")].set_index("class")
+    # the deconvolution recovers the planted fractions of every class the toy plants
+    assert set(planted.index) == {"epithelial", "fibroblast", "haematopoietic"}
+    assert (planted["pearson_r"] > 0.9).all(), planted["pearson_r"]
+    counted = c[c.comparison.str.startswith("deconvolved vs counted")].set_index("class")
+    assert "absent" in counted.loc["endothelial", "note"]  # the toy has no endothelial cells
+    assert counted.loc[["epithelial", "fibroblast", "haematopoietic"], "n_patients"].min() >= 5
+    # the perturbed expression goes through the real input's normalisation: re-encoding the bulk
+    # counts reproduces the pipeline's latent codes
+    from crossmodal.rna_cdm import deconvolution as dc
+
+    counts = pd.read_csv(run / "results/expression/tcga/counts.tsv.gz", sep="\t", index_col=0).iloc[:8]
+    z = dc._encode(counts, run / "results/expression/tcga/scaler_vae.tsv", run / "results/rna_cdm/vae/main/model.pt")
+    lat = pd.read_csv(run / "results/rna_cdm/vae/main/latent/tcga.tsv.gz", sep="\t", index_col="sample")
+    assert np.allclose(z, lat.loc[counts.index].to_numpy(), atol=1e-4)
+    p = pd.read_csv(run / "results/rna_cdm/perturbation/summary.tsv", sep="\t")
+    overall = p[p.scope == "all"].set_index("perturbation")
+    assert set(overall.index) == {"fibroblast", "haematopoietic"}
+    # the attributable expression moves the diffusion model's conditioning by more than the
+    # spread between patients (seed 0: 1.6x fibroblast, 2.1x haematopoietic)
+    assert (overall["latent_shift"] > 0.5).all(), overall["latent_shift"]
+    d = pd.read_csv(run / "results/rna_cdm/downstream/summary.tsv", sep="\t")
+    assert len(d) == 9 and d["accuracy_mean"].between(0, 1).all() and d["data"].str.contains("toy").all()
+    sc = pd.read_csv(run / "results/rna_cdm/simclr/summary.tsv", sep="\t")
+    assert set(sc["init"]) == {"SimCLR on RNA-CDM tiles", "from scratch"}
+    rep = pd.read_csv(run / "results/rna_cdm/reproduction.tsv", sep="\t")
+    for q in ("Suppl. Fig. 3", "Suppl. Fig. 4", "Fig. 4A", "Fig. 4B", "Suppl. Fig. 5"):
+        assert rep["quantity"].str.startswith(q).any(), q
+    assert rep.loc[rep.quantity.str.startswith("Suppl. Fig. 3"), "source"].str.contains("CIBERSORTx").all()
+    return {k: bool(overall.loc[k, "targeted_type_rises"]) for k in overall.index}
+
+
+def test_toy_deconvolution_perturbation_and_downstream(toy_run):
+    check_toy_experiments(toy_run)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "holds only in the mean at toy scale, not significantly: seed 0, 10 test patients x 2 tiles gave "
+    "connective 17.9 -> 19.2 % (paired t p = 0.33) and lymphocytes 1.14 -> 1.24 % (p = 0.77); the "
+    "200-step toy cascade barely follows the latent (deconvolved vs counted r = 0.52 / -0.25 / -0.43 "
+    "on the same 10 patients) although the perturbation moves the latent by 1.6-2.1x the between-patient "
+    "spread, so the sign can flip with any upstream change"))
+def test_toy_perturbation_raises_the_targeted_type(toy_run):
+    assert check_toy_experiments(toy_run) == {"fibroblast": True, "haematopoietic": True}

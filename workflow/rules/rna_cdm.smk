@@ -1,6 +1,8 @@
 # RNA-CDM (Carrillo-Perez et al.): cascaded 64 -> 256 px diffusion conditioned on β-VAE
 # latents (VAE: rules train_vae / encode_expression with paper=rna_cdm in vae.smk), EDM
-# training, Karras sampling, FID/KID/IS, cell-type table, sampler benchmark, reproduction table.
+# training, Karras sampling, FID/KID/IS, cell-type table, sampler benchmark, deconvolution and
+# perturbation (Suppl. Figs 3-4), downstream classifiers (Fig. 4), SimCLR (Suppl. Fig. 5),
+# reproduction table.
 # Logic: crossmodal.rna_cdm (input functions in crossmodal.rna_cdm.targets).
 from crossmodal.rna_cdm import targets as rct
 from crossmodal.training import gpu_request
@@ -31,7 +33,7 @@ rule train_rna_cdm_base:
         mem_mb=RC["train"]["mem_mb"],
     params:
         stage="base",
-        rna_cdm=RC,
+        rna_cdm=rct.cascade_config(config, "train"),
         seed=config["seed"],
         device=config["device"],
         # checkpoints are not an output: Snakemake must not delete them when a job fails
@@ -65,7 +67,7 @@ rule train_rna_cdm_sr:
         mem_mb=RC["train"]["mem_mb"],
     params:
         stage="sr",
-        rna_cdm=RC,
+        rna_cdm=rct.cascade_config(config, "train"),
         seed=config["seed"],
         device=config["device"],
         checkpoints="results/rna_cdm/unet/sr/checkpoints",
@@ -93,7 +95,7 @@ rule generate_rna_cdm_tiles:
     resources:
         gpu=gpu_request(config, 1),
     params:
-        rna_cdm=RC,
+        rna_cdm=rct.cascade_config(config, "sample"),
         cohorts=RC["cohorts"],
         split="test",
         tiles_per_patient=RC["generate"]["tiles_per_patient"],
@@ -122,7 +124,7 @@ rule generate_rna_cdm_external_tiles:
     resources:
         gpu=gpu_request(config, 1),
     params:
-        rna_cdm=RC,
+        rna_cdm=rct.cascade_config(config, "sample"),
         cohorts=RC["generate"]["external_cohorts"],
         sample_cohort=lambda w: rct.sample_cohort(SAMPLES, w.dataset),
         tiles_per_patient=RC["generate"]["external_tiles_per_sample"],
@@ -261,7 +263,7 @@ rule benchmark_rna_cdm_samplers:
     resources:
         gpu=gpu_request(config, 1),
     params:
-        rna_cdm=RC,
+        rna_cdm=rct.cascade_config(config, "sample"),
         cohorts=RC["cohorts"],
         n_tiles=RC["benchmark"]["n_tiles"],
         extractor=RC["evaluate"]["extractor"],
@@ -270,6 +272,167 @@ rule benchmark_rna_cdm_samplers:
         device=config["device"],
     script:
         "../scripts/benchmark_rna_cdm_samplers.py"
+
+
+rule deconvolve_rna_cdm:
+    input:
+        signature=RC["deconvolution"]["signature"],
+        counts=lambda w: rct.counts(config, SAMPLES),
+        generated_counts="results/rna_cdm/cells/generated_test.tsv",
+        truth=MET_TRUTH,
+    output:
+        fractions="results/rna_cdm/deconvolution/fractions.tsv",
+        correlations=report(
+            "results/rna_cdm/deconvolution/correlations.tsv",
+            caption="../report/rna_cdm_deconvolution.rst",
+            category="RNA-CDM",
+        ),
+        figure=report(
+            "results/rna_cdm/deconvolution/correlations.png",
+            caption="../report/rna_cdm_deconvolution.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/deconvolution/correlations.pdf",
+    log:
+        "logs/deconvolve_rna_cdm/all.log",
+    benchmark:
+        "benchmarks/deconvolve_rna_cdm/all.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        deconvolution=RC["deconvolution"],
+    script:
+        "../scripts/deconvolve_rna_cdm.py"
+
+
+rule perturb_rna_cdm:
+    input:
+        signature=RC["deconvolution"]["signature"],
+        fractions="results/rna_cdm/deconvolution/fractions.tsv",
+        counts=lambda w: rct.counts(config, SAMPLES),
+        scaler=lambda w: rct.scaler(config, SAMPLES),
+        vae="results/rna_cdm/vae/main/model.pt",
+        base="results/rna_cdm/unet/base/model.pt",
+        sr="results/rna_cdm/unet/sr/model.pt",
+        splits="results/splits/vae.tsv",
+    output:
+        table=report(
+            "results/rna_cdm/perturbation/summary.tsv",
+            caption="../report/rna_cdm_perturbation.rst",
+            category="RNA-CDM",
+        ),
+        tiles="results/rna_cdm/perturbation/tiles.tsv",
+        figure=report(
+            "results/rna_cdm/perturbation/cell_percentages.png",
+            caption="../report/rna_cdm_perturbation.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/perturbation/cell_percentages.pdf",
+    log:
+        "logs/perturb_rna_cdm/all.log",
+    benchmark:
+        "benchmarks/perturb_rna_cdm/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        rna_cdm=rct.cascade_config(config, "sample"),
+        deconvolution=RC["deconvolution"],
+        perturbation=RC["perturbation"],
+        cohorts=RC["cohorts"],
+        split=RC["deconvolution"]["split"],
+        cells=rct.cell_params(config),
+        mpp=rct.tile_mpp(config),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/perturb_rna_cdm.py"
+
+
+rule classify_rna_cdm_downstream:
+    input:
+        real=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        generated="results/rna_cdm/generated/test.lmdb",
+        splits="results/splits/vae.tsv",
+    output:
+        table=report(
+            "results/rna_cdm/downstream/summary.tsv",
+            caption="../report/rna_cdm_downstream.rst",
+            category="RNA-CDM",
+        ),
+        folds="results/rna_cdm/downstream/folds.tsv",
+        figure=report(
+            "results/rna_cdm/downstream/accuracy.png",
+            caption="../report/rna_cdm_downstream.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/downstream/accuracy.pdf",
+        confusion=report(
+            "results/rna_cdm/downstream/confusion.png",
+            caption="../report/rna_cdm_confusion.rst",
+            category="RNA-CDM",
+        ),
+        confusion_pdf="results/rna_cdm/downstream/confusion.pdf",
+    log:
+        "logs/classify_rna_cdm_downstream/all.log",
+    benchmark:
+        "benchmarks/classify_rna_cdm_downstream/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        downstream=RC["downstream"],
+        cohorts=RC["cohorts"],
+        data_note=rct.data_note(config),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/classify_rna_cdm_downstream.py"
+
+
+rule evaluate_rna_cdm_simclr:
+    input:
+        generated="results/rna_cdm/generated/test.lmdb",
+        real=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        splits="results/splits/vae.tsv",
+        labels=rct.simclr_labels(config),
+    output:
+        encoder="results/rna_cdm/simclr/encoder.pt",
+        done="results/rna_cdm/simclr/done.json",
+        table=report(
+            "results/rna_cdm/simclr/summary.tsv",
+            caption="../report/rna_cdm_simclr.rst",
+            category="RNA-CDM",
+        ),
+        folds="results/rna_cdm/simclr/folds.tsv",
+        figure=report(
+            "results/rna_cdm/simclr/accuracy.png",
+            caption="../report/rna_cdm_simclr.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/simclr/accuracy.pdf",
+    log:
+        "logs/evaluate_rna_cdm_simclr/all.log",
+    benchmark:
+        "benchmarks/evaluate_rna_cdm_simclr/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        simclr=RC["simclr"],
+        # checkpoints are not an output: Snakemake must not delete them when a job fails
+        checkpoints="results/rna_cdm/simclr/checkpoints",
+        data_note=rct.data_note(config),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/evaluate_rna_cdm_simclr.py"
 
 
 rule summarise_rna_cdm:
@@ -281,6 +444,10 @@ rule summarise_rna_cdm:
         samplers=(
             ["results/rna_cdm/samplers.tsv"] if RC["benchmark"]["enabled"] else []
         ),
+        deconvolution=rct.experiment_tables(config, "deconvolution"),
+        perturbation=rct.experiment_tables(config, "perturbation"),
+        downstream=rct.experiment_tables(config, "downstream"),
+        simclr=rct.experiment_tables(config, "simclr"),
     output:
         table=report(
             "results/rna_cdm/reproduction.tsv",

@@ -6,6 +6,11 @@ on the beta-VAE expression latent, trained with EDM and sampled with the Karras 
   the (resumable, accelerate-launched) training loop shared by both stages, cascade sampling;
 * :mod:`crossmodal.rna_cdm.steps` -- the pipeline steps (``train_rna_cdm``,
   ``generate_rna_cdm_tiles``, ``evaluate_rna_cdm``, ``plot_rna_cdm_tiles``);
+* :mod:`crossmodal.rna_cdm.deconvolution` -- bulk deconvolution (open ν-SVR / NNLS stand-in
+  for CIBERSORTx) vs cells counted in generated tiles, and tiles generated from
+  class-attributable expression (Supplementary Figures 3 and 4);
+* :mod:`crossmodal.rna_cdm.downstream` -- cancer-type classifiers with synthetic replacement /
+  pretraining (Figure 4) and SimCLR on synthetic tiles for a binary task (Supplementary Figure 5);
 * :mod:`crossmodal.rna_cdm.targets` -- input functions and the default targets of
   ``workflow/rules/rna_cdm.smk``.
 

@@ -10,6 +10,20 @@ def _preset(config: dict) -> str:
     return config["rna_cdm"]["tile_preset"]
 
 
+#: the rna_cdm keys that shape the trained cascade; the sampling steps also read the samplers and
+#: generation sizes. Rules pass only these, so changing an evaluation or downstream setting does
+#: not make Snakemake retrain (or regenerate from) the cascade.
+TRAIN_KEYS = ("cohorts", "train_splits", "base_unet", "sr_unet", "lowres_blur_sigma", "lowres_blur_kernel", "edm",
+              "train")
+SAMPLE_KEYS = TRAIN_KEYS + ("sampler", "ddpm", "generate")
+
+
+def cascade_config(config: dict, purpose: str) -> dict:
+    """The part of ``config["rna_cdm"]`` a ``purpose`` ("train" or "sample") step reads."""
+    keys = {"train": TRAIN_KEYS, "sample": SAMPLE_KEYS}[purpose]
+    return {k: config["rna_cdm"][k] for k in keys}
+
+
 def tile_lmdbs(config: dict, samples: pd.DataFrame) -> list[str]:
     """Tile LMDBs of every slide of the diffusion cohorts (the steps keep the split they need)."""
     cohorts = config["rna_cdm"]["cohorts"]
@@ -75,6 +89,45 @@ def external_sets(config: dict, samples: pd.DataFrame) -> list[str]:
     return [f"external_{d}" for d in config["rna_cdm"]["generate"]["external_datasets"] if d in have]
 
 
+def counts(config: dict, samples: pd.DataFrame) -> str:
+    """Raw counts of the diffusion cohorts' expression dataset (input of the deconvolution)."""
+    return f"results/expression/{dataset_of_cohorts(config, samples)}/counts.tsv.gz"
+
+
+def scaler(config: dict, samples: pd.DataFrame) -> str:
+    """The training-split scaler that normalised the VAE's input (reused for perturbed expression)."""
+    return f"results/expression/{dataset_of_cohorts(config, samples)}/scaler_vae.tsv"
+
+
+def simclr_labels(config: dict) -> list[str]:
+    lab = config["rna_cdm"]["simclr"]["labels"]
+    return [lab] if lab else []
+
+
+def experiments(config: dict) -> dict[str, bool]:
+    """Which of the deconvolution / perturbation / downstream / SimCLR experiments run."""
+    rc = config["rna_cdm"]
+    dec = bool(rc["deconvolution"]["enabled"])
+    return {"deconvolution": dec, "perturbation": dec and bool(rc["perturbation"]["classes"]),
+            "downstream": bool(rc["downstream"]["enabled"]),
+            "simclr": bool(rc["simclr"]["enabled"]) and bool(rc["simclr"]["labels"])}
+
+
+EXPERIMENT_TABLES = {"deconvolution": f"{R}/deconvolution/correlations.tsv",
+                     "perturbation": f"{R}/perturbation/summary.tsv",
+                     "downstream": f"{R}/downstream/summary.tsv",
+                     "simclr": f"{R}/simclr/summary.tsv"}
+EXPERIMENT_FIGURES = {"deconvolution": [f"{R}/deconvolution/correlations.png"],
+                      "perturbation": [f"{R}/perturbation/cell_percentages.png"],
+                      "downstream": [f"{R}/downstream/accuracy.png", f"{R}/downstream/confusion.png"],
+                      "simclr": [f"{R}/simclr/accuracy.png"]}
+
+
+def experiment_tables(config: dict, which: str) -> list[str]:
+    """The table of experiment ``which`` if it runs (optional inputs of the reproduction table)."""
+    return [EXPERIMENT_TABLES[which]] if experiments(config)[which] else []
+
+
 def targets(config: dict, samples: pd.DataFrame) -> list[str]:
     """Every RNA-CDM output the default target collects."""
     rc = config["rna_cdm"]
@@ -85,4 +138,7 @@ def targets(config: dict, samples: pd.DataFrame) -> list[str]:
     out += [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
     if rc["benchmark"]["enabled"]:
         out.append(f"{R}/samplers.tsv")
+    for k, on in experiments(config).items():
+        if on:
+            out += [EXPERIMENT_TABLES[k], *EXPERIMENT_FIGURES[k]]
     return out
