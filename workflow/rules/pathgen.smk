@@ -3,6 +3,7 @@
 # + real) -> conformal sets, fairness tables, heatmaps, reproduction table.
 # Logic: crossmodal.pathgen (input functions in crossmodal.pathgen.targets).
 from crossmodal.pathgen import targets as pgt
+from crossmodal.rna_cdm import targets as rct
 
 PG = config["pathgen"]
 PG_CASES = pgt.cases(config, SAMPLES) if PG["enabled"] else []
@@ -41,6 +42,7 @@ rule prepare_pathgen_data:
         counts=f"results/expression/{PG['dataset']}/counts.tsv.gz",
         clinical=pgt.clinical(config) if PG["enabled"] else [],
         gene_groups=pgt.gene_groups(config) if PG["enabled"] else [],
+        truth_genes=pgt.truth_genes(config) if PG["enabled"] else [],
         splits=PG_SPLITS,
         embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
     output:
@@ -272,8 +274,80 @@ rule plot_pathgen_heatmaps:
         "../scripts/plot_pathgen_heatmaps.py"
 
 
+rule generate_pathgen_round_trip_tiles:
+    input:
+        base="results/rna_cdm/unet/base/model.pt",
+        sr="results/rna_cdm/unet/sr/model.pt",
+        latent=lambda w: pgt.round_trip_latent(config, SAMPLES),
+        splits=PG_DATA["cases"],
+    output:
+        tiles=directory("results/pathgen/round_trip/tiles.lmdb"),
+    log:
+        "logs/generate_pathgen_round_trip_tiles/test.log",
+    benchmark:
+        "benchmarks/generate_pathgen_round_trip_tiles/test.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        rna_cdm=rct.cascade_config(config, "sample"),
+        cohorts=config["rna_cdm"]["cohorts"],
+        split="test",
+        tiles_per_patient=PG["round_trip"]["tiles_per_case"],
+        mpp=lambda w: pgt.round_trip_mpp(config),
+        source="pathgen_round_trip",
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/generate_rna_cdm_tiles.py"
+
+
+rule evaluate_pathgen_round_trip:
+    input:
+        **PG_DATA,
+        synthesized="results/pathgen/expression/synthesized.tsv.gz",
+        model="results/pathgen/model/pathgen.pt",
+        tiles="results/pathgen/round_trip/tiles.lmdb",
+        rna_cdm_splits="results/splits/vae.tsv",
+        encoder=lambda w: pgt.encoder_weights(config),
+    output:
+        expression="results/pathgen/expression/round_trip.tsv.gz",
+        table=report(
+            "results/pathgen/round_trip.tsv",
+            caption="../report/pathgen_round_trip.rst",
+            category="PathGen",
+            subcategory="Round trip (beyond the paper)",
+        ),
+        figure=report(
+            "results/pathgen/figures/round_trip.png",
+            caption="../report/pathgen_round_trip_fig.rst",
+            category="PathGen",
+            subcategory="Round trip (beyond the paper)",
+        ),
+    log:
+        "logs/evaluate_pathgen_round_trip/test.log",
+    benchmark:
+        "benchmarks/evaluate_pathgen_round_trip/test.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        patches=PG["patches"],
+        patch_size=lambda w: pgt.round_trip_patch_size(config),
+        n_draws=PG["model"]["n_draws"],
+        split="test",
+        rna_cdm_train_splits=config["rna_cdm"]["train_splits"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/evaluate_pathgen_round_trip.py"
+
+
 rule build_pathgen_reproduction:
     input:
+        unpack(lambda w: pgt.reproduction_extra(config)),
         table2="results/pathgen/table2.tsv",
         prediction="results/pathgen/prediction.tsv",
         conformal="results/pathgen/conformal/summary.tsv",

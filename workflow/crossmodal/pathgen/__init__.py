@@ -5,7 +5,8 @@ Modules: ``targets`` (input functions of workflow/rules/pathgen.smk), ``patches`
 embed_patches), ``cases`` (splits, clinical labels, gene groups, the expression hand-over
 format), ``synthesis`` (PathGen training and sampling), ``evaluate`` (Table 2), ``predict``
 (MCAT_GR runs, AUC / C-index), ``uncertainty`` (conformal sets, fairness tables), ``heatmaps``
-(distributed predictions, co-attention maps), ``reproduction`` (the claims table).
+(distributed predictions, co-attention maps), ``round_trip`` (expression -> RNA-CDM tiles ->
+expression, beyond the paper), ``reproduction`` (the claims table).
 ``crossmodal.pathgen.steps`` holds the steps.
 
 Hand-over formats (each read back through one validating reader):
@@ -19,9 +20,9 @@ Hand-over formats (each read back through one validating reader):
   ``cohort-ssl ... (stand-in for UNI)``), ``format`` (``crossmodal-pathgen-embeddings``).  A
   slide with no tissue patch has n = 0 (the case is then excluded and listed in
   ``results/pathgen/prepare_qc.json``).
-* **expression per case** ``results/pathgen/expression/{real,synthesized}.tsv.gz``
+* **expression per case** ``results/pathgen/expression/{real,synthesized,round_trip}.tsv.gz``
   (:func:`.cases.write_expression` / :func:`.cases.read_expression`): TSV, one row per case,
-  columns ``sample`` (index), ``patient``, ``split``, ``source`` (``real`` | ``pathgen``),
+  columns ``sample`` (index), ``patient``, ``split``, ``source`` (``real`` | ``pathgen`` | ``round_trip``),
   ``n_draws`` (DDPM samples averaged; 0 for real), then one column per gene in the order of
   ``results/pathgen/genes.tsv`` (columns ``gene``, ``group``), holding z-scores with the
   PathGen training split's mean and sd.  MCAT_GR reads either file the same way.

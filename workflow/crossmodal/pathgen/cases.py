@@ -93,6 +93,24 @@ def match_groups(groups: pd.DataFrame, available) -> tuple[pd.DataFrame, dict]:
     return keep, qc
 
 
+def planted_groups(groups: pd.DataFrame, truth_path) -> pd.DataFrame:
+    """The toy's planted-signal genes of ``groups``: a cell-type marker (``marker_of``) or a
+    non-zero ``*_loading`` (survival, MSI) in the toy answer key (results/toy/truth/genes.tsv)."""
+    truth_path = Path(truth_path)
+    if not truth_path.is_file():
+        raise PathGenDataError(f"toy answer key {truth_path}: file not found")
+    t = pd.read_csv(truth_path, sep="\t")
+    need = {"gene", "marker_of", "survival_loading"} - set(t.columns)
+    if need:
+        raise PathGenDataError(f"toy answer key {truth_path}: missing column(s) {', '.join(sorted(need))}")
+    planted = t.marker_of.fillna("").astype(str).str.strip() != ""
+    for c in [c for c in t.columns if c.endswith("_loading")]:  # survival, MSI (and any later program)
+        planted |= t[c].fillna(0).astype(float) != 0
+    keep = groups[groups.gene.isin(set(t.gene[planted]))].reset_index(drop=True)
+    log.info("pathgen.planted_only: %d of %d genes carry a planted signal", len(keep), len(groups))
+    return keep
+
+
 def write_expression(path, values: pd.DataFrame, meta: pd.DataFrame) -> None:
     """Write the per-case expression file (format in :mod:`crossmodal.pathgen`)."""
     missing = set(META_COLUMNS) - set(meta.columns)

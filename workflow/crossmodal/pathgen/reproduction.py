@@ -87,4 +87,14 @@ def build(inputs, params) -> pd.DataFrame:
         rows.append({"section": "Table 3", "claim": "co-attention maps real vs synthesized: Spearman, all genes",
                      "paper_gbmlgg": COATTENTION[0][0], "paper_kirc": COATTENTION[1][0], "ours": r.spearman,
                      "n": int(r.n_cases), "note": note})
+    if inputs.get("round_trip"):
+        rt = pd.read_csv(inputs["round_trip"], sep="\t").set_index("group")
+        if "all genes" in rt.index:
+            r = rt.loc["all genes"]
+            for metric, lab in (("spearman", "Spearman"), ("mae", "MAE")):
+                rows.append({"section": "beyond the paper", "claim": f"round trip expression -> RNA-CDM tiles -> "
+                             f"PathGen: {lab} vs input, all genes", "paper_gbmlgg": np.nan, "paper_kirc": np.nan,
+                             "ours": r[f"{metric}_round_trip"], "n": int(r.n_cases),
+                             "note": note + f"; none of the papers measures this; PathGen from the real slide on "
+                             f"the same cases: {r[f'{metric}_real_tiles']:.3f}"})
     return pd.DataFrame(rows)

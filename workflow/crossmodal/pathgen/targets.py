@@ -75,14 +75,58 @@ def gene_groups(config: dict) -> str:
     return "results/download/mcat_signatures/signatures.tsv"
 
 
+def truth_genes(config: dict) -> list[str]:
+    """The toy answer key when ``pathgen.planted_only`` keeps only the planted-signal genes."""
+    if not config["pathgen"].get("planted_only"):
+        return []
+    if config["cohort"]["source"] != "toy":
+        raise ValueError("pathgen.planted_only: only the toy cohort has planted genes (results/toy/truth/genes.tsv); "
+                         "set it to false for real data")
+    return ["results/toy/truth/genes.tsv"]
+
+
 def predictions(runs=RUNS) -> list[str]:
     return [f"{R}/mcat_gr/{r}/predictions.tsv" for r in runs]
+
+
+def round_trip_enabled(config: dict) -> bool:
+    """The round trip needs RNA-CDM's generator: on when both chains and ``pathgen.round_trip`` are."""
+    return bool(config["pathgen"].get("enabled", True) and config["pathgen"]["round_trip"]["enabled"]
+                and config["rna_cdm"].get("enabled", True))
+
+
+def round_trip_latent(config: dict, samples: pd.DataFrame) -> str:
+    """RNA-CDM's β-VAE latent codes of the PathGen dataset (the generator's input)."""
+    from crossmodal.rna_cdm import targets as rct
+
+    return rct.latent(config, samples, config["pathgen"]["dataset"])
+
+
+def round_trip_mpp(config: dict) -> float | None:
+    from crossmodal.rna_cdm import targets as rct
+
+    return rct.tile_mpp(config)
+
+
+def round_trip_patch_size(config: dict) -> int:
+    """Generated tiles are resized to the PathGen patch size (the first patch preset's tile_size)."""
+    return int(config["tiling"]["presets"][config["pathgen"]["patches"]["presets"][0]]["tile_size"])
+
+
+def encoder_weights(config: dict) -> list[str]:
+    return ["results/metrics/ssl/encoder.pt"] if config["pathgen"]["patches"]["encoder"] == "cohort-ssl" else []
+
+
+def reproduction_extra(config: dict) -> dict:
+    """The round-trip table joins the reproduction table when the round trip runs."""
+    return {"round_trip": f"{R}/round_trip.tsv"} if round_trip_enabled(config) else {}
 
 
 def default_targets(config: dict) -> list[str]:
     if not config["pathgen"].get("enabled", True):
         return []
-    return [f"{R}/table2.tsv", f"{R}/figures/fig2_synthesized_vs_real.png", f"{R}/prediction.tsv",
+    rt = [f"{R}/round_trip.tsv", f"{R}/figures/round_trip.png"] if round_trip_enabled(config) else []
+    return rt + [f"{R}/table2.tsv", f"{R}/figures/fig2_synthesized_vs_real.png", f"{R}/prediction.tsv",
             f"{R}/prediction_tests.tsv", f"{R}/conformal/summary.tsv", f"{R}/conformal/fairness.tsv",
             f"{R}/figures/fig5b_fairness.png", f"{R}/figures/heatmaps.png", f"{R}/coattention.tsv",
             f"{R}/reproduction.tsv"]
