@@ -40,6 +40,31 @@ def test_reproduction_table_flags_directions():
     assert t2[t2["claim"].str.contains("accuracy")].iloc[0]["direction_holds"] is False
 
 
+def test_reproduction_table_reports_both_classifier_evaluations():
+    vm, mm, checks, fid, _, sim = _frames()
+    ext = pd.DataFrame([{"evaluation": "external", "accuracy": 0.3, "f1": 0.3, "auc": 0.2, "chance": 0.5},
+                        {"evaluation": "heldout_donors", "accuracy": 0.8, "f1": 0.8, "auc": 0.9, "chance": 0.5}])
+    t = reproduction.build(vm, mm, checks, fid, ext, sim, data="toy", extractor_note="")
+    acc = t[t["claim"].str.endswith(": accuracy")].set_index("claim")["direction_holds"]
+    assert acc["real-trained ResNet-18 classifies external-cohort RNA-GAN tiles: accuracy"] is False
+    assert acc["real-trained ResNet-18 classifies RNA-GAN tiles of held-out donors: accuracy"] is True
+    assert t["note"].str.contains("cancer-like").any()  # the toy's external cohort is said to be a stand-in
+
+
+def test_tiles_are_generated_for_the_fid_reference_patients():
+    """generate_rna_gan_tiles generates for the patients whose real tiles are the FID reference
+    (config features.real_splits), so both sides of the FID come from the same patients."""
+    from crossmodal.rna_gan.generators import _patients_to_generate
+
+    splits = pd.DataFrame({"sample": list("abcde"), "patient": list("abcde"), "cohort": ["L"] * 4 + ["B"],
+                           "split": ["train", "val", "test", "test", "test"]})
+    lat = pd.DataFrame(np.zeros((5, 2)), index=list("abcde"))
+    assert list(_patients_to_generate(splits, lat, "L", ["test"]).index) == ["c", "d"]
+    assert list(_patients_to_generate(splits, lat, "L", ["train", "val", "test"]).index) == list("abcd")
+    with pytest.raises(ValueError, match="no B samples with expression in split"):
+        _patients_to_generate(splits, lat, "B", ["train"])
+
+
 def test_targets_and_missing_tissue_error():
     samples = pd.DataFrame({"cohort": ["A", "A", "B"], "dataset": ["gtex"] * 3, "slide": ["a.svs", "", "b.svs"]},
                            index=["s1", "s2", "s3"])
@@ -165,37 +190,66 @@ def test_toy_outputs_exist(toy_run):
             assert (toy_run / t).with_suffix(".pdf").exists(), t
 
 
-def test_toy_vae_latents_separate_tissues_on_the_test_split(toy_run):
-    """The planted cohort programs are recovered: on held-out (test) patients the latent means
-    cluster by cohort, more sharply than the input expression they were encoded from.  (The
-    toy's tissue programs are weak - input silhouette ~0.05-0.1 - and the toy has one GTEx
-    test donor per tissue, so the issue's 'silhouette > 0.3' is not reachable at toy scale.)"""
+def test_toy_vae_reconstructs_and_generates_in_the_chosen_tissue(toy_run):
+    """Test-split reconstruction errors are written, and decoded centroid + prior draws land
+    in the chosen tissue (the Figure 2A operation)."""
     for model in ("main", "multi_tissue"):
         m = pd.read_csv(toy_run / R / f"vae/{model}/test_metrics.tsv", sep="\t").set_index("split")
         assert m.loc["test", "rmse"] > 0 and m.loc["test", "mae"] > 0
-        sil, sil_in = m.loc["test", "silhouette_cohort"], m.loc["test", "silhouette_cohort_input"]
-        if model == "multi_tissue" or np.isfinite(sil):  # main: undefined with one test donor per tissue
-            assert sil > 0 and sil > sil_in, (model, sil, sil_in)
+        assert m.loc["test", "n"] >= 4  # 3 test donors per toy tissue: the silhouette is defined
     checks = pd.read_csv(toy_run / R / "vae/latent_checks.tsv", sep="\t").set_index(["model", "check"])["value"]
-    # decoded centroid + prior draws land in the chosen tissue (Figure 2A operation)
     assert checks[("main", "generated_in_target_tissue")] > 0.8
 
 
-TOY_TOO_SMALL = ("toy scale is too small for this claim: 4 training donors and 75 WGAN-GP steps per "
-                 "tissue, 2 generators per comparison; measured 2026-12-02 on the toy config: FID control "
-                 "5.1/5.8 vs RNA-GAN 9.0/7.7 (lung/brain), external accuracy 50% (chance 50%)")
+def test_toy_vae_latents_separate_tissues_on_the_test_split(toy_run):
+    """Issue 5, toy check 1: on held-out (test) donors the β-VAE latent means separate the two
+    toy tissues with silhouette > 0.3 (the GTEx GCT holds TPM, as the real one does, so the
+    planted library size does not swamp the tissue axis)."""
+    m = pd.read_csv(toy_run / R / "vae/main/test_metrics.tsv", sep="\t").set_index("split")
+    assert m.loc["test", "silhouette_cohort"] > 0.3, m.loc["test"].to_dict()
 
 
-@pytest.mark.xfail(reason=TOY_TOO_SMALL, strict=False)
+RNA_GAN_VS_CONTROL = (
+    "measured 2026-12-02 on the toy config (FID on cohort-ssl features, tiles generated for the same "
+    "15 donors per tissue as the real reference): RNA-GAN 39.8 / 47.6 vs control 24.9 / 31.0 vs GAN "
+    "29.4 / 27.0 (lung / brain), 25 epochs of ~7 WGAN-GP steps. The control is not starved: the "
+    "generator's first BatchNorm rescales the narrow noise to unit variance, so it trains like the GAN "
+    "(pixel sd between its tiles of one donor 27-28, GAN 23-29). RNA-GAN's noise (sd 0.1) is small "
+    "next to the spread of the latents (sd ~1.5) and the generator ignores it: its tiles of one donor "
+    "are near copies (pixel sd 1.2-1.4), so it covers ~12 training donors' modes, not their tiles")
+
+
+@pytest.mark.xfail(reason=RNA_GAN_VS_CONTROL, strict=False)
 def test_toy_rna_gan_beats_the_noise_only_control(toy_run):
+    """Issue 5, toy check 2: RNA-GAN's FID is below the noise-only control's, in every tissue."""
     f = pd.read_csv(toy_run / R / "fid.tsv", sep="\t").pivot(index="tissue", columns="variant", values="fid")
     assert (f["rna_gan"] < f["control"]).all(), f
 
 
-@pytest.mark.xfail(reason=TOY_TOO_SMALL, strict=False)
-def test_toy_external_classifier_beats_chance(toy_run):
-    e = pd.read_csv(toy_run / R / "external_classifier.tsv", sep="\t").iloc[0]
-    assert e["accuracy"] > e["chance"]
+def test_toy_real_trained_classifier_tells_the_tissues_apart(toy_run):
+    """The planted tissue morphology (lung: stroma + alveolar epithelium; brain cortex: dense small
+    glial nuclei) is learnable: the real-trained classifier beats chance on the real tiles of the
+    test-split donors, which it never saw."""
+    e = pd.read_csv(toy_run / R / "external_classifier.tsv", sep="\t").set_index("evaluation")
+    assert set(e.index) == {"external", "real_heldout", "heldout_donors"}
+    assert (e["train_splits"] == "train,val").all()
+    assert e.loc["real_heldout", "accuracy"] > 0.7, e.loc["real_heldout"].to_dict()
+
+
+CLASSIFIER_ON_GENERATED = (
+    "measured 2026-12-02 on the toy config: the real-trained ResNet-18 tells the held-out donors' real "
+    "tiles apart (81%) but RNA-GAN tiles generated from their expression score 50% (chance 50%, AUC "
+    "0.00: each tissue's RNA-GAN collapses to near-identical tiles per donor, lung to pale ones). With "
+    "4x the GAN epochs (100, over the toy budget) the GAN's tiles reach 72% but RNA-GAN's stay at 50%")
+
+
+@pytest.mark.xfail(reason=CLASSIFIER_ON_GENERATED, strict=False)
+def test_toy_classifier_on_generated_tiles_beats_chance(toy_run):
+    """Issue 5, toy check 3: the real-trained classifier beats chance on RNA-GAN tiles generated
+    from the held-out donors' expression (the toy's stand-in for the healthy GSE120795 cohort; the
+    toy's external cohort is cancer-like, its row is reported but not the check)."""
+    e = pd.read_csv(toy_run / R / "external_classifier.tsv", sep="\t").set_index("evaluation")
+    assert e.loc["heldout_donors", "accuracy"] > e.loc["heldout_donors", "chance"], e.loc["heldout_donors"].to_dict()
 
 
 def test_toy_reproduction_table(toy_run):

@@ -116,6 +116,8 @@ rule generate_rna_gan_tiles:
         gan=RG["gan"],
         seed=config["seed"],
         tiles_per_patient=RG["generate"]["tiles_per_patient"],
+        # the patients whose real tiles are the FID reference (evaluate_rna_gan_generators)
+        splits=RG["features"]["real_splits"],
     script:
         "../scripts/generate_tiles.py"
 
@@ -216,6 +218,9 @@ rule classify_rna_gan_external_tiles:
     input:
         real=lambda w: rg.real_lmdbs(config, SAMPLES),
         external="results/rna_gan/generated/external.lmdb",
+        heldout=expand(
+            "results/rna_gan/generated/{tissue}/rna_gan.lmdb", tissue=RG["tissues"]
+        ),
         splits="results/splits/vae.tsv",
     output:
         metrics=report(
@@ -231,10 +236,13 @@ rule classify_rna_gan_external_tiles:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
     params:
         tissues=RG["tissues"],
         classifier=RG["classifier"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/classify_external_tiles.py"
 
@@ -314,10 +322,13 @@ rule cross_validate_rna_gan_simclr:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
     params:
         simclr=RG["simclr"],
         sample_cohort=lambda w: rg.sample_cohorts(SAMPLES, RG["simclr"]["task_cohorts"]),
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/simclr_cv.py"
 

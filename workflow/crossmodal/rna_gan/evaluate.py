@@ -84,8 +84,8 @@ def fid(a: np.ndarray, b: np.ndarray) -> float:
 
 @step("evaluate_tile_generators")
 def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
-    """FID of each tissue's GAN / RNA-GAN / control tiles (generated for its test patients)
-    against the tissue's real tiles of the configured splits (default: the same test patients),
+    """FID of each tissue's GAN / RNA-GAN / control tiles (generated for its patients of the
+    configured splits, rule generate_rna_gan_tiles) against the real tiles of the same patients,
     and a UMAP of the tile features per tissue (real vs each generator)."""
     import matplotlib
 
@@ -183,30 +183,76 @@ def plot_generated_tiles(inputs, outputs, params, *, threads=1, log=None):
 @step("classify_external_tiles")
 def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     """A ResNet trained from scratch on real tiles (tissue labels; 20% validation for early
-    stopping) classifies the RNA-GAN tiles generated from the external cohort."""
+    stopping) of the patients in ``classifier.real_splits`` classifies (1) the RNA-GAN tiles
+    generated from the external cohort (Figure 4D) and (2) the RNA-GAN tiles generated from the
+    expression of the held-out (test-split) donors, whose real tiles it never saw (input
+    ``heldout``: each tissue's generated/<tissue>/rna_gan.lmdb).  One row per evaluation."""
     from crossmodal.data import TileDataset
     from crossmodal.models import classifier as clf
 
     torch.set_num_threads(max(int(threads), 1))
     lg = logging.getLogger(__name__)
     c, seed, tissues = params["classifier"], int(params["seed"]), list(params["tissues"])
+    train_splits = list(c.get("real_splits", ["train", "val"]))
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
     xs, ys = [], []
     for k, t in enumerate(tissues):
-        l = split_lmdbs(inputs["real"], splits, t, ["train", "val", "test"])
+        l = split_lmdbs(inputs["real"], splits, t, train_splits)
+        if not l:
+            raise ValueError(f"no real tile LMDB of a {t} patient in splits {train_splits} (config "
+                             f"rna_gan.classifier.real_splits) among {len(_list(inputs['real']))} given")
         tiles, _ = load_tiles(l, int(c["image_size"]), int(c["max_tiles_per_slide"]), seed)
         xs.append(tiles); ys.append(np.full(len(tiles), k))
     x, y = np.concatenate(xs), np.concatenate(ys)
     s = clf.TrainSettings(epochs=int(c["epochs"]), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
                           batch_size=int(c["batch_size"]), val_fraction=float(c["val_fraction"]),
-                          image_size=int(c["image_size"]))
+                          image_size=int(c["image_size"]), device=params.get("device", "cpu"))
     model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), None), x, y, s, seed=seed)
+    common = {"arch": c["arch"], "n_train_tiles": int(len(y)), "train_splits": ",".join(train_splits),
+              "chance": 1 / len(tissues), "epochs_run": len(hist)}
+
+    def label(ds, i, key):
+        t = ds.meta(i).get(key)
+        if t not in tissues:
+            raise ValueError(f"{ds.meta(i)['lmdb']}: tile {i} has {key} {t!r}, not one of {', '.join(tissues)}")
+        return tissues.index(t)
+
+    rows = []
     ds = TileDataset(inputs["external"])
     ext = np.stack([ds[i] for i in range(len(ds))])
-    ty = np.array([tissues.index(ds.meta(i)["tissue"]) for i in range(len(ds))])
-    p = clf.predict_proba(model, ext, s.image_size)
-    sc = clf.scores(ty, p)
-    lg.info("real-trained %s on %d external RNA-GAN tiles: accuracy %.3f F1 %.3f AUC %.3f (chance %.3f)",
-            c["arch"], len(ty), sc["accuracy"], sc["f1"], sc["auc"], 1 / len(tissues))
-    sc.update({"arch": c["arch"], "n_train_tiles": int(len(y)), "chance": 1 / len(tissues), "epochs_run": len(hist)})
-    write_table(outputs["metrics"], pd.DataFrame([sc]), index=False)
+    ty = np.array([label(ds, i, "tissue") for i in range(len(ds))])
+    rows.append({"evaluation": "external", "tiles": "RNA-GAN tiles from the external cohort's expression",
+                 **clf.scores(ty, clf.predict_proba(model, ext, s.image_size)), **common})
+    # the same classifier on the held-out donors' real tiles: how well the tissues can be told
+    # apart at all at this tile size (the ceiling for the generated tiles)
+    rx, ry = [], []
+    for k, t in enumerate(tissues):
+        l = [p for p in split_lmdbs(inputs["real"], splits, t, ["test"]) if p not in
+             split_lmdbs(inputs["real"], splits, t, train_splits)]
+        if l:
+            tiles, _ = load_tiles(l, int(c["image_size"]), int(c["max_tiles_per_slide"]), seed)
+            rx.append(tiles); ry.append(np.full(len(tiles), k))
+    if rx:
+        rows.append({"evaluation": "real_heldout", "tiles": "real tiles of the test-split donors",
+                     **clf.scores(np.concatenate(ry), clf.predict_proba(model, np.concatenate(rx), s.image_size)),
+                     **common})
+    held = _list(inputs.get("heldout") or [])
+    if held:
+        test = set(splits.loc[splits["split"] == "test", "sample"])
+        hx, hy = [], []
+        for p in held:
+            d = TileDataset(p)
+            ii = [i for i in range(len(d)) if d.meta(i).get("sample") in test]
+            if ii:
+                hx.append(np.stack([d[i] for i in ii])); hy.append(np.array([label(d, i, "cohort") for i in ii]))
+        if not hx:
+            raise ValueError(f"{', '.join(held)}: no tiles generated for a test-split donor; the held-out "
+                             f"evaluation needs 'test' in config rna_gan.features.real_splits")
+        hx, hy = np.concatenate(hx), np.concatenate(hy)
+        rows.append({"evaluation": "heldout_donors",
+                     "tiles": "RNA-GAN tiles from the expression of the test-split donors (real tiles unseen)",
+                     **clf.scores(hy, clf.predict_proba(model, hx, s.image_size)), **common})
+    for r in rows:
+        lg.info("real-trained %s on %d %s tiles: accuracy %.3f F1 %.3f AUC %.3f (chance %.3f)", c["arch"], r["n"],
+                r["evaluation"], r["accuracy"], r["f1"], r["auc"], r["chance"])
+    write_table(outputs["metrics"], pd.DataFrame(rows), index=False)

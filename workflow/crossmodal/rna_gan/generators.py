@@ -140,13 +140,15 @@ def train_tile_gan(inputs, outputs, params, *, threads=1, log=None):
     run.finish(outputs["done"], {"steps": model.steps, "epochs": epochs})
 
 
-def _patients_to_generate(splits: pd.DataFrame, lat: pd.DataFrame, tissue: str, which: str) -> pd.DataFrame:
+def _patients_to_generate(splits: pd.DataFrame, lat: pd.DataFrame, tissue: str, which) -> pd.DataFrame:
+    """The ``tissue`` samples with a latent code in split(s) ``which`` (a name, a list, or "all")."""
     sp = splits.set_index("sample")
     sp = sp[sp.index.isin(lat.index) & (sp["cohort"] == tissue)]
-    if which != "all":
-        sp = sp[sp["split"] == which]
+    which = [which] if isinstance(which, str) else list(which)
+    if "all" not in which:
+        sp = sp[sp["split"].isin(which)]
     if sp.empty:
-        raise ValueError(f"no {tissue} samples with expression in split {which!r} to generate tiles from")
+        raise ValueError(f"no {tissue} samples with expression in split(s) {', '.join(which)} to generate tiles from")
     return sp
 
 
@@ -168,20 +170,24 @@ def write_generated(path, model: gan_lib.WGANGP, plan: list[tuple[str, dict, np.
 
 @step("generate_tiles")
 def generate_tiles(inputs, outputs, params, *, threads=1, log=None):
-    """Tiles from a trained generator for the tissue's test patients (RNA-GAN: from each
-    patient's latent; GAN / control: the same number from noise) into a tile LMDB."""
+    """Tiles from a trained generator for the tissue's patients of ``params["splits"]`` (the
+    splits whose real tiles are the FID reference, so that generated and real tiles come from
+    the same patients; RNA-GAN: from each patient's latent; GAN / control: the same number
+    from noise) into a tile LMDB."""
     torch.set_num_threads(max(int(threads), 1))
     cfg, seed = params["gan"], int(params["seed"])
     tissue, variant = params["tissue"], params["variant"]
     model = load_generator(inputs["model"], cfg, seed)
     lat = read_latents(inputs["latent"])
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
-    pts = _patients_to_generate(splits, lat, tissue, "test")
+    which = list(params.get("splits", ["test"]))
+    pts = _patients_to_generate(splits, lat, tissue, which)
     n = int(params["tiles_per_patient"])
     plan = [(s, {"patient": pts.loc[s, "patient"], "cohort": tissue, "variant": variant},
              lat.loc[s].to_numpy(np.float32) if variant == "rna_gan" else None, n) for s in pts.index]
     total = write_generated(outputs["tiles"], model, plan, seed, {"tissue": tissue, "variant": variant})
-    logging.getLogger(__name__).info("%s %s: %d tiles from %d test patients", tissue, variant, total, len(pts))
+    logging.getLogger(__name__).info("%s %s: %d tiles from %d patients (splits %s)", tissue, variant, total, len(pts),
+                                      ", ".join(which))
 
 
 @step("generate_external_tiles")

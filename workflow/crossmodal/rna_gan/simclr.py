@@ -113,7 +113,7 @@ def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
     backbone = ck["backbone"]
     s = clf.TrainSettings(epochs=int(c["finetune_epochs"]), lr=float(c["finetune_lr"]),
                           weight_decay=float(c["finetune_weight_decay"]), batch_size=int(c["finetune_batch_size"]),
-                          val_fraction=0.0, image_size=int(c["image_size"]))
+                          val_fraction=0.0, image_size=int(c["image_size"]), device=params.get("device", "cpu"))
     rows, cms = [], {}
     for init in ("ssl", "scratch"):
         make = (lambda: clf.make_resnet(c["arch"], len(cohorts), backbone)) if init == "ssl" else \
