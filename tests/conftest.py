@@ -51,7 +51,11 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> Path:
-    """The default (toy) config run end to end once; returns its working directory."""
-    wd = tmp_path_factory.mktemp("toy_run")
+    """The default (toy) config run end to end once; returns its working directory.
+
+    ``CROSSMODAL_TOY_RUN=<dir>`` reuses a working directory instead (e.g. one `make run` made):
+    Snakemake brings it up to date first, so the tests still see what the current tree builds."""
+    reuse = os.environ.get("CROSSMODAL_TOY_RUN")
+    wd = Path(reuse) if reuse else tmp_path_factory.mktemp("toy_run")
     run_snakemake(wd, "all")
     return wd

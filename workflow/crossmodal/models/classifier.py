@@ -30,6 +30,7 @@ class TrainSettings:
     val_fraction: float = 0.2
     patience: int = 3
     image_size: int = 256
+    device: str = "cpu"  # "auto" = CUDA when torch sees a GPU (the rule must request one), else CPU
 
 
 def make_resnet(arch: str, n_classes: int, backbone_state: dict | None = None) -> nn.Module:
@@ -67,12 +68,20 @@ def _flip_aug(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where((r[:, 1] < 0.5).view(-1, 1, 1, 1), x.flip(-2), x)
 
 
+def _device(device: str) -> torch.device:
+    from crossmodal.metrics.image import resolve_device
+
+    return torch.device(resolve_device(device))
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, tiles: np.ndarray, image_size: int, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (n, classes), computed on the device the model's weights are on."""
     model.eval()
+    dev = next(model.parameters()).device
     out = []
     for i in range(0, len(tiles), batch_size):
-        out.append(torch.softmax(model(to_input(tiles[i:i + batch_size], image_size)), 1))
+        out.append(torch.softmax(model(to_input(tiles[i:i + batch_size], image_size).to(dev)), 1).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
@@ -92,7 +101,9 @@ def train(model: nn.Module, tiles: np.ndarray, y: np.ndarray, s: TrainSettings, 
         val = (tiles[va], y[va])
         tiles, y = tiles[tr], y[tr]
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # CPU stream: same shuffles and flips on any device
+    dev = _device(s.device)
+    model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     lossf = nn.CrossEntropyLoss()
     best, best_state, since, hist = np.inf, None, 0, []
@@ -104,8 +115,8 @@ def train(model: nn.Module, tiles: np.ndarray, y: np.ndarray, s: TrainSettings, 
             b = perm[i:i + s.batch_size]
             if len(b) < 2:  # batch norm needs 2 samples
                 continue
-            x = _flip_aug(to_input(tiles[b], s.image_size), gen)
-            loss = lossf(model(x), torch.as_tensor(y[b], dtype=torch.long))
+            x = _flip_aug(to_input(tiles[b], s.image_size), gen).to(dev)
+            loss = lossf(model(x), torch.as_tensor(y[b], dtype=torch.long, device=dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -126,7 +137,7 @@ def train(model: nn.Module, tiles: np.ndarray, y: np.ndarray, s: TrainSettings, 
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return model, hist
+    return model, hist  # on s.device
 
 
 def scores(y_true, proba: np.ndarray, n_classes: int | None = None) -> dict:
