@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -123,3 +124,35 @@ def check_toy_splits(wd: Path):
     test = coh.loc[coh.split == "test", "patient"].unique()
     assert len(test) > 0
     assert (pts.loc[test, "has_cna"] == 1).all() and (pts.loc[test, "has_rppa"] == 1).all()
+
+
+def _slide_lmdb(path, sample, n):
+    from crossmodal.data import TileWriter
+
+    with TileWriter(path, {"sample": sample, "mpp": 0.5, "encoding": "raw"}) as w:
+        for i in range(n):
+            w.add(np.full((8, 8, 3), i, np.uint8), {"sample": sample})
+    return str(path)
+
+
+def test_select_lmdbs_reads_the_sample_from_the_header_and_filters_by_split_and_cohort(tmp_path):
+    from crossmodal.data import TileDataset, per_slide_indices
+    from crossmodal.splits import SplitError, select_lmdbs
+
+    sp = pd.DataFrame({"sample": ["A", "B", "C"], "cohort": ["X", "X", "Y"], "split": ["train", "test", "train"]})
+    # file names deliberately unrelated to the samples: the header decides
+    paths = [_slide_lmdb(tmp_path / f"slide{i}.lmdb", s, n) for i, (s, n) in enumerate([("A", 5), ("B", 2), ("C", 9)])]
+    assert select_lmdbs(paths, sp, ["train"]) == [paths[0], paths[2]]
+    assert select_lmdbs(paths, sp, "train", cohorts=["X"]) == [paths[0]]
+    with pytest.raises(SplitError, match=r"slide2.lmdb: sample C is Y, not X"):
+        select_lmdbs(paths, sp, ["train"], cohorts=["X"], only_cohorts=True)
+    with pytest.raises(SplitError, match=r"my step: no slides of cohorts \['Z'\] in splits \['train'\] among 3"):
+        select_lmdbs(paths, sp, ["train"], cohorts=["Z"], what="my step")
+    with pytest.raises(SplitError, match=r"slide0.lmdb: sample 'A' is not in the split table"):
+        select_lmdbs(paths, sp[sp["sample"] != "A"], ["train"])
+    # at most 3 tiles per slide, the same ones for the same seed
+    ds = TileDataset(paths)
+    idx = per_slide_indices(ds, 3, seed=0)
+    assert np.bincount(ds.source_index[idx]).tolist() == [3, 2, 3]
+    np.testing.assert_array_equal(idx, per_slide_indices(ds, 3, seed=0))
+    assert not np.array_equal(idx, per_slide_indices(ds, 3, seed=1))

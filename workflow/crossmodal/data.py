@@ -366,3 +366,17 @@ class TileDataset:
     def close(self) -> None:
         """Forget this dataset's handles (the process-wide ones stay, see :func:`close_all`)."""
         self._envs = {}
+
+
+def per_slide_indices(ds: "TileDataset", per_slide: int, seed: int) -> np.ndarray:
+    """Indices into ``ds`` of at most ``per_slide`` tiles of each slide (source LMDB), drawn
+    reproducibly from ``seed`` and sorted within each slide (RNA-CDM Methods: at most 4,000 tiles
+    per slide; RNA-GAN: 600)."""
+    rng = np.random.default_rng(seed)
+    idx = []
+    for src in range(len(ds.paths)):
+        ii = np.flatnonzero(ds.source_index == src)
+        if len(ii) > per_slide:
+            ii = np.sort(rng.choice(ii, per_slide, replace=False))
+        idx.append(ii)
+    return np.concatenate(idx) if idx else np.array([], np.int64)

@@ -182,3 +182,35 @@ def load_splits(path) -> pd.DataFrame:
     if missing:
         raise SplitError(f"{path}: not a split table (missing columns {', '.join(sorted(missing))})")
     return df.set_index("sample", drop=False)
+
+
+def select_lmdbs(lmdbs, splits: pd.DataFrame, which_splits, *, cohorts=None, only_cohorts: bool = False,
+                 what: str = "tiles") -> list[str]:
+    """The tile LMDBs (in the given order) whose slide's sample is in one of ``which_splits`` of
+    the split table and, when ``cohorts`` is given, in one of those cohorts.
+
+    The sample is read from each LMDB's header, not guessed from its file name.  A sample missing
+    from the split table is an error naming the LMDB; with ``only_cohorts`` so is a sample of
+    another cohort (the caller was handed the wrong LMDBs); an empty selection is an error naming
+    ``what`` asked for it."""
+    from crossmodal.data import read_header
+
+    sp = splits.set_index("sample") if "sample" in splits.columns else splits
+    cohorts = None if cohorts is None else [str(c) for c in ([cohorts] if isinstance(cohorts, str) else cohorts)]
+    which = {str(w) for w in ([which_splits] if isinstance(which_splits, str) else which_splits)}
+    keep = []
+    for p in lmdbs:
+        sample = str(read_header(p).get("sample", ""))
+        if sample not in sp.index:
+            raise SplitError(f"{p}: sample {sample!r} is not in the split table")
+        cohort = str(sp.loc[sample, "cohort"])
+        if cohorts is not None and cohort not in cohorts:
+            if only_cohorts:
+                raise SplitError(f"{p}: sample {sample} is {cohort}, not {' / '.join(cohorts)}")
+            continue
+        if str(sp.loc[sample, "split"]) in which:
+            keep.append(str(p))
+    if not keep:
+        of = f"of cohorts {cohorts} " if cohorts is not None else ""
+        raise SplitError(f"{what}: no slides {of}in splits {sorted(which)} among {len(lmdbs)} tile LMDBs")
+    return keep

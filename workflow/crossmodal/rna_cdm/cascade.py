@@ -95,33 +95,19 @@ def read_latents(path) -> pd.DataFrame:
 
 
 def select_lmdbs(lmdbs, splits: pd.DataFrame, cohorts, which_splits) -> list[str]:
-    """The tile LMDBs whose sample is in ``cohorts`` and in one of ``which_splits``."""
-    from crossmodal.data import read_header
+    """The tile LMDBs whose sample is in ``cohorts`` and in one of ``which_splits``
+    (:func:`crossmodal.splits.select_lmdbs`)."""
+    from crossmodal.splits import select_lmdbs as select
 
-    sp = splits.set_index("sample")
-    keep = []
-    for p in lmdbs:
-        sample = str(read_header(p).get("sample", ""))
-        if sample not in sp.index:
-            raise ValueError(f"{p}: sample {sample!r} is not in the split table")
-        if sp.loc[sample, "cohort"] in cohorts and sp.loc[sample, "split"] in which_splits:
-            keep.append(str(p))
-    if not keep:
-        raise ValueError(f"rna_cdm: no slides of cohorts {list(cohorts)} in splits {list(which_splits)} "
-                         f"among {len(lmdbs)} tile LMDBs")
-    return keep
+    return select(lmdbs, splits, which_splits, cohorts=cohorts, what="rna_cdm")
 
 
 def tile_indices(ds, per_slide: int, seed: int) -> np.ndarray:
-    """At most ``per_slide`` tiles of each slide, drawn reproducibly (Methods: 4,000 per slide)."""
-    rng = np.random.default_rng(seed)
-    idx = []
-    for src in range(len(ds.paths)):
-        ii = np.flatnonzero(ds.source_index == src)
-        if len(ii) > per_slide:
-            ii = np.sort(rng.choice(ii, per_slide, replace=False))
-        idx.append(ii)
-    return np.concatenate(idx) if idx else np.array([], np.int64)
+    """At most ``per_slide`` tiles of each slide (Methods: 4,000 per slide;
+    :func:`crossmodal.data.per_slide_indices`)."""
+    from crossmodal.data import per_slide_indices
+
+    return per_slide_indices(ds, per_slide, seed)
 
 
 class TileBatches:

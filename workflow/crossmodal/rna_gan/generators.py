@@ -31,32 +31,13 @@ def read_latents(path) -> pd.DataFrame:
 def training_tiles(lmdbs: list[str], splits: pd.DataFrame, tissue: str, train_splits, per_slide: int,
                    seed: int):
     """(TileDataset, tile indices, sample of each index) for the tissue's training patients,
-    at most ``per_slide`` tiles per slide drawn reproducibly."""
-    from crossmodal.data import TileDataset
+    at most ``per_slide`` tiles per slide drawn reproducibly; an LMDB of another tissue is an error."""
+    from crossmodal.data import TileDataset, per_slide_indices
+    from crossmodal.splits import select_lmdbs
 
-    sp = splits.set_index("sample")
-    keep = []
-    for p in lmdbs:
-        from crossmodal.data import read_header
-
-        sample = str(read_header(p).get("sample", ""))
-        if sample not in sp.index:
-            raise ValueError(f"{p}: sample {sample!r} is not in the split table")
-        if sp.loc[sample, "cohort"] != tissue:
-            raise ValueError(f"{p}: sample {sample} is {sp.loc[sample, 'cohort']}, not {tissue}")
-        if sp.loc[sample, "split"] in train_splits:
-            keep.append(p)
-    if not keep:
-        raise ValueError(f"no {tissue} slides in splits {train_splits} among {len(lmdbs)} tile LMDBs")
+    keep = select_lmdbs(lmdbs, splits, train_splits, cohorts=[tissue], only_cohorts=True, what=f"RNA-GAN {tissue}")
     ds = TileDataset(keep)
-    rng = np.random.default_rng(seed)
-    idx = []
-    for src in range(len(keep)):
-        ii = np.flatnonzero(ds.source_index == src)
-        if len(ii) > per_slide:
-            ii = np.sort(rng.choice(ii, per_slide, replace=False))
-        idx.append(ii)
-    idx = np.concatenate(idx)
+    idx = per_slide_indices(ds, per_slide, seed)
     return ds, idx, ds.labels[idx]
 
 
