@@ -194,7 +194,7 @@ def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: 
 def encode(model: BetaVAE, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Latent means μ(x) (the deterministic code RNA-GAN feeds to its generator)."""
     model.eval()
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    x = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: pandas may hand over a read-only view
     out = [model.encode(x[b])[0] for b in _batches(len(x), batch_size, None)]
     return torch.cat(out).numpy() if out else np.zeros((0, model.latent), np.float32)
 
