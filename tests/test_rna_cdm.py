@@ -94,15 +94,21 @@ def test_training_writes_models_and_the_edm_loss_decreases(trained):
         assert net.cfg.lowres_channels == (3 if stage == "sr" else 0)
 
 
+def _generate(data, trained, name: str, *, tiles_per_patient: int, seed: int):
+    """Run the generation step on the test patients of the planted problem; the LMDB path."""
+    cfg, out = trained
+    gen = data["root"] / name
+    steps.run("generate_rna_cdm_tiles", {"base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
+                                         "latent": data["latent"], "splits": data["splits"]},
+              {"tiles": str(gen)}, {"rna_cdm": cfg, "cohorts": COHORTS, "split": "test",
+                                    "tiles_per_patient": tiles_per_patient, "mpp": 2.0, "seed": seed, "device": "cpu"})
+    return gen
+
+
 def test_generated_tiles_follow_the_expression_latent(data, trained):
     """Planted signal: tiles generated from a red-cohort patient's latent are red, from a
     blue-cohort patient's blue (conditioning, not memorised noise)."""
-    cfg, out = trained
-    gen = data["root"] / "gen.lmdb"
-    steps.run("generate_rna_cdm_tiles", {"base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
-                                         "latent": data["latent"], "splits": data["splits"]},
-              {"tiles": str(gen)}, {"rna_cdm": cfg, "cohorts": COHORTS, "split": "test", "tiles_per_patient": 3,
-                                    "mpp": 2.0, "seed": 0, "device": "cpu"})
+    gen = _generate(data, trained, "gen.lmdb", tiles_per_patient=3, seed=0)
     ds = TileDataset([gen])
     assert len(ds) == 6 and ds.headers[0]["tile_size"] == 16 and ds.headers[0]["mpp"] == 2.0
     metas = [ds.meta(i) for i in range(len(ds))]
@@ -565,13 +571,7 @@ def test_replacement_keeps_size_and_class_balance():
 
 @pytest.fixture(scope="module")
 def generated(data, trained):
-    cfg, out = trained
-    gen = data["root"] / "gen_downstream.lmdb"
-    steps.run("generate_rna_cdm_tiles", {"base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
-                                         "latent": data["latent"], "splits": data["splits"]},
-              {"tiles": str(gen)}, {"rna_cdm": cfg, "cohorts": COHORTS, "split": "test", "tiles_per_patient": 10,
-                                    "mpp": 2.0, "seed": 2, "device": "cpu"})
-    return str(gen)
+    return str(_generate(data, trained, "gen_downstream.lmdb", tiles_per_patient=10, seed=2))
 
 
 def test_downstream_classifier_learns_the_planted_colours(data, generated, tmp_path):

@@ -14,6 +14,11 @@ from crossmodal.steps import step
 _log = logging.getLogger(__name__)
 
 
+def _by_sample(path) -> pd.DataFrame:
+    """A TSV written by this chain, indexed by its ``sample`` column."""
+    return pd.read_csv(path, sep="\t", index_col="sample")
+
+
 def _threads(threads: int) -> None:
     import torch
 
@@ -69,7 +74,7 @@ def encode_coherent_latents(inputs, outputs, params, *, threads=1, log=None):
     from crossmodal.coherent.latents import encode_all
 
     _threads(threads)
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    labels = _by_sample(inputs["labels"])
     data = {m: pd.read_csv(inputs[m], sep="\t", index_col="sample") for m in MODALITIES}
     lat, hist = encode_all(data, labels, params["latents"], seed=int(params["seed"]))
     write_table(outputs["latents"], lat, float_format="%.6g")
@@ -84,8 +89,8 @@ def train_coherent_diffusion(inputs, outputs, params, *, threads=1, log=None):
     from crossmodal.coherent.models import train_bank
 
     _threads(threads)
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
+    labels = _by_sample(inputs["labels"])
     bank, hist = train_bank(lat, labels, params["diffusion"], seed=int(params["seed"]))
     with atomic_path(outputs["models"]) as tmp:
         torch.save(bank, tmp)
@@ -104,8 +109,8 @@ def generate_coherent(inputs, outputs, params, *, threads=1, log=None):
     from crossmodal.coherent.evaluate import generate_all
 
     _threads(threads)
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
+    labels = _by_sample(inputs["labels"])
     gens, rej = generate_all(inputs["models"], lat, labels, params["generate"], seed=int(params["seed"]))
     with atomic_path(outputs["generated"]) as tmp:
         with open(tmp, "wb") as fh:
@@ -123,7 +128,7 @@ def evaluate_coherent_reconstruction(inputs, outputs, params, *, threads=1, log=
     """Table 1 (R² ± sd, output variance %) and Figure 1 (UMAP of real vs reconstructed)."""
     from crossmodal.coherent import evaluate as E
 
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
     gens = _load_gens(inputs["generated"])
     t1 = E.table1(lat, gens, stand_in=params["stand_in"])
     write_table(outputs["table"], t1, index=False)
@@ -135,8 +140,8 @@ def evaluate_coherent_classifiers(inputs, outputs, params, *, threads=1, log=Non
     """Figure 2: RF per modality trained on real data, tested on real vs synthetic (macro F1)."""
     from crossmodal.coherent import evaluate as E
 
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
+    labels = _by_sample(inputs["labels"])
     t = E.classifiers_real_vs_synthetic(lat, labels, _load_gens(inputs["generated"]), params["downstream"],
                                         seed=int(params["seed"]), stand_in=params["stand_in"])
     write_table(outputs["table"], t, index=False)
@@ -148,8 +153,8 @@ def evaluate_coherent_completion(inputs, outputs, params, *, threads=1, log=None
     """Table 2 / Figure 3: stage RF and survival RSF under every missing-modality subset."""
     from crossmodal.coherent import evaluate as E
 
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
+    labels = _by_sample(inputs["labels"])
     raw, table = E.completion(lat, labels, _load_gens(inputs["generated"]), params["downstream"],
                               seed=int(params["seed"]), stand_in=params["stand_in"])
     write_table(outputs["table"], table, index=False)
@@ -162,8 +167,8 @@ def evaluate_coherent_privacy(inputs, outputs, params, *, threads=1, log=None):
     """Table 3 / Figure 5: unconditional generation vs the training set (F1 coverage, energy distance)."""
     from crossmodal.coherent import evaluate as E
 
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
+    labels = _by_sample(inputs["labels"])
     gens = _load_gens(inputs["generated"])
     t = E.privacy(lat, labels, gens, k=int(params["downstream"]["knn_k"]), stand_in=params["stand_in"])
     write_table(outputs["table"], t, index=False)
@@ -175,8 +180,8 @@ def evaluate_coherent_prioritisation(inputs, outputs, params, *, threads=1, log=
     """Figure 4: counterfactual variance score, informed vs random acquisition curves."""
     from crossmodal.coherent import evaluate as E
 
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
+    labels = _by_sample(inputs["labels"])
     t = E.prioritisation(lat, labels, _load_gens(inputs["generated"]), params["downstream"], seed=int(params["seed"]))
     write_table(outputs["table"], t, index=False)
     E.figure4(t, outputs["figure"])
@@ -198,8 +203,8 @@ def search_coherent_hyperparameters(inputs, outputs, params, *, threads=1, log=N
     from crossmodal.coherent.models import grid_search
 
     _threads(threads)
-    lat = pd.read_csv(inputs["latents"], sep="\t", index_col="sample")
-    labels = pd.read_csv(inputs["labels"], sep="\t", index_col="sample")
+    lat = _by_sample(inputs["latents"])
+    labels = _by_sample(inputs["labels"])
     t = grid_search(lat, labels, params["diffusion"], params["grid"], kinds=tuple(params["kinds"]),
                     seed=int(params["seed"]))
     best = t.loc[t.groupby("model")["val_mse"].idxmin()]
