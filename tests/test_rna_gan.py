@@ -51,6 +51,55 @@ def test_reproduction_table_reports_both_classifier_evaluations():
     assert t["note"].str.contains("cancer-like").any()  # the toy's external cohort is said to be a stand-in
 
 
+def test_reproduction_notes_explain_the_control_and_one_class_calls():
+    """The control row says why the narrow-noise control is not starved (with this run's FID of the
+    GAN and the per-donor diversity); a classifier row whose tiles all got one call says that its
+    accuracy is chance by construction."""
+    vm, mm, checks, fid, _, sim = _frames(fid_rna=44.0, fid_gan=27.0, fid_control=31.0)
+    fid = fid.assign(within_patient_sd=[25.0, 1.5, 27.0], real_within_patient_sd=30.0)
+    ext = pd.DataFrame([{"evaluation": "heldout_donors", "accuracy": 0.5, "f1": 0.33, "auc": 0.13, "chance": 0.5,
+                         "majority_call": "L", "majority_share": 1.0}])
+    t = reproduction.build(vm, mm, checks, fid, ext, sim, data="toy", extractor_note="")
+    note = t[t["claim"].str.startswith("noise-only control")].iloc[0]["note"]
+    assert "invariant to the scale of its input" in note and "31 vs 27" in note
+    assert "near copies" in note and "RNA-GAN 1.5, control 27, real 30" in note
+    acc = t[t["claim"].str.endswith("held-out donors: accuracy")].iloc[0]
+    assert acc["direction_holds"] is False and "calls every one of these tiles L" in acc["note"]
+    fid2 = fid.assign(within_patient_sd=[25.0, 20.0, 27.0])  # a diverse RNA-GAN is not called copies
+    t2 = reproduction.build(vm, mm, checks, fid2, ext.assign(majority_share=0.7), sim, data="toy", extractor_note="")
+    assert not t2["note"].str.contains("near copies|calls every one").any()
+
+
+def test_narrow_noise_control_is_a_gan_up_to_the_input_scale():
+    """The DCGAN generator (transposed convolution without bias, then BatchNorm - TorchGAN's
+    DCGANGenerator, which the paper used) normalises away the scale of its input: the control's
+    noise shrunk to [-0.3, 0.3] yields the same tiles as unit noise, so the control is a GAN."""
+    from crossmodal.models.gan import Generator
+
+    torch.manual_seed(0)
+    g = Generator(16, 16, ngf=4).train()
+    z, z2 = torch.randn(32, 16), torch.randn(32, 16)
+    with torch.no_grad():
+        a, narrow, other = g(z), g(0.1 * z), g(z2)
+    assert (a - narrow).abs().mean() < 0.05 * (a - other).abs().mean()  # measured: 0.0003 vs 0.04
+    assert torch.allclose(narrow.std(0).mean(), a.std(0).mean(), rtol=0.05)  # as diverse as unit noise
+
+
+def test_within_patient_sd_measures_tile_diversity_per_patient():
+    from crossmodal.rna_gan.evaluate import within_patient_sd
+
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
+    copies = np.repeat(tile, 4, 0)
+    varied = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    assert within_patient_sd(copies, np.array(["a"] * 4)) == 0.0
+    assert within_patient_sd(varied, np.array(["a"] * 4)) > 50  # uniform grey levels: sd ~74
+    # two patients, each a set of copies: tiles differ between patients but not within them
+    both = np.concatenate([copies, np.repeat(varied[:1], 4, 0)])
+    assert within_patient_sd(both, np.array(["a"] * 4 + ["b"] * 4)) == 0.0
+    assert np.isnan(within_patient_sd(varied[:1], np.array(["a"])))  # one tile: no spread to measure
+
+
 def test_tiles_are_generated_for_the_fid_reference_patients():
     """generate_rna_gan_tiles generates for the patients whose real tiles are the FID reference
     (config features.real_splits), so both sides of the FID come from the same patients."""
@@ -210,13 +259,20 @@ def test_toy_vae_latents_separate_tissues_on_the_test_split(toy_run):
 
 
 RNA_GAN_VS_CONTROL = (
-    "measured 2026-12-02 on the toy config (FID on cohort-ssl features, tiles generated for the same "
-    "15 donors per tissue as the real reference): RNA-GAN 39.8 / 47.6 vs control 24.9 / 31.0 vs GAN "
-    "29.4 / 27.0 (lung / brain), 25 epochs of ~7 WGAN-GP steps. The control is not starved: the "
-    "generator's first BatchNorm rescales the narrow noise to unit variance, so it trains like the GAN "
-    "(pixel sd between its tiles of one donor 27-28, GAN 23-29). RNA-GAN's noise (sd 0.1) is small "
-    "next to the spread of the latents (sd ~1.5) and the generator ignores it: its tiles of one donor "
-    "are near copies (pixel sd 1.2-1.4), so it covers ~12 training donors' modes, not their tiles")
+    "not reproducible by construction with the paper's generator, measured 2026-12-02 on the toy config, "
+    "seed 0 (FID on cohort-ssl features, tiles for the same 15 donors per tissue as the real reference, "
+    "lung / brain): RNA-GAN 43.0 / 44.2 vs control 25.3 / 31.3 vs GAN 29.2 / 27.4. (1) The control is a "
+    "GAN: the generator's first transposed convolution has no bias and feeds a BatchNorm (as TorchGAN's "
+    "DCGANGenerator, the authors' code), so it is invariant to the scale of its input "
+    "(test_narrow_noise_control_is_a_gan_up_to_the_input_scale); the paper's Fig. 4C cannot come from the "
+    "narrow noise. (2) RNA-GAN draws ~one tile per donor: pixel sd between one donor's tiles 1.8 / 5.7 "
+    "vs control 27.9 / 27.2 (real 29.4 / 29.8; fid.tsv within_patient_sd). Its input is the posterior "
+    "mean (as in the authors' code), all 16 toy latent dims are active (sd 0.2-1.25 between donors of a "
+    "tissue) and the noise has sd 0.1, ~1-4% of the input variance. Tried (seed 0, lung / brain): 112 "
+    "extra inactive (zero) latent dims, as a 2048-d latent would have, 39.8 / 39.7 (48: 42.2 / 38.8); "
+    "noise sd 0.173 (that of the authors' code's U(-0.3, 0.3)) 43.6 / 45.5; a minibatch-stddev critic 45.6 / 35.6 (batches mix "
+    "donors, so per-donor collapse stays invisible); 50 epochs 37.0 / 35.6; batch 8 (authors' code) "
+    "36.9 / 39.5 while the control improves too (23.6 / 29.8)")
 
 
 @pytest.mark.xfail(reason=RNA_GAN_VS_CONTROL, strict=False)
@@ -224,6 +280,14 @@ def test_toy_rna_gan_beats_the_noise_only_control(toy_run):
     """Issue 5, toy check 2: RNA-GAN's FID is below the noise-only control's, in every tissue."""
     f = pd.read_csv(toy_run / R / "fid.tsv", sep="\t").pivot(index="tissue", columns="variant", values="fid")
     assert (f["rna_gan"] < f["control"]).all(), f
+
+
+def test_toy_fid_table_reports_per_donor_tile_diversity(toy_run):
+    """fid.tsv says how much one patient's tiles differ (the diagnostic behind the check above)
+    for every tissue x generator, next to the real tiles' spread."""
+    f = pd.read_csv(toy_run / R / "fid.tsv", sep="\t")
+    assert len(f) == 6 and f["within_patient_sd"].notna().all() and (f["within_patient_sd"] >= 0).all(), f
+    assert (f["real_within_patient_sd"] > 10).all(), f  # measured 29.4 / 29.8 grey levels
 
 
 def test_toy_real_trained_classifier_tells_the_tissues_apart(toy_run):
@@ -236,20 +300,32 @@ def test_toy_real_trained_classifier_tells_the_tissues_apart(toy_run):
     assert e.loc["real_heldout", "accuracy"] > 0.7, e.loc["real_heldout"].to_dict()
 
 
-CLASSIFIER_ON_GENERATED = (
-    "measured 2026-12-02 on the toy config: the real-trained ResNet-18 tells the held-out donors' real "
-    "tiles apart (81%) but RNA-GAN tiles generated from their expression score 50% (chance 50%, AUC "
-    "0.00: each tissue's RNA-GAN collapses to near-identical tiles per donor, lung to pale ones). With "
-    "4x the GAN epochs (100, over the toy budget) the GAN's tiles reach 72% but RNA-GAN's stay at 50%")
-
-
-@pytest.mark.xfail(reason=CLASSIFIER_ON_GENERATED, strict=False)
 def test_toy_classifier_on_generated_tiles_beats_chance(toy_run):
-    """Issue 5, toy check 3: the real-trained classifier beats chance on RNA-GAN tiles generated
-    from the held-out donors' expression (the toy's stand-in for the healthy GSE120795 cohort; the
-    toy's external cohort is cancer-like, its row is reported but not the check)."""
+    """Issue 5, toy check 3: the real-trained classifier ranks the RNA-GAN tiles generated from the
+    held-out donors' expression (the toy's stand-in for the healthy GSE120795 cohort; the toy's
+    external cohort is cancer-like, its row is reported but not the check) by tissue better than
+    chance.  Measured 2026-12-02, seed 0: AUC 0.977 (accuracy 67.7%). The AUC is the
+    threshold-free part of the check: the same tiles scored by classifiers of seeds 1-4 give AUC
+    0.946 / 0.964 / 0.911 / 0.357 (GAN tiles 0.57 / 0.27 / 0.34 / 0.18, control 0.68 / 0.53 / 0.36 /
+    0.41). Before 2026-12-02 the classifier's initial weights were unseeded, hence the AUC of 0.135."""
     e = pd.read_csv(toy_run / R / "external_classifier.tsv", sep="\t").set_index("evaluation")
-    assert e.loc["heldout_donors", "accuracy"] > e.loc["heldout_donors", "chance"], e.loc["heldout_donors"].to_dict()
+    assert e.loc["heldout_donors", "auc"] > 0.75, e.loc["heldout_donors"].to_dict()
+
+
+CLASSIFIER_ACCURACY_ON_GENERATED = (
+    "holds on seed 0 (67.7% vs chance 50%, measured 2026-12-02) but not robustly: with classifier "
+    "seeds 1-4 the same held-out RNA-GAN tiles score exactly 50% (GAN tiles 50-54%, control 50%): "
+    "the real-trained ResNet-18 gives (nearly) every generated tile one call, lung, while it ranks "
+    "them well (AUC 0.91-0.96 in 3 of 4); after 150 WGAN-GP steps at 64 px the generated tiles lack "
+    "the sharp nuclei of the real ones; with 4x the GAN epochs (over the "
+    "toy budget) the GAN's tiles reach 72%")
+
+
+@pytest.mark.xfail(reason=CLASSIFIER_ACCURACY_ON_GENERATED, strict=False)
+def test_toy_classifier_accuracy_on_generated_tiles_beats_chance(toy_run):
+    """Issue 5, toy check 3 as the paper reports it (accuracy at the 0.5 threshold)."""
+    e = pd.read_csv(toy_run / R / "external_classifier.tsv", sep="\t").set_index("evaluation")
+    assert e.loc["heldout_donors", "accuracy"] > e.loc["heldout_donors", "chance"] + 0.1, e.loc["heldout_donors"].to_dict()
 
 
 def test_toy_reproduction_table(toy_run):

@@ -76,6 +76,15 @@ def extract_features(tiles: np.ndarray, extractor, batch_size: int = 64) -> np.n
     return np.concatenate(out) if out else np.zeros((0, extractor.dim))
 
 
+def within_patient_sd(tiles: np.ndarray, samples: np.ndarray) -> float:
+    """Mean over patients (with >= 2 tiles) of the per-pixel standard deviation between that
+    patient's uint8 tiles, in grey levels: how much the tiles of one patient differ (0 = copies)."""
+    samples = np.asarray(samples, dtype=object)
+    sds = [tiles[samples == s].astype(np.float32).std(0).mean() for s in pd.unique(samples)
+           if (samples == s).sum() >= 2]
+    return float(np.mean(sds)) if sds else float("nan")
+
+
 def fid(a: np.ndarray, b: np.ndarray) -> float:
     from crossmodal.metrics import image
 
@@ -116,19 +125,24 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
         if not real_l:
             raise ValueError(f"no real tile LMDB of a {t} patient in splits {real_splits} among "
                              f"{len(_list(inputs['real']))} given")
-        real, _ = load_tiles(real_l, size, seed=seed)
-        real = real[:max_tiles]
+        real, real_s = load_tiles(real_l, size, seed=seed)
+        real, real_s = real[:max_tiles], real_s[:max_tiles]
         fr = extract_features(real, extractor)
         feats[(t, "real")] = fr
+        real_sd = within_patient_sd(real, real_s)
         for j, v in enumerate(variants):
-            fake, _ = load_tiles(gen_paths[i * len(variants) + j], size, seed=seed)
-            fake = fake[:max_tiles]
+            fake, fake_s = load_tiles(gen_paths[i * len(variants) + j], size, seed=seed)
+            fake, fake_s = fake[:max_tiles], fake_s[:max_tiles]
             ff = extract_features(fake, extractor)
             feats[(t, v)] = ff
+            # diversity of one patient's tiles (GAN / control: the tiles drawn under that patient's
+            # name from noise), next to the real tiles' (a generator ignoring its noise gives ~0)
             rows.append({"tissue": t, "variant": v, "fid": fid(fr, ff), "n_real": len(fr), "n_generated": len(ff),
+                         "within_patient_sd": within_patient_sd(fake, fake_s), "real_within_patient_sd": real_sd,
                          "extractor": ext, "comparable": note, "image_size": size})
-            lg.info("%s %s: FID %.2f (%d real, %d generated tiles, %s features)", t, v, rows[-1]["fid"],
-                    len(fr), len(ff), ext)
+            lg.info("%s %s: FID %.2f (%d real, %d generated tiles, %s features); pixel sd within a patient "
+                    "%.1f (real %.1f)", t, v, rows[-1]["fid"], len(fr), len(ff), ext,
+                    rows[-1]["within_patient_sd"], real_sd)
     write_table(outputs["fid"], pd.DataFrame(rows), index=False)
 
     import umap
@@ -207,6 +221,7 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     s = clf.TrainSettings(epochs=int(c["epochs"]), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
                           batch_size=int(c["batch_size"]), val_fraction=float(c["val_fraction"]),
                           image_size=int(c["image_size"]), device=params.get("device", "cpu"))
+    torch.manual_seed(seed)  # the ResNet's initial weights (clf.train seeds only after building it)
     model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), None), x, y, s, seed=seed)
     common = {"arch": c["arch"], "n_train_tiles": int(len(y)), "train_splits": ",".join(train_splits),
               "chance": 1 / len(tissues), "epochs_run": len(hist)}
@@ -217,12 +232,17 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
             raise ValueError(f"{ds.meta(i)['lmdb']}: tile {i} has {key} {t!r}, not one of {', '.join(tissues)}")
         return tissues.index(t)
 
+    def scored(y_true, tiles) -> dict:
+        p = clf.predict_proba(model, tiles, s.image_size)
+        calls = np.bincount(p.argmax(1), minlength=len(tissues))
+        return {**clf.scores(y_true, p), "_majority": int(calls.argmax()), "_share": float(calls.max() / max(len(p), 1))}
+
     rows = []
     ds = TileDataset(inputs["external"])
     ext = np.stack([ds[i] for i in range(len(ds))])
     ty = np.array([label(ds, i, "tissue") for i in range(len(ds))])
     rows.append({"evaluation": "external", "tiles": "RNA-GAN tiles from the external cohort's expression",
-                 **clf.scores(ty, clf.predict_proba(model, ext, s.image_size)), **common})
+                 **scored(ty, ext), **common})
     # the same classifier on the held-out donors' real tiles: how well the tissues can be told
     # apart at all at this tile size (the ceiling for the generated tiles)
     rx, ry = [], []
@@ -234,7 +254,7 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
             rx.append(tiles); ry.append(np.full(len(tiles), k))
     if rx:
         rows.append({"evaluation": "real_heldout", "tiles": "real tiles of the test-split donors",
-                     **clf.scores(np.concatenate(ry), clf.predict_proba(model, np.concatenate(rx), s.image_size)),
+                     **scored(np.concatenate(ry), np.concatenate(rx)),
                      **common})
     held = _list(inputs.get("heldout") or [])
     if held:
@@ -251,8 +271,12 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
         hx, hy = np.concatenate(hx), np.concatenate(hy)
         rows.append({"evaluation": "heldout_donors",
                      "tiles": "RNA-GAN tiles from the expression of the test-split donors (real tiles unseen)",
-                     **clf.scores(hy, clf.predict_proba(model, hx, s.image_size)), **common})
+                     **scored(hy, hx), **common})
     for r in rows:
+        # the classifier's most frequent call and its share: 1.0 = every tile given one class,
+        # so the accuracy is the chance level by construction whatever the AUC
+        r["majority_call"] = tissues[r.pop("_majority")]
+        r["majority_share"] = r.pop("_share")
         lg.info("real-trained %s on %d %s tiles: accuracy %.3f F1 %.3f AUC %.3f (chance %.3f)", c["arch"], r["n"],
                 r["evaluation"], r["accuracy"], r["f1"], r["auc"], r["chance"])
     write_table(outputs["metrics"], pd.DataFrame(rows), index=False)

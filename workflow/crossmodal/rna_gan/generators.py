@@ -105,20 +105,20 @@ def train_tile_gan(inputs, outputs, params, *, threads=1, log=None):
         def get_batch(b):
             return np.stack([ds[int(i)] for i in idx[b]]), tile_lat[b]
 
-    run = training.ResumableRun(params["checkpoints"], every_steps=int(cfg["checkpoint_every"]),
-                                meta={"gan": cfg, "tissue": tissue, "variant": variant, "seed": seed,
-                                      "n_tiles": int(len(idx))})
-    rows, snaps = gan_lib.fit(model, get_batch, len(idx), epochs=epochs, batch_size=int(cfg["batch_size"]),
-                              seed=seed, jitter=float(cfg["jitter"]), snapshot_latents=tile_lat,
-                              max_steps_per_epoch=cfg.get("max_steps_per_epoch"), run=run)
-    save_model(model, outputs["model"], {"tissue": tissue, "epochs": epochs, "n_tiles": int(len(idx))})
-    write_table(outputs["history"], pd.DataFrame(rows), index=False)
     from crossmodal.fileio import atomic_path
 
-    with atomic_path(outputs["snapshots"]) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, snapshots=snaps)
-    run.finish(outputs["done"], {"steps": model.steps, "epochs": epochs})
+    with training.ResumableRun(params["checkpoints"], every_steps=int(cfg["checkpoint_every"]),
+                               meta={"gan": cfg, "tissue": tissue, "variant": variant, "seed": seed,
+                                     "n_tiles": int(len(idx))}) as run:
+        rows, snaps = gan_lib.fit(model, get_batch, len(idx), epochs=epochs, batch_size=int(cfg["batch_size"]),
+                                  seed=seed, jitter=float(cfg["jitter"]), snapshot_latents=tile_lat,
+                                  max_steps_per_epoch=cfg.get("max_steps_per_epoch"), run=run)
+        save_model(model, outputs["model"], {"tissue": tissue, "epochs": epochs, "n_tiles": int(len(idx))})
+        write_table(outputs["history"], pd.DataFrame(rows), index=False)
+        with atomic_path(outputs["snapshots"]) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, snapshots=snaps)
+        run.finish(outputs["done"], {"steps": model.steps, "epochs": epochs})
 
 
 def _patients_to_generate(splits: pd.DataFrame, lat: pd.DataFrame, tissue: str, which) -> pd.DataFrame:

@@ -118,6 +118,7 @@ def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
     for init in ("ssl", "scratch"):
         make = (lambda: clf.make_resnet(c["arch"], len(cohorts), backbone)) if init == "ssl" else \
             (lambda: clf.make_resnet(c["arch"], len(cohorts), None))
+        torch.manual_seed(seed)  # the first fold's fresh head / network (cross_validate seeds only training)
         r, cm = clf.cross_validate(x, y, make, s, folds=int(c["folds"]), seed=seed, groups=groups)
         for row in r:
             row["init"] = init
