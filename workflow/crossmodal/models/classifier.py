@@ -162,7 +162,8 @@ def scores(y_true, proba: np.ndarray, n_classes: int | None = None) -> dict:
 def cross_validate(tiles: np.ndarray, y: np.ndarray, make_model, s: TrainSettings, *, folds: int = 5,
                    seed: int = 0, groups: np.ndarray | None = None, progress: bool = True) -> tuple[list[dict], np.ndarray]:
     """Stratified k-fold CV (by ``groups`` with StratifiedGroupKFold when given, so tiles of one
-    patient never sit in both train and test).  ``make_model()`` builds a fresh network per fold.
+    patient never sit in both train and test).  ``make_model()`` builds a fresh network per fold,
+    after ``torch.manual_seed(seed + fold)``, so its initial weights are reproducible too.
     Returns per-fold scores and the summed confusion matrix."""
     from sklearn.metrics import confusion_matrix
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -175,6 +176,7 @@ def cross_validate(tiles: np.ndarray, y: np.ndarray, make_model, s: TrainSetting
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(tiles, y)
     rows, cm = [], np.zeros((k, k), dtype=int)
     for f, (tr, te) in enumerate(splitter):
+        torch.manual_seed(seed + f)  # the initial weights (train() seeds only what follows)
         model, _ = train(make_model(), tiles[tr], y[tr], s, seed=seed + f, progress=progress)
         p = predict_proba(model, tiles[te], s.image_size)
         sc = scores(y[te], p)
