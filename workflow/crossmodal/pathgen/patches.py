@@ -12,7 +12,12 @@ Patches are embedded by a pluggable encoder:
 
 * ``cohort-ssl`` (offline default of the toy run): the SimCLR encoder the pipeline trains on
   the cohort's tiles (:mod:`crossmodal.models.ssl`, rule train_ssl_encoder) - a **stand-in for
-  UNI**; every number downstream of it says so;
+  UNI**; every number downstream of it says so.  With ``native_resolution`` (default) the
+  fully convolutional ResNet sees each 224-px patch at its own pixel size instead of resized
+  down to the SimCLR training size (64 px in the toy run, where the toy's nuclei shrink to 1-3
+  px): measured on the toy's PathGen cases (ridge, 5-fold CV over 49 slides), the mean-pooled
+  embedding then predicts the planted lymphocyte / necrotic / connective fractions with r 0.83 /
+  0.48 / 0.27 instead of -0.01 / -0.21 / 0.16 (tumour 0.73 either way);
 * ``uni``: UNI ViT-L/16 (1024-d) built with ``timm`` from a local weights file
   (``pathgen.patches.uni_weights``); nothing is downloaded; a missing file or a missing timm
   package is a clear error.
@@ -34,16 +39,24 @@ log = logging.getLogger(__name__)
 FORMAT = "crossmodal-pathgen-embeddings"
 
 
-def load_patch_encoder(name: str, path=None, device: str = "cpu"):
-    """``(fn(uint8 NHWC numpy) -> float32 (n, d) numpy, label)``."""
+def load_patch_encoder(name: str, path=None, device: str = "cpu", *, native_resolution: bool = False):
+    """``(fn(uint8 NHWC numpy) -> float32 (n, d) numpy, label)``.
+
+    ``native_resolution`` (cohort-ssl only): feed patches to the ResNet at their own pixel size
+    (ImageNet-normalised as in training) instead of resizing them to the encoder's training size."""
     import torch
 
     if name == "cohort-ssl":
         from crossmodal.models.ssl import load_encoder
 
-        enc, ck = load_encoder(path)
-        enc = enc.to(device)
+        ssl_enc, ck = load_encoder(path)
+        ssl_enc = ssl_enc.to(device)
         label = f"cohort-ssl ResNet-{ck['arch']['depth']} SimCLR (stand-in for UNI)"
+        if native_resolution:
+            enc = lambda x: ssl_enc.backbone((x.float() / 255.0 - ssl_enc.mean) / ssl_enc.std)  # noqa: E731
+            label = f"cohort-ssl ResNet-{ck['arch']['depth']} SimCLR, native patch resolution (stand-in for UNI)"
+        else:
+            enc = ssl_enc
     elif name == "uni":
         if not path or not Path(path).is_file():
             raise FileNotFoundError(f"pathgen.patches.uni_weights: UNI weights file {path!r} not found "

@@ -29,7 +29,8 @@ def embed_patches(inputs, outputs, params, *, threads=1, log=None):
     torch.set_num_threads(max(1, threads))
     p = params["patches"]
     weights = inputs.get("encoder") if p["encoder"] == "cohort-ssl" else p.get("uni_weights")
-    encode, label = load_patch_encoder(p["encoder"], weights, _device(params))
+    encode, label = load_patch_encoder(p["encoder"], weights, _device(params),
+                                       native_resolution=bool(p.get("native_resolution", False)))
     lmdbs, outs = list(inputs["lmdbs"]), list(outputs["embeddings"])
     if len(lmdbs) != len(outs):
         raise ValueError(f"embed_patches: {len(lmdbs)} patch LMDBs for {len(outs)} outputs")
@@ -264,7 +265,8 @@ def evaluate_pathgen_round_trip(inputs, outputs, params, *, threads=1, log=None)
     if isinstance(weights, list):
         weights = weights[0] if weights else None
     weights = weights if p["encoder"] == "cohort-ssl" else p.get("uni_weights")
-    encode, label = load_patch_encoder(p["encoder"], weights, _device(params))
+    encode, label = load_patch_encoder(p["encoder"], weights, _device(params),
+                                       native_resolution=bool(p.get("native_resolution", False)))
     bags, kept = round_trip.generated_bags(inputs["tiles"], set(test), encode, size=int(params["patch_size"]),
                                            max_intensity=float(p["max_intensity"]), batch_size=int(p["batch_size"]))
     test = [s for s in test if s in bags]

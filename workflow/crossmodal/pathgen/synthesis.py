@@ -1,7 +1,9 @@
 """PathGen training (Algorithm 1) and sampling (Algorithm 2) on the shared DDPM core.
 
-Training draws ``t ~ U{1..T}`` and minimises ``||eps - eps_theta(sqrt(abar_t) x0 +
-sqrt(1 - abar_t) eps, t | patches)||^2`` (equation 7) with Adam (paper: lr 1e-4) over the
+Training first fits the denoiser's patch-embedding scaler on the training cases' patches
+(:meth:`crossmodal.models.pathgen.PathGenDenoiser.set_patch_scaler`), then draws ``t ~
+U{1..T}`` and minimises ``||eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t |
+patches)||^2`` (equation 7) with Adam (paper: lr 1e-4) over the
 training split's cases.  Sampling runs the T-step ancestral sampler from ``x_T ~ N(0, I)``
 with ``sigma_t = sqrt(beta_tilde_t)`` (equation 6; :class:`crossmodal.models.diffusion.DDPM`
 with ``posterior_variance="beta_tilde"``) ``n_draws`` times per case and averages the draws.
@@ -72,7 +74,9 @@ def train(x0: pd.DataFrame, bags: dict, group_sizes: list[int], hp: dict, *, see
     samples = list(x0.index)
     X = torch.tensor(x0.to_numpy(), dtype=torch.float32)
     patch_dim = next(iter(bags.values())).shape[1]
-    model = build_model(hp, group_sizes, patch_dim).to(device)
+    model = build_model(hp, group_sizes, patch_dim)
+    model.set_patch_scaler(torch.cat([bags[s] for s in samples]).float())  # training cases only
+    model = model.to(device)
     ddpm = make_ddpm(hp)
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"])
     bs = min(hp["batch_size"], len(samples))
@@ -132,7 +136,10 @@ def load_model(path):
     if not isinstance(ck, dict) or ck.get("format") != "crossmodal-pathgen":
         raise ValueError(f"PathGen checkpoint {path}: not a crossmodal-pathgen checkpoint")
     model = build_model(ck["hp"], ck["group_sizes"], ck["patch_dim"])
-    model.load_state_dict(ck["state"])
+    state = dict(ck["state"])
+    for k in ("patch_mean", "patch_std"):  # checkpoints written before the patch scaler: identity
+        state.setdefault(k, getattr(model, k))
+    model.load_state_dict(state)
     return model.eval(), ck
 
 
