@@ -685,3 +685,34 @@ def test_toy_deconvolution_perturbation_and_downstream(toy_run):
     "spread, so the sign can flip with any upstream change"))
 def test_toy_perturbation_raises_the_targeted_type(toy_run):
     assert check_toy_experiments(toy_run) == {"fibroblast": True, "haematopoietic": True}
+
+
+CELL_MIX_XFAIL = (
+    "measured 2026-12-02 on the toy config, seed 0 (10 test patients x 4 generated 64 px tiles, classical "
+    "counter): generated tiles' counted neoplastic / inflammatory % vs the planted tumour / lymphocyte "
+    "fractions r = 0.04 / 0.18 (FID 48.0, real-vs-real floor 36.5). Not the counter: the same patients' real tiles resized to 64 px "
+    "give r 0.87 / 0.96 with 4 tiles each. Not the latent: a ridge from the 16-d beta-VAE latent predicts "
+    "the held-out fractions with r 0.66 / 0.81. The 1000-step toy cascade (16 px base, dim-8 64 px SR) "
+    "draws nuclei on stroma but barely follows its conditioning: swapping latents changes the denoised "
+    "tile by ~10% of its error, generated tiles hold ~65 nucleus-like objects vs ~36 real ones (fragments "
+    "counted as dead cells), and classifier-free guidance (generate.cond_scale 4) did not raise r either "
+    "(train patients 0.16 / -0.15)")
+
+
+@pytest.mark.xfail(strict=False, reason=CELL_MIX_XFAIL)
+def test_toy_generated_cell_mix_follows_the_planted_fractions(toy_run):
+    """Issue 6, toy check 1: tiles generated from a patient's expression have a counted cell mix
+    that correlates with the patient's planted fractions (r > 0.5 for tumour and lymphocyte)."""
+    from pathlib import Path
+
+    from scipy.stats import pearsonr
+
+    run = Path(toy_run)
+    g = pd.read_csv(run / "results/rna_cdm/cells/generated_test.tsv", sep="\t")
+    truth = pd.read_csv(run / "results/toy/truth/patients.tsv", sep="\t").set_index("sample")
+    tot = g.groupby("sample")[["neoplastic", "inflammatory", "connective", "dead", "non_neoplastic_epithelial"]].sum()
+    pct = tot.div(tot.sum(axis=1), axis=0)
+    assert len(pct) >= 8
+    r = {t: pearsonr(pct[c], truth.loc[pct.index, t]).statistic
+         for c, t in (("neoplastic", "tumour"), ("inflammatory", "lymphocyte"))}
+    assert min(r.values()) > 0.5, r

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from crossmodal.config import SCHEMA_DIR, validate
-from crossmodal.models.unet import UNet, UNetConfig, param_count, prepare_lowres
+from crossmodal.models.unet import Guided, UNet, UNetConfig, param_count, prepare_lowres
 
 TINY = dict(image_size=16, dim=16, dim_mults=[1, 2], num_res_blocks=[1, 1], attn_levels=[False, True],
             attn_heads=2, attn_dim_head=8, cond_dim=6, norm_groups=4)
@@ -37,6 +37,33 @@ def test_shapes_and_conditioning_changes_output():
         net(x, t, torch.randn(3, 5))
     with pytest.raises(ValueError, match="needs a conditioning vector"):
         net(x, t)
+
+
+def test_dropped_conditioning_uses_the_null_embedding_and_guidance_extrapolates():
+    """Classifier-free guidance: rows with cond_mask False ignore their latent (learned null
+    embedding); Guided(scale) = uncond + scale (cond - uncond), scale 1 = the plain network."""
+    torch.manual_seed(0)
+    net = UNet({**TINY, "lowres_channels": 3}).eval()
+    _randomise_output(net)
+    torch.nn.init.normal_(net.null_cond, std=0.5)
+    x, t, c = torch.randn(4, 3, 16, 16), torch.tensor([0.1, -0.5, 1.0, 0.3]), torch.randn(4, 6)
+    low = torch.randn(4, 3, 16, 16)
+    off = torch.zeros(4, dtype=torch.bool)
+    with torch.no_grad():
+        cond, uncond = net(x, t, c, lowres=low), net(x, t, c, lowres=low, cond_mask=off)
+        assert torch.allclose(uncond, net(x, t, c + 3.0, lowres=low, cond_mask=off))  # latent ignored
+        assert not torch.allclose(cond, uncond, atol=1e-5)
+        mixed = net(x, t, c, lowres=low, cond_mask=torch.tensor([True, False, True, False]))
+        assert torch.allclose(mixed[[0, 2]], cond[[0, 2]], atol=1e-6) and torch.allclose(mixed[[1, 3]], uncond[[1, 3]], atol=1e-6)
+        assert torch.allclose(Guided(net, 1.0)(x, t, c, lowres=low), cond)
+        g = Guided(net, 3.0)(x, t, c, lowres=low)
+        assert torch.allclose(g, uncond + 3.0 * (cond - uncond), atol=1e-5)
+    # the null embedding takes part in every step's graph, also when nothing is dropped (DDP)
+    net.train()
+    net(x, t, c, lowres=low).sum().backward()
+    assert net.null_cond.grad is not None
+    with pytest.raises(ValueError, match="no conditioning"):
+        Guided(UNet({**TINY, "cond_dim": 0}), 2.0)
 
 
 def test_super_resolution_model_uses_the_low_res_image():

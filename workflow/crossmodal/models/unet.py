@@ -151,6 +151,9 @@ class UNet(nn.Module):
         emb_dim = 4 * d
         self.time_mlp = nn.Sequential(nn.Linear(d, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.cond_proj = nn.Linear(cfg.cond_dim, emb_dim) if cfg.cond_dim > 0 else None
+        # learned "no conditioning" embedding: classifier-free guidance (Ho & Salimans 2022; Imagen
+        # trains with conditioning dropout and samples with a guidance weight)
+        self.null_cond = nn.Parameter(torch.zeros(emb_dim)) if cfg.cond_dim > 0 else None
         self.inp = nn.Conv2d(cfg.in_channels + cfg.lowres_channels, d, 3, padding=1)
         widths = [d * m for m in cfg.dim_mults]
         n = len(widths)
@@ -196,7 +199,9 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, noise_level: torch.Tensor, cond: torch.Tensor | None = None,
-                lowres: torch.Tensor | None = None) -> torch.Tensor:
+                lowres: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``cond_mask`` (bool ``(B,)``, optional): False rows get the learned null embedding
+        instead of their conditioning (dropout in training, the unconditional half of guidance)."""
         cfg = self.cfg
         if noise_level.ndim == 0:
             noise_level = noise_level.expand(x.shape[0])
@@ -207,7 +212,12 @@ class UNet(nn.Module):
             if cond.shape != (x.shape[0], cfg.cond_dim):
                 raise ValueError(f"UNet: cond has shape {tuple(cond.shape)}, expected "
                                  f"({x.shape[0]}, {cfg.cond_dim})")
-            emb = emb + self.cond_proj(cond.to(emb.dtype))
+            c = self.cond_proj(cond.to(emb.dtype))
+            # always through torch.where, so the null embedding is in the graph of every step
+            # (DDP requires every parameter to take part, also when no row is dropped)
+            keep = torch.ones(x.shape[0], dtype=torch.bool, device=c.device) if cond_mask is None else cond_mask
+            c = torch.where(keep.to(c.device).reshape(-1, 1), c, self.null_cond.to(c.dtype))
+            emb = emb + c
         if cfg.lowres_channels:
             if lowres is None or lowres.shape[1] != cfg.lowres_channels or lowres.shape[-2:] != x.shape[-2:]:
                 raise ValueError(f"UNet: super-resolution model needs `lowres` with "
@@ -230,6 +240,30 @@ class UNet(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](h)
         return self.out(F.silu(self.out_norm(h)))
+
+
+class Guided(nn.Module):
+    """Classifier-free guidance (Ho & Salimans 2022) around a conditional :class:`UNet`:
+    ``F = F_uncond + scale (F_cond - F_uncond)``, both halves in one batch.  ``scale`` 1 is plain
+    conditional sampling.  Because the EDM denoiser is affine in the network output, guiding ``F``
+    guides the denoised estimate ``D`` identically (Imagen-pytorch's ``cond_scale``)."""
+
+    def __init__(self, net: UNet, scale: float):
+        super().__init__()
+        if net.cond_proj is None:
+            raise ValueError("Guided: the network has no conditioning to guide")
+        self.net, self.scale = net, float(scale)
+
+    def forward(self, x, noise_level, cond=None, lowres=None):
+        if self.scale == 1.0:
+            return self.net(x, noise_level, cond=cond, lowres=lowres)
+        b = x.shape[0]
+        nl = noise_level.expand(b) if noise_level.ndim == 0 else noise_level
+        mask = torch.cat([torch.ones(b, dtype=torch.bool), torch.zeros(b, dtype=torch.bool)]).to(x.device)
+        out = self.net(torch.cat([x, x]), torch.cat([nl, nl]), cond=torch.cat([cond, cond]),
+                       lowres=None if lowres is None else torch.cat([lowres, lowres]), cond_mask=mask)
+        f_cond, f_uncond = out[:b], out[b:]
+        return f_uncond + self.scale * (f_cond - f_uncond)
 
 
 def prepare_lowres(lowres: torch.Tensor, size: int, blur_sigma: float, kernel_size: int = 3) -> torch.Tensor:

@@ -194,6 +194,7 @@ def train_stage(batches: TileBatches, ucfg: dict, cfg: dict, *, seed: int, ckpt_
     log.info("training %d -> %d steps, batch %d x %d processes, %d tiles, %.1f M parameters, on %s",
              start, steps, gbs // world, world, n, sum(p.numel() for p in net.parameters()) / 1e6, acc.device)
     clip = tr.get("clip_grad_norm")
+    drop = float(tr.get("cond_drop_prob", 0.0))
     net.train()
     for step in range(start, steps):
         b = training.step_batch(step, n=n, batch_size=gbs, seed=seed)
@@ -201,6 +202,9 @@ def train_stage(batches: TileBatches, ucfg: dict, cfg: dict, *, seed: int, ckpt_
         x, lat, low = batches(b)
         x, lat = x.to(acc.device), lat.to(acc.device)
         cond = {"cond": lat}
+        if drop > 0:  # conditioning dropout for classifier-free guidance (Imagen)
+            cond["cond_mask"] = (torch.rand(len(lat), generator=torch.Generator().manual_seed(
+                int(seed) * 7_777_777 + step * 31 + rank)) >= drop).to(acc.device)
         if low is not None:
             cond["lowres"] = low.to(acc.device)
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + step * 101 + rank)
@@ -246,7 +250,13 @@ def load_model(path, device="cpu") -> UNet:
 def sample_stage(net, edm: EDM, shape, cfg: dict, *, sampler: str = "karras", generator=None, device="cpu",
                  **cond) -> torch.Tensor:
     """One stage: the Karras stochastic sampler (``cfg["sampler"]``) or the DDPM ancestral
-    sampler (``cfg["ddpm"]``) on the same EDM-trained network; images clipped to [-1, 1]."""
+    sampler (``cfg["ddpm"]``) on the same EDM-trained network; images clipped to [-1, 1].
+    ``cfg["generate"]["cond_scale"]`` != 1 samples with classifier-free guidance."""
+    from crossmodal.models.unet import Guided
+
+    scale = float(cfg.get("generate", {}).get("cond_scale", 1.0))
+    if scale != 1.0:
+        net = Guided(net, scale)
     if sampler == "karras":
         return edm.sample(net, shape, generator=generator, device=device, clip=(-1.0, 1.0),
                           **cfg["sampler"], **cond).clamp(-1, 1)
