@@ -195,11 +195,21 @@ def train_stage(batches: TileBatches, ucfg: dict, cfg: dict, *, seed: int, ckpt_
              start, steps, gbs // world, world, n, sum(p.numel() for p in net.parameters()) / 1e6, acc.device)
     clip = tr.get("clip_grad_norm")
     drop = float(tr.get("cond_drop_prob", 0.0))
+    crop = int(tr.get("sr_crop") or 0)
+    if crop and ucfg.get("lowres_channels") and crop % 2 ** (len(ucfg["dim_mults"]) - 1):
+        raise ValueError(f"rna_cdm.train.sr_crop {crop} is not divisible by 2^{len(ucfg['dim_mults']) - 1} "
+                         f"(the super-resolution U-Net's levels)")
     net.train()
     for step in range(start, steps):
         b = training.step_batch(step, n=n, batch_size=gbs, seed=seed)
         b = np.array_split(b, world)[rank]
         x, lat, low = batches(b)
+        if crop and low is not None and crop < x.shape[-1]:
+            # Imagen trains its super-resolution stages on random crops (the U-Net is convolutional
+            # and samples full tiles); one offset per step, from (seed, step) so resumes repeat it
+            gc = torch.Generator().manual_seed(int(seed) * 3_000_017 + step)
+            i, j = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=gc))
+            x, low = x[..., i:i + crop, j:j + crop], low[..., i:i + crop, j:j + crop]
         x, lat = x.to(acc.device), lat.to(acc.device)
         cond = {"cond": lat}
         if drop > 0:  # conditioning dropout for classifier-free guidance (Imagen)
