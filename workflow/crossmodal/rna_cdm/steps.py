@@ -71,7 +71,8 @@ def train_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
                                      ", ".join(cfg["cohorts"]))
     # settings that change the trained model; steps / walltime / GPUs may change between jobs
     run_keys = {k: v for k, v in cfg["train"].items()
-                if k not in ("runtime_min", "gpus", "mem_mb", "steps", "checkpoint_every")}
+                if k not in ("runtime_min", "gpus", "mem_mb", "steps", "checkpoint_every")
+                and not (stage == "base" and k == "sr_crop")}  # the crop shapes only the SR stage
     meta = {"stage": stage, "unet": ucfg, "edm": cfg["edm"], "train": run_keys, "seed": seed,
             "n_tiles": int(len(idx)), "blur": [cfg["lowres_blur_sigma"], cfg["lowres_blur_kernel"]]}
     runtime = params.get("runtime_min")
