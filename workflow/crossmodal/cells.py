@@ -420,6 +420,21 @@ def table1(tile_pct, group: str = "cohort", kind: str = "tile_type", *, paper: b
 # --------------------------------------------------------------------------------------
 # steps
 # --------------------------------------------------------------------------------------
+def tile_counter(c: dict, device: str = "auto", threads: int = 1):
+    """``count(rgb, mpp) -> {class: cells}`` with the configured method (``metrics.cells``):
+    the classical pipeline (needs the tile's microns per pixel) or HoVer-Net (weights loaded once)."""
+    if c["method"] == "classical":
+        return lambda rgb, mpp: count_tile(rgb, float(mpp), c["classical"])
+    import torch
+
+    from crossmodal.metrics.image import resolve_device
+
+    dev = resolve_device(device)
+    torch.set_num_threads(max(int(threads), 1))
+    model = load_hovernet(c["hovernet_weights"], dev)
+    return lambda rgb, mpp: count_tiles_hovernet(model, rgb[None], dev)[0]
+
+
 @step("count_cells")
 def count_cells(inputs, outputs, params, *, threads=1, log=None):
     """Cells per PanNuke class in each tile of one slide's tile LMDB -> per-tile TSV (counts and
@@ -438,29 +453,18 @@ def count_cells(inputs, outputs, params, *, threads=1, log=None):
     if cap and cap < n:
         idx = np.sort(np.random.default_rng(int(params["seed"])).choice(n, int(cap), replace=False))
     method = c["method"]
-    model = None
-    if method == "hovernet":
-        import torch
-
-        from crossmodal.metrics.image import resolve_device
-
-        dev = resolve_device(params.get("device", "auto"))
-        torch.set_num_threads(max(int(threads), 1))
-        model = load_hovernet(c["hovernet_weights"], dev)
+    count = tile_counter(c, params.get("device", "auto"), threads)
     log_ = logging.getLogger(__name__)
     log_.info("counting cells (%s) in %d of %d tiles of %s", method, len(idx), n, inputs["lmdb"])
     rows = []
     for i in tqdm(idx, desc="count_cells", mininterval=5):
         meta = ds.meta(int(i))
         rgb = ds[int(i)]
-        if method == "classical":
-            mpp = meta.get("mpp") or ds.headers[0].get("mpp")
-            if not mpp:
-                raise ValueError(f"count_cells: {inputs['lmdb']} records no mpp (microns per pixel) for tile {int(i)} "
-                                 f"nor in its header; the classical counter measures nuclei in microns")
-            counts = count_tile(rgb, float(mpp), c["classical"])
-        else:
-            counts = count_tiles_hovernet(model, rgb[None], dev)[0]
+        mpp = meta.get("mpp") or ds.headers[0].get("mpp")
+        if method == "classical" and not mpp:
+            raise ValueError(f"count_cells: {inputs['lmdb']} records no mpp (microns per pixel) for tile {int(i)} "
+                             f"nor in its header; the classical counter measures nuclei in microns")
+        counts = count(rgb, mpp)
         rows.append({"sample": meta["sample"], "tile": int(i), "x": meta.get("x"), "y": meta.get("y"),
                      "method": method, **counts})
     df = pd.DataFrame(rows, columns=["sample", "tile", "x", "y", "method"] + CLASSES)
