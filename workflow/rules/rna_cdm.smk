@@ -167,6 +167,42 @@ rule evaluate_rna_cdm:
         "../scripts/evaluate_rna_cdm.py"
 
 
+rule evaluate_rna_cdm_super_resolution:
+    input:
+        sr="results/rna_cdm/unet/sr/model.pt",
+        real=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        latent=lambda w: rct.latent(config, SAMPLES),
+        splits="results/splits/vae.tsv",
+    output:
+        table=report(
+            "results/rna_cdm/cells/super_resolution.tsv",
+            caption="../report/rna_cdm_super_resolution.rst",
+            category="RNA-CDM",
+        ),
+        counts="results/rna_cdm/cells/super_resolution_tiles.tsv",
+    log:
+        "logs/evaluate_rna_cdm_super_resolution/test.log",
+    benchmark:
+        "benchmarks/evaluate_rna_cdm_super_resolution/test.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+    params:
+        rna_cdm=rct.cascade_config(config, "sample"),
+        cohorts=RC["cohorts"],
+        split="test",
+        tiles_per_patient=RC["evaluate"]["sr_fidelity_tiles"],
+        mpp=rct.tile_mpp(config),
+        cells=rct.cell_params(config),
+        data_note=rct.data_note(config),
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/evaluate_rna_cdm_super_resolution.py"
+
+
 rule plot_rna_cdm_tiles:
     input:
         real=lambda w: rct.tile_lmdbs(config, SAMPLES),
@@ -443,6 +479,11 @@ rule summarise_rna_cdm:
         fid="results/rna_cdm/fid.tsv",
         samplers=(
             ["results/rna_cdm/samplers.tsv"] if RC["benchmark"]["enabled"] else []
+        ),
+        super_resolution=(
+            ["results/rna_cdm/cells/super_resolution.tsv"]
+            if RC["evaluate"]["sr_fidelity_tiles"] > 0
+            else []
         ),
         deconvolution=rct.experiment_tables(config, "deconvolution"),
         perturbation=rct.experiment_tables(config, "perturbation"),

@@ -55,6 +55,13 @@ def check_sizes(cfg: dict) -> tuple[int, int]:
     return base, sr
 
 
+def stage_steps(cfg: dict, stage: str) -> int:
+    """Optimisation steps of a stage: ``train.steps`` (Methods: 79k), or ``train.sr_steps`` for
+    the super-resolution stage when set."""
+    tr = cfg["train"]
+    return int(tr.get("sr_steps") or tr["steps"]) if stage == "sr" else int(tr["steps"])
+
+
 def make_edm(cfg: dict) -> EDM:
     return EDM(**cfg["edm"])
 
@@ -185,7 +192,7 @@ def train_stage(batches: TileBatches, ucfg: dict, cfg: dict, *, seed: int, ckpt_
                                 margin_s=min(300.0, 0.1 * time_limit_s) if time_limit_s else 300.0)
     objects = {"model": net, "ema": ema, "opt": opt, "history": hist}
     start = run.restore(objects)
-    steps, bs = int(tr["steps"]), int(tr["batch_size"])
+    steps, bs = stage_steps(cfg, "sr" if ucfg.get("lowres_channels") else "base"), int(tr["batch_size"])
     world, rank = acc.num_processes, acc.process_index
     n = len(batches)
     gbs = min(bs * world, n - n % world) if n >= world else n
@@ -302,6 +309,32 @@ def sample_cascade(base: UNet, sr: UNet, latents: np.ndarray, cfg: dict, *, seed
     if return_lowres:
         return out, (np.concatenate(lows) if lows else np.zeros((0, b_size, b_size, 3), np.uint8))
     return out
+
+
+@torch.no_grad()
+def super_resolve_real(sr: UNet, tiles: np.ndarray, latents: np.ndarray, cfg: dict, *, seed: int,
+                       base_size: int, batch_size: int = 64, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The super-resolution stage alone, on real tiles: each tile is resized to the SR size,
+    area-downsampled to the base size (what a perfect base stage would draw), upsampled and
+    blurred as in training, and super-resolved with the row's latent.  Returns ``(real tiles
+    at the SR size, super-resolved tiles)``, both RGB uint8 ``(N, S, S, 3)`` (beyond the paper:
+    it tells whether the SR stage keeps what its low-resolution input shows)."""
+    edm = make_edm(cfg)
+    s_size = int(sr.cfg.image_size)
+    if len(tiles) != len(latents):
+        raise ValueError(f"rna_cdm: {len(tiles)} tiles but {len(latents)} latents")
+    real = resize_uint8(np.asarray(tiles), s_size) if len(tiles) else np.zeros((0, s_size, s_size, 3), np.uint8)
+    lat = torch.as_tensor(np.asarray(latents, np.float32))
+    outs = []
+    for k in range(0, len(real), batch_size):
+        x = to_model_space(real[k:k + batch_size], s_size)
+        low = F.interpolate(x, size=(base_size, base_size), mode="area")
+        up = prepare_lowres(low, s_size, float(cfg["lowres_blur_sigma"]), int(cfg["lowres_blur_kernel"]))
+        g = torch.Generator().manual_seed(int(seed) * 7919 + k)
+        hi = sample_stage(sr, edm, tuple(x.shape), cfg, generator=g, device=device,
+                          cond=lat[k:k + batch_size].to(device), lowres=up.to(device))
+        outs.append(to_uint8(hi))
+    return real, (np.concatenate(outs) if outs else np.zeros_like(real))
 
 
 def network_evaluations(cfg: dict, sampler: str) -> int:

@@ -136,6 +136,8 @@ def targets(config: dict, samples: pd.DataFrame) -> list[str]:
     out = [f"{R}/vae/main/test_metrics.tsv", f"{R}/fid.tsv", f"{R}/figures/generated_tiles.png",
            f"{R}/cells/table1.tsv", f"{R}/reproduction.tsv"]
     out += [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
+    if rc["evaluate"]["sr_fidelity_tiles"] > 0:
+        out.append(f"{R}/cells/super_resolution.tsv")
     if rc["benchmark"]["enabled"]:
         out.append(f"{R}/samplers.tsv")
     for k, on in experiments(config).items():
