@@ -255,7 +255,7 @@ def test_super_resolution_fidelity_step(data, trained, tmp_path):
     as itself and super-resolved with its own and with another patient's latent; too few
     patients is refused, naming the split."""
     cfg, out = trained
-    o = {"table": str(tmp_path / "sr.tsv"), "counts": str(tmp_path / "sr_tiles.tsv")}
+    o = {"table": str(tmp_path / "sr.tsv"), "counts": str(tmp_path / "sr_tiles.tsv"), "figure": str(tmp_path / "sr.png")}
     inputs = {"sr": str(out["sr"] / "model.pt"), "real": data["lmdbs"], "latent": data["latent"],
               "splits": data["splits"]}
     params = {"rna_cdm": cfg, "cohorts": COHORTS, "split": "train", "tiles_per_patient": 2, "mpp": 2.0,
@@ -268,10 +268,14 @@ def test_super_resolution_fidelity_step(data, trained, tmp_path):
     t = pd.read_csv(o["table"], sep="\t")
     assert len(t) == 5 and set(t["split"]) == {"train"} and (t["base_px"] == 8).all() and (t["tile_px"] == 16).all()
     assert "stand-in for HoVer-Net" in t["counter"].iloc[0]
+    assert (tmp_path / "sr.png").stat().st_size > 1000 and (tmp_path / "sr.pdf").exists()
     with pytest.raises(ValueError, match="1 test patient"):
         steps.run("evaluate_rna_cdm_super_resolution", inputs, {k: str(tmp_path / f"x_{k}") for k in o},
                   dict(params, split="test", cohorts=COHORTS[:1]))
     assert not (tmp_path / "x_table").exists()
+    with pytest.raises(ValueError, match="microns per pixel"):
+        steps.run("evaluate_rna_cdm_super_resolution", inputs, {k: str(tmp_path / f"y_{k}") for k in o},
+                  dict(params, mpp=None))
 
 
 def test_evaluation_table_quotes_the_paper_and_labels_the_stand_in(data, trained, monkeypatch):

@@ -180,6 +180,12 @@ rule evaluate_rna_cdm_super_resolution:
             category="RNA-CDM",
         ),
         counts="results/rna_cdm/cells/super_resolution_tiles.tsv",
+        figure=report(
+            "results/rna_cdm/figures/super_resolution.png",
+            caption="../report/rna_cdm_super_resolution.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/figures/super_resolution.pdf",
     log:
         "logs/evaluate_rna_cdm_super_resolution/test.log",
     benchmark:

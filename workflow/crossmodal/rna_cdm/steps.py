@@ -290,17 +290,21 @@ def evaluate_rna_cdm_super_resolution(inputs, outputs, params, *, threads=1, log
     other = {pats[order[k]]: pats[order[(k + 1) % len(pats)]] for k in range(len(pats))}
     tiles = np.stack([ds[int(i)] for i in idx])
     mpp = params.get("mpp")
+    if params["cells"]["method"] == "classical" and not mpp:
+        raise ValueError(f"evaluate_rna_cdm_super_resolution: the tiling preset records no microns per pixel "
+                         f"(target_mpp), which the classical cell counter needs; set metrics.cells.method: hovernet")
     count = tile_counter(params["cells"], params.get("device", "auto"), threads)
     log_ = logging.getLogger(__name__)
     rows = []
-    real = None
+    real, made = None, {}
     for kind, who in (("sr", samples), ("sr_other_latent", np.array([other[s] for s in samples]))):
         t0 = time.time()
-        real, hi = cascade.super_resolve_real(sr, tiles, lat.loc[who].to_numpy(np.float32), cfg, seed=seed,
-                                              base_size=base_size, device=dev)
-        log_.info("%s: %d real tiles of %d patients super-resolved in %.1f s", kind, len(hi), len(pats),
+        real, made[kind] = cascade.super_resolve_real(sr, tiles, lat.loc[who].to_numpy(np.float32), cfg, seed=seed,
+                                                      base_size=base_size, device=dev)
+        log_.info("%s: %d real tiles of %d patients super-resolved in %.1f s", kind, len(made[kind]), len(pats),
                   time.time() - t0)
-        rows += [{"sample": s, "kind": kind, "latent_of": w, **count(t, mpp)} for s, w, t in zip(samples, who, hi)]
+        rows += [{"sample": s, "kind": kind, "latent_of": w, **count(t, mpp)}
+                 for s, w, t in zip(samples, who, made[kind])]
     rows += [{"sample": s, "kind": "real", "latent_of": "", **count(t, mpp)} for s, t in zip(samples, real)]
     counts = pd.DataFrame(rows, columns=["sample", "kind", "latent_of"] + CLASSES)
     summ = super_resolution_summary(counts)
@@ -312,9 +316,51 @@ def evaluate_rna_cdm_super_resolution(inputs, outputs, params, *, threads=1, log
     summ["data"] = params.get("data_note", "")
     write_table(outputs["counts"], counts, index=False)
     write_table(outputs["table"], summ, index=False)
+    if outputs.get("figure"):
+        _plot_super_resolution(samples, real, made, base_size, other, counts, outputs["figure"])
     for r in summ.itertuples():
         log_.info("%s: real %.1f %% vs super-resolved %.1f %%, r across patients %.2f (other latent %.2f)",
                   r[1], r.real_pct, r.sr_pct, r.pearson_r_sr, r.pearson_r_sr_other_latent)
+
+
+def _plot_super_resolution(samples, real, made, base_size: int, other: dict, counts: pd.DataFrame, path,
+                           n_rows: int = 6) -> None:
+    """One row per patient (first tile): real, the base-size input, SR with the patient's latent,
+    SR with another patient's; counted neoplastic / inflammatory cells under each tile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.fileio import save_figure
+
+    first = {}
+    for k, s in enumerate(samples):
+        first.setdefault(s, k)
+    chosen = list(first.items())[:n_rows]
+    size = real.shape[1]
+    low = cascade.resize_uint8(cascade.resize_uint8(real, base_size), size) if len(real) else real
+    cols = [("real", real, "real"), (f"input ({base_size} px)", low, None),
+            ("SR, own latent", made["sr"], "sr"), ("SR, another patient's latent", made["sr_other_latent"],
+                                                   "sr_other_latent")]
+    fig, axes = plt.subplots(len(chosen), len(cols), figsize=(1.7 * len(cols), 1.8 * len(chosen)), squeeze=False)
+    for r, (s, k) in enumerate(chosen):
+        for j, (title, imgs, kind) in enumerate(cols):
+            ax = axes[r, j]
+            ax.imshow(imgs[k])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if kind is not None:
+                c = counts[counts["kind"] == kind].iloc[k]  # rows of a kind follow the tiles' order
+                ax.set_xlabel(f"{int(c['neoplastic'])} neo / {int(c['inflammatory'])} inf", fontsize=7)
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+        axes[r, 0].set_ylabel(s if len(s) < 18 else s[:17] + "…", fontsize=7)
+        axes[r, 3].set_xlabel(axes[r, 3].get_xlabel() + f" ({other[s][:14]})", fontsize=7)
+    fig.suptitle("RNA-CDM super-resolution stage on real tiles shrunk to the base size", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
 
 
 @step("plot_rna_cdm_tiles")

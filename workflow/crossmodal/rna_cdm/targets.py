@@ -137,7 +137,7 @@ def targets(config: dict, samples: pd.DataFrame) -> list[str]:
            f"{R}/cells/table1.tsv", f"{R}/reproduction.tsv"]
     out += [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
     if rc["evaluate"]["sr_fidelity_tiles"] > 0:
-        out.append(f"{R}/cells/super_resolution.tsv")
+        out += [f"{R}/cells/super_resolution.tsv", f"{R}/figures/super_resolution.png"]
     if rc["benchmark"]["enabled"]:
         out.append(f"{R}/samplers.tsv")
     for k, on in experiments(config).items():
