@@ -260,3 +260,26 @@ def test_ddpm_trains_an_epsilon_network_directly():
                      cond=nn.functional.one_hot(k, 2).float())
     own = (xs - MODES[k]).norm(dim=1)
     assert (own < 4 * MODE_STD).float().mean() > 0.9
+
+
+def test_config_refuses_a_ddpm_schedule_that_does_not_reach_noise():
+    """Sampling starts from pure noise, so a schedule cut to fewer steps without rescaled betas
+    (PathGen's toy had T 200 with Ho et al.'s 1e-4..0.02: sqrt(abar_T) 0.36) is refused, naming
+    the section; the paper schedule and the rescaled toy schedule pass."""
+    import copy
+
+    from crossmodal.config import ConfigError, load_config, terminal_signal
+
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    assert terminal_signal(1000, 1e-4, 0.02) == pytest.approx(float(ab[-1].sqrt()), rel=1e-9)
+    assert terminal_signal(200, 1e-4, 0.02) == pytest.approx(0.3636, abs=1e-3)
+    from pathlib import Path
+
+    cfg = load_config(path=Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    for section, key in (("pathgen", "model"), ("coherent", "diffusion"), ("rna_cdm", "ddpm")):
+        bad = copy.deepcopy(cfg)
+        bad[section][key].update(timesteps=200, beta_start=1e-4, beta_end=0.02)
+        with pytest.raises(ConfigError, match=rf"{section}\.{key}: .*sqrt\(abar_T\) = 0\.364"):
+            load_config(bad)
+        bad[section][key].update(beta_start=5e-4, beta_end=0.1)
+        load_config(bad)

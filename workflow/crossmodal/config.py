@@ -8,6 +8,7 @@ message that names the key path, e.g. ``config: tiling.tile_sise: unknown key``.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,40 @@ def validate(instance: dict, schema_file: str | Path, what: str = "config") -> d
     errors = sorted(v.iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
     if errors:
         raise ConfigError(_message(errors[0], what))
+    _check_diffusion_schedules(instance, what)
     return instance
+
+
+# DDPM settings of the pipeline config: (section path, keys).  Sampling starts from pure noise
+# N(0, I), so the schedule must destroy the data by step T: sqrt(abar_T) = sqrt(prod(1 - beta_t))
+# is 0.0064 for Ho et al.'s 1e-4..0.02 over T = 1000, but 0.36 if T is cut to 200 without
+# rescaling the betas (the sampler then starts far from what the network was trained on).
+DIFFUSION_SCHEDULES = (("pathgen", "model"), ("coherent", "diffusion"), ("rna_cdm", "ddpm"), ("ddpm",))
+MAX_TERMINAL_SIGNAL = 0.05
+
+
+def terminal_signal(timesteps: int, beta_start: float, beta_end: float) -> float:
+    """``sqrt(abar_T)`` of a linear beta schedule: how much of ``x_0`` is left in ``x_T``."""
+    t = int(timesteps)
+    betas = [beta_start + (beta_end - beta_start) * i / max(t - 1, 1) for i in range(t)]
+    return math.exp(0.5 * sum(math.log1p(-b) for b in betas))
+
+
+def _check_diffusion_schedules(instance: dict, what: str) -> None:
+    for path in DIFFUSION_SCHEDULES:
+        node = instance
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not {"timesteps", "beta_start", "beta_end"} <= set(node):
+            continue
+        s = terminal_signal(node["timesteps"], node["beta_start"], node["beta_end"])
+        if s > MAX_TERMINAL_SIGNAL:
+            loc = ".".join(path)
+            raise ConfigError(
+                f"{what}: {loc}: the linear schedule beta {node['beta_start']:g}..{node['beta_end']:g} over "
+                f"timesteps {node['timesteps']} leaves sqrt(abar_T) = {s:.3f} of the data in x_T (at most "
+                f"{MAX_TERMINAL_SIGNAL} allowed: sampling starts from pure noise); with fewer steps than 1000, "
+                f"scale beta_start and beta_end by 1000 / timesteps")
 
 
 def load_config(config: dict | None = None, path: str | Path | None = None) -> dict:
