@@ -56,3 +56,38 @@ def test_report_builds(toy_run):
 def test_rerun_is_noop(toy_run):
     p = run_snakemake(toy_run, "-n", "--quiet", "rules")
     assert "Nothing to be done" in p.stdout + p.stderr
+
+
+def test_reproduction_table_renders_as_an_escaped_coloured_page(tmp_path):
+    """The report shows TSVs only as downloads, so each paper's reproduction table is also a page:
+    every row and cell of the TSV appears (escaped), the verdict column is coloured, and a table
+    that cannot be read is refused naming the file, leaving no page behind."""
+    from crossmodal import report
+    from crossmodal.steps import run
+
+    t = pd.DataFrame({"claim": ["FID RNA-GAN < GAN", "accuracy <b>bold</b>"], "paper_value": ["83.89 vs 87.85", "80.5%"],
+                      "this_run": ["44.17 vs 27.38", "77.1%"], "direction_holds": ["False", "True"]})
+    src = tmp_path / "rna_gan" / "reproduction.tsv"
+    src.parent.mkdir()
+    t.to_csv(src, sep="\t", index=False)
+    out = tmp_path / "rna_gan" / "reproduction.html"
+    run("render_reproduction_table", {"table": str(src)}, {"html": str(out)}, {"wildcards": {"paper": "rna_gan"}})
+    page = out.read_text()
+    assert page.count("<tr") == 3 and "RNA-GAN (Carrillo-Perez" in page
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page
+    assert "#f6d6d6" in page and "#d8f0d8" in page  # the False and True verdict colours
+    assert "44.17 vs 27.38" in page
+    empty = tmp_path / "pathgen" / "reproduction.tsv"
+    empty.parent.mkdir()
+    empty.write_text("")
+    bad_out = tmp_path / "pathgen" / "reproduction.html"
+    with pytest.raises(ValueError, match=r"pathgen/reproduction.tsv"):
+        report.render_reproduction_table({"table": str(empty)}, {"html": str(bad_out)}, {"wildcards": {"paper": "pathgen"}})
+    assert not bad_out.exists() and not list(bad_out.parent.glob(".tmp-*"))
+
+
+def test_toy_run_renders_every_reproduction_table(toy_run):
+    for paper in ("rna_gan", "rna_cdm", "pathgen", "coherent"):
+        page = (toy_run / "results" / paper / "reproduction.html").read_text()
+        rows = pd.read_csv(toy_run / "results" / paper / "reproduction.tsv", sep="\t")
+        assert page.count("<tr") == len(rows) + 1, paper

@@ -66,3 +66,52 @@ def summarise_runtimes(inputs, outputs, params, *, threads=1, log=None):
     ax.set_title(f"Per-rule wall time ({len(jobs)} jobs, {total:.0f} s in total)")
     save_figure(fig, outputs["figure"])
     plt.close(fig)
+
+
+# the paper each reproduction table belongs to (the {paper} folder under results/)
+PAPER_TITLES = {
+    "rna_gan": "RNA-GAN (Carrillo-Perez et al., Cell Reports Methods 2023)",
+    "rna_cdm": "RNA-CDM (Carrillo-Perez et al., cascaded diffusion)",
+    "pathgen": "PathGen (Dey et al.)",
+    "coherent": "Coherent Denoising (Marchesi et al., PLoS Comput Biol 2026)",
+}
+
+
+def reproduction_html(table: pd.DataFrame, title: str) -> str:
+    """A self-contained HTML page showing a reproduction table as it is (every cell escaped).
+
+    A column named ``direction_holds`` is coloured (True green, False red) so a reader sees at a
+    glance which of the paper's claims this run reproduces."""
+    def colour(v):
+        s = str(v)
+        return {"True": "background:#d8f0d8", "False": "background:#f6d6d6"}.get(s, "")
+
+    styler = table.style.hide(axis="index").format(na_rep="", escape="html")
+    if "direction_holds" in table:
+        styler = styler.map(colour, subset=["direction_holds"])
+    body = styler.set_table_attributes('class="reproduction"').to_html()
+    css = ("body{font-family:sans-serif;font-size:13px;margin:1em}table.reproduction{border-collapse:collapse}"
+           "table.reproduction td,table.reproduction th{border:1px solid #bbb;padding:3px 6px;vertical-align:top;"
+           "text-align:left}table.reproduction th{background:#eee}")
+    import html
+
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{css}</style></head><body><h2>{html.escape(title)}</h2>\n{body}\n</body></html>\n")
+
+
+@step("render_reproduction_table")
+def render_reproduction_table(inputs, outputs, params, *, threads=1, log=None):
+    """``results/<paper>/reproduction.html``: the reproduction TSV rendered for the report."""
+    from crossmodal.fileio import write_text
+
+    paper = params["wildcards"]["paper"]
+    path = Path(inputs["table"])
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+        raise ValueError(f"render_reproduction_table: {path}: not a readable TSV ({e})") from e
+    if table.empty:
+        raise ValueError(f"render_reproduction_table: {path}: no rows")
+    title = f"Reproduction table - {PAPER_TITLES.get(paper, paper)}"
+    write_text(outputs["html"], reproduction_html(table, title))
+    logging.getLogger(__name__).info("%s: %d claims rendered", outputs["html"], len(table))

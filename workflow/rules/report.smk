@@ -1,5 +1,6 @@
 # The run summary: per-rule wall times from the benchmark files (the time budget of
-# `make run` is watched here) and the report's front page.
+# `make run` is watched here) and the report's front page; every paper's reproduction table
+# rendered as HTML (the report shows TSVs only as downloads).
 
 
 rule summarise_runtimes:
@@ -25,3 +26,30 @@ rule summarise_runtimes:
 
 
 ALL_TARGETS.append("results/report/runtimes.tsv")
+
+
+rule render_reproduction_table:
+    input:
+        table="results/{paper}/reproduction.tsv",
+    output:
+        html=report(
+            "results/{paper}/reproduction.html",
+            caption="../report/reproduction_html.rst",
+            category="Reproduction tables",
+            subcategory="{paper}",
+        ),
+    log:
+        "logs/render_reproduction_table/{paper}.log",
+    wildcard_constraints:
+        paper="rna_gan|rna_cdm|pathgen|coherent",
+    conda:
+        "../../envs/base.yaml"
+    script:
+        "../scripts/render_reproduction_table.py"
+
+
+ALL_TARGETS.extend(
+    t.replace("reproduction.tsv", "reproduction.html")
+    for t in list(ALL_TARGETS)
+    if str(t).endswith("/reproduction.tsv")
+)
