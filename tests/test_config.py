@@ -1,4 +1,5 @@
 """Config validation: defaults filled, unknown / mistyped keys named, docs generated from the schema."""
+import copy
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,89 @@ def test_every_schema_key_has_a_description():
     configdoc._rows(top, "", SCHEMA_DIR, top, rows)
     missing = [name for name, typ, default, desc in rows if not desc]
     assert not missing, f"config keys without a description in the schema: {missing}"
+
+
+PAPER_CONFIGS = ["rna_gan.yaml", "rna_cdm.yaml", "pathgen.yaml", "coherent.yaml"]
+
+
+def _leaves(d, prefix=()):
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, prefix + (k,))
+        elif not isinstance(v, dict):
+            yield prefix + (k,), v
+
+
+def _get(d, path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return KeyError
+        d = d[k]
+    return d
+
+
+def _used_presets(cfg: dict) -> set:
+    """Tiling presets a (merged, validated) config tiles: the default, the metrics preset and
+    each enabled chain's preset(s)."""
+    used = {cfg["tiling"]["default_preset"], cfg["metrics"]["preset"]}
+    for chain in ("rna_gan", "rna_cdm", "coherent"):
+        if cfg[chain].get("enabled", True) and cfg[chain].get("preset"):
+            used.add(cfg[chain]["preset"])
+    if cfg["pathgen"].get("enabled", True):
+        used.update(cfg["pathgen"]["patches"]["presets"])
+    return used
+
+
+def toy_leaks(paper_file: str) -> list[str]:
+    """Keys config/config.yaml (the toy) sets that change the paper run's value when Snakemake
+    merges ``config/<paper_file>`` over it (``--configfile``: nested keys merged, lists
+    replaced): leaves the paper config does not restate whose toy value differs from what the
+    paper config alone (schema defaults filled) gives. Skipped: sections the paper run does not
+    read - the ``toy`` section (sheet cohorts), chains and split schemes it sets
+    ``enabled: false`` (metrics.enabled only drops the standalone metrics targets: its encoder,
+    FID and cell-count settings are still read) and tiling presets no enabled chain tiles."""
+    from snakemake.utils import update_config
+
+    toy = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "config" / paper_file).read_text())
+    alone = validate(copy.deepcopy(paper), SCHEMA_DIR / "config.schema.yaml", paper_file)
+    merged = copy.deepcopy(toy)
+    update_config(merged, copy.deepcopy(paper))
+    merged = validate(merged, SCHEMA_DIR / "config.schema.yaml", f"config.yaml + {paper_file}")
+    presets = _used_presets(merged)
+    leaked = []
+    for path, value in _leaves(toy):
+        if path[0] == "toy" and merged["cohort"]["source"] != "toy":
+            continue
+        if any(_get(paper, path[:i] + ("enabled",)) is False for i in range(1, len(path))
+               if path[:i] != ("metrics",)):
+            continue
+        if path[:2] == ("tiling", "presets") and path[2] not in presets:
+            continue
+        if _get(paper, path) is KeyError and _get(alone, path) != value:
+            leaked.append(".".join(path))
+    return leaked
+
+
+@pytest.mark.parametrize("paper_file", [
+    pytest.param(f, marks=pytest.mark.xfail(reason="config/pathgen.yaml is another engineer's (2026-12-06): it "
+                 "leaves tiling, metrics, expression.reference/omics, pathgen.model.beta_start/beta_end/dropout "
+                 "and the whole coherent section (coherent.enabled not false) at the toy's values", strict=False))
+    if f == "pathgen.yaml" else f for f in PAPER_CONFIGS])
+def test_paper_config_restates_every_toy_value_its_run_reads(paper_file):
+    """Each paper config claims to restate every key the toy config sets; a key it misses keeps
+    the toy value in the merged real-data config (e.g. a 32 px SR crop, raw tiles)."""
+    leaked = toy_leaks(paper_file)
+    assert not leaked, f"config/{paper_file} must restate these toy values of config/config.yaml: {leaked}"
+
+
+def test_toy_leak_check_can_fail(monkeypatch):
+    """The check above names a key the paper config drops (here rna_cdm.train.steps)."""
+    real = yaml.safe_load
+    def drop_steps(text):
+        d = real(text)
+        if isinstance(d, dict) and d.get("run_name") == "tcga_rna_cdm":
+            del d["rna_cdm"]["train"]["steps"]
+        return d
+    monkeypatch.setattr(yaml, "safe_load", drop_steps)
+    assert "rna_cdm.train.steps" in toy_leaks("rna_cdm.yaml")

@@ -410,7 +410,11 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     update_config(cfg, yaml.safe_load((REPO / "config" / "rna_cdm.yaml").read_text()))
-    rc = validate(cfg, SCHEMA_DIR / "config.schema.yaml")["rna_cdm"]
+    merged = validate(cfg, SCHEMA_DIR / "config.schema.yaml")
+    rc = merged["rna_cdm"]
+    # toy values that once leaked through the merge (32 px SR crops, raw tiles, 4 SR-fidelity tiles)
+    assert (rc["train"]["sr_crop"], rc["evaluate"]["sr_fidelity_tiles"]) == (None, 16)
+    assert merged["tiling"]["presets"]["tile256"]["format"] == "jpeg"
     assert (rc["base_unet"]["image_size"], rc["base_unet"]["dim"], rc["sr_unet"]["image_size"], rc["sr_unet"]["dim"]) \
         == (64, 256, 256, 128)
     assert (rc["train"]["lr"], rc["train"]["batch_size"], rc["train"]["steps"], rc["train"]["gpus"]) == (1e-4, 64, 79000, 4)
