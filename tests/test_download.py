@@ -314,6 +314,11 @@ def test_gdc_clinical_table(tmp_path):
     assert t.loc["TCGA-05-4249", "event"] == 1 and t.loc["TCGA-05-4249", "survival_time"] == 1523
     assert t.loc["TCGA-05-4244", "event"] == 0 and t.loc["TCGA-05-4244", "stage"] == "Stage IV"
     assert t.loc["TCGA-05-4244", "grade"] == ""  # "Not Reported" is missing, not a grade
+    # "GX" (grade cannot be assessed) / "Not Applicable" are missing too, not a grade above G4
+    for raw, want in (("GX", ""), ("Not Applicable", ""), ("unknown", ""), ("G4", "G4"), ("G2", "G2")):
+        c = json.loads(json.dumps(cases[0]))
+        c["diagnoses"] = [{**(c.get("diagnoses") or [{}])[0], "tumor_grade": raw}]
+        assert gdc.clinical_table([c]).grade.iloc[0] == want, raw
     assert t.loc["TCGA-AA-3517", "sex"] == "female" and abs(t.loc["TCGA-AA-3517", "age"] - 54.27) < 0.01
 
 

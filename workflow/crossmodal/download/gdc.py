@@ -174,7 +174,7 @@ def clinical_table(cases: list[dict]) -> pd.DataFrame:
         age = dx.get("age_at_diagnosis")
         recs.append({
             "patient": c.get("submitter_id", ""), "project": (c.get("project") or {}).get("project_id", ""),
-            "grade": _na(dx.get("tumor_grade")), "stage": _na(dx.get("ajcc_pathologic_stage")),
+            "grade": _grade(dx.get("tumor_grade")), "stage": _na(dx.get("ajcc_pathologic_stage")),
             "survival_time": t if t is not None else float("nan"), "event": int(dead) if demo.get("vital_status") else "",
             "age": round(age / 365.25, 2) if isinstance(age, (int, float)) else float("nan"),
             "sex": (demo.get("gender") or "").lower(),
@@ -185,6 +185,16 @@ def clinical_table(cases: list[dict]) -> pd.DataFrame:
 
 def _na(v):
     return "" if v in (None, "Not Reported", "not reported", "Unknown", "unknown", "--") else v
+
+
+# GDC tumor_grade values that say the grade is unknown: "GX" is "grade cannot be assessed" (AJCC),
+# not a grade above G4
+NOT_A_GRADE = frozenset({"", "gx", "unknown", "not reported", "not applicable", "not allowed to collect", "--"})
+
+
+def _grade(v):
+    """GDC ``tumor_grade`` -> the grade, or "" when it is missing or not assessable (GX, Not Applicable)."""
+    return "" if v is None or str(v).strip().lower() in NOT_A_GRADE else v
 
 
 def sample_sheet(manifest: pd.DataFrame, raw_path, dataset: str) -> pd.DataFrame:

@@ -169,8 +169,13 @@ def prepare(samples: pd.DataFrame, counts: pd.DataFrame, clinical: pd.DataFrame,
             why = "no slide embedding"
         elif embeddings[s]["n"] == 0:
             why = "no tissue patch"
-        elif pd.isna(clin.at[pat, "grade"]) or pd.isna(clin.at[pat, "survival_time"]):
-            why = "grade or survival missing"
+        elif pd.isna(clin.at[pat, "survival_time"]):
+            why = "survival missing"
+        elif not is_grade(clin.at[pat, "grade"]):
+            # GX / Not Applicable / Unknown: no grade label.  MCAT_GR trains both heads on every
+            # case, so the case is excluded (listed in prepare_qc.json), not kept for survival only
+            why = f"grade missing or not assessable ({clin.at[pat, 'grade']!r})" if not pd.isna(
+                clin.at[pat, "grade"]) else "grade missing"
         if why:
             excluded.append({"sample": s, "reason": why})
             continue
@@ -181,6 +186,10 @@ def prepare(samples: pd.DataFrame, counts: pd.DataFrame, clinical: pd.DataFrame,
                      "sex": str(c.get("sex", "unknown")), "level": int(embeddings[s]["magnification"]),
                      "n_patches": int(embeddings[s]["n"])})
     if excluded:
+        n_grade = sum(e["reason"].startswith("grade") for e in excluded)
+        if n_grade:
+            log.warning("pathgen: %d case(s) without an assessable grade (missing, GX, Not Applicable, "
+                        "Unknown) excluded", n_grade)
         log.warning("pathgen: %d case(s) excluded: %s", len(excluded),
                     "; ".join(f"{e['sample']} ({e['reason']})" for e in excluded[:10]))
     cases = pd.DataFrame(rows).set_index("sample", drop=False)
@@ -197,10 +206,21 @@ def prepare(samples: pd.DataFrame, counts: pd.DataFrame, clinical: pd.DataFrame,
     scaler = fit_scaler(logx.loc[train.index])
     z, _ = apply_scaler(logx, scaler)
     meta = cases[["patient", "split"]].assign(source="real", n_draws=0)
-    qc = {"n_cases": int(len(cases)), "excluded": excluded, "grades": grades,
+    qc = {"n_cases": int(len(cases)), "excluded": excluded,
+          "n_excluded_no_grade": sum(e["reason"].startswith("grade") for e in excluded), "grades": grades,
           "time_bin_edges": [float(e) for e in edges], "groups": gqc,
           "splits": cases.split.value_counts().to_dict(), "scaler": f"training split ({len(train)} cases)"}
     return cases.reset_index(drop=True), genes, z, meta, qc
+
+
+NOT_A_GRADE = frozenset({"", "gx", "x", "unknown", "not reported", "not applicable", "not allowed to collect",
+                         "--", "nan", "na", "n/a"})
+
+
+def is_grade(g) -> bool:
+    """False for a missing grade and for the GDC values meaning "not assessable" (GX, Unknown,
+    Not Applicable, ...): those are no grade label, not a grade above the highest."""
+    return not pd.isna(g) and str(g).strip().lower() not in NOT_A_GRADE
 
 
 def _grade_key(g: str):
