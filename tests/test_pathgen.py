@@ -65,6 +65,30 @@ def test_case_splits_divide_only_the_test_patients_into_calibration_and_test():
 
 
 # ----------------------------------------------------------------------------- hand-over format
+def test_gx_and_not_applicable_grades_are_missing_not_a_fifth_grade(caplog):
+    """GDC "GX" (grade cannot be assessed), "Not Applicable", "Unknown": the case is excluded and
+    counted, the grade labels stay G2 < G3 < G4 (no grade above G4)."""
+    import logging
+
+    scheme = _scheme(20)
+    sp = pc.case_splits(scheme, list(scheme["sample"]), calibration_fraction=0.5, seed=0)
+    rng = np.random.default_rng(0)
+    genes = ["A", "B", "C"]
+    counts = pd.DataFrame(rng.poisson(20, (20, 3)), index=scheme["sample"], columns=genes)
+    grades = ["G2", "G3", "G4", "GX", "Not Applicable", "unknown"] + ["G2", "G3", "G4"] * 5
+    clinical = pd.DataFrame({"patient": scheme.patient, "grade": grades[:20], "survival_time": 100.0 + np.arange(20),
+                             "event": np.arange(20) % 2, "age": 50.0, "sex": "female"})
+    groups = pd.DataFrame({"gene": genes, "group": ["g1", "g1", "g2"]})
+    emb = {s: {"n": 4, "level": 0, "magnification": 1} for s in scheme["sample"]}
+    with caplog.at_level(logging.WARNING):
+        cases, *_, qc = pc.prepare(sp, counts, clinical, groups, emb, sp, n_bins=2)
+    assert qc["grades"] == ["G2", "G3", "G4"] and sorted(cases.grade.unique()) == [0, 1, 2]
+    assert len(cases) == 17 and qc["n_excluded_no_grade"] == 3
+    assert not cases.patient.isin(["P003", "P004", "P005"]).any()
+    assert "3 case(s) without an assessable grade" in caplog.text
+    assert not pc.is_grade("GX") and not pc.is_grade(np.nan) and pc.is_grade("G4") and pc.is_grade("IV")
+
+
 def test_expression_file_round_trip_and_errors(tmp_path):
     genes = pd.DataFrame({"gene": ["A", "B", "C"], "group": ["g1", "g1", "g2"]})
     vals = pd.DataFrame(np.arange(6, dtype=float).reshape(2, 3), index=["s1", "s2"], columns=["C", "A", "B"])
@@ -251,8 +275,9 @@ def test_mcat_gr_uses_expression_signal_wsi_only_cannot_see():
     time = np.exp(2 - z + 0.3 * rng.normal(size=n)) * 100
     bins = np.digitize(time, np.quantile(time, [0.25, 0.5, 0.75]))
     idx = [f"s{i}" for i in range(n)]
-    cases = pd.DataFrame({"sample": idx, "split": ["train"] * 45 + ["val"] * 5 + ["test"] * 20, "grade": grade,
-                          "time_bin": bins, "censored": 0, "event": 1, "survival_time": time}, index=idx)
+    cases = pd.DataFrame({"sample": idx, "patient": idx, "split": ["train"] * 45 + ["val"] * 5 + ["test"] * 20,
+                          "grade": grade, "time_bin": bins, "censored": 0, "event": 1, "survival_time": time},
+                         index=idx)
     expr = pd.DataFrame(np.c_[z, -z, z] + 0.1 * rng.normal(size=(n, 3)), index=idx)
     bags = {s: torch.randn(4, 6) for s in idx}  # uninformative slides
     hp = {"n_bins": 4, "d_model": 16, "n_heads": 2, "dropout": 0.0, "lr": 2e-3, "weight_decay": 0.0,
@@ -265,9 +290,87 @@ def test_mcat_gr_uses_expression_signal_wsi_only_cannot_see():
     t = table.set_index("run")
     assert t.loc["real", "c_index"] > 0.7
     assert t.loc["real", "c_index"] > t.loc["wsi", "c_index"] + 0.15
-    assert len(tests) == 2
-    c_test = tests[tests.label.str.startswith("c_index")].iloc[0]
-    assert c_test.p_value < 0.05
+    assert len(tests) == 4  # rank-sum on per-patient scores + paired bootstrap, grading and survival
+    c_test = tests[tests.label.str.startswith("concordance share")].iloc[0]
+    assert c_test.test == "wilcoxon_ranksum" and c_test.n_x == 20 and c_test.p_value < 0.05
+
+
+def _eval_cases(n_test=30, seed=0, two_slides=None):
+    rng = np.random.default_rng(seed)
+    pts = [f"p{i}" for i in range(n_test)]
+    cases = pd.DataFrame({"sample": pts, "patient": pts, "split": "test", "grade": rng.integers(0, 3, n_test),
+                          "time_bin": 0, "censored": 0, "event": rng.integers(0, 2, n_test),
+                          "survival_time": rng.uniform(1, 100, n_test)})
+    cases.loc[0, "event"] = 1
+    def pred(noise_seed):
+        r = np.random.default_rng(noise_seed)
+        pr = r.dirichlet(np.ones(3), n_test)
+        return pd.DataFrame({"sample": pts, "split": "test", "expression": "none", "risk": r.normal(size=n_test),
+                             **{f"p_grade_{k}": pr[:, k] for k in range(3)}})
+    return cases, pred
+
+
+def test_run_comparison_p_values_do_not_depend_on_n_boot():
+    """The rank-sum tests rank per-patient scores, so n_boot changes only the bootstrap sd and the
+    paired-bootstrap p-value's Monte-Carlo error; two identical runs are never 'significant'."""
+    from crossmodal.pathgen import predict
+
+    cases, pred = _eval_cases()
+    a, b = pred(1), pred(2)
+    _, t50 = predict.evaluate(cases, {"wsi": a, "real": b}, n_boot=50, seed=0)
+    _, t2000 = predict.evaluate(cases, {"wsi": a, "real": b}, n_boot=2000, seed=0)
+    rs50, rs2000 = (t[t.test == "wilcoxon_ranksum"].p_value.to_numpy() for t in (t50, t2000))
+    np.testing.assert_allclose(rs50, rs2000)
+    assert (t50[t50.test == "wilcoxon_ranksum"].n_x <= 30).all()
+    bs = t2000[t2000.test == "paired_bootstrap"].p_value
+    assert ((bs >= 0) & (bs <= 1)).all()
+    _, same = predict.evaluate(cases, {"wsi": a, "real": a.copy()}, n_boot=500, seed=0)
+    assert (same.p_value > 0.9).all()
+    # independent random predictions of equal (no) skill: the rank-sum p-values are ~uniform
+    ps = []
+    for k in range(40):
+        c, pr = _eval_cases(seed=100 + k)
+        _, tt = predict.evaluate(c, {"wsi": pr(2 * k + 1), "real": pr(2 * k + 2)}, n_boot=10, seed=0)
+        ps.append(tt[tt.test == "wilcoxon_ranksum"].p_value.iloc[0])
+    ps = np.array(ps)
+    assert 0.3 < ps.mean() < 0.7 and (ps < 0.05).mean() <= 0.15
+
+
+def test_prediction_metrics_are_per_patient_not_per_slide():
+    """A patient with two slides counts once: its slides' predictions are averaged."""
+    from crossmodal.pathgen import predict
+
+    cases, pred = _eval_cases(n_test=10)
+    p = pred(1)
+    extra_case = cases.iloc[[0]].assign(sample="p0-slide2")
+    c2 = pd.concat([cases, extra_case], ignore_index=True)
+    extra = p.iloc[[0]].assign(sample="p0-slide2", risk=p.risk.iloc[0] + 2.0)
+    p2 = pd.concat([p, extra], ignore_index=True)
+    tab, _ = predict.evaluate(c2, {"wsi": p2}, n_boot=5, seed=0)
+    assert tab.n_test.iloc[0] == 10 and tab.n_test_slides.iloc[0] == 11
+    cpp, ppp = predict.per_patient(c2, p2)
+    assert len(cpp) == 10 and cpp.loc["p0", "n_slides"] == 2
+    assert ppp.loc["p0", "risk"] == pytest.approx(p.risk.iloc[0] + 1.0)
+    ref = p.set_index("sample").loc[list(cpp.index)].assign(risk=ppp.risk.to_numpy())
+    assert tab.c_index.iloc[0] == pytest.approx(predict.cindex(cpp.event, cpp.survival_time, ref.risk))
+    bad = c2.copy()
+    bad.loc[10, "grade"] = (bad.loc[0, "grade"] + 1) % 3
+    with pytest.raises(ValueError, match="different 'grade'"):
+        predict.per_patient(bad)
+
+
+def test_concordance_contributions_average_to_harrell():
+    from crossmodal.pathgen import predict
+
+    rng = np.random.default_rng(3)
+    ev, t, r = rng.integers(0, 2, 25), rng.uniform(1, 50, 25), rng.normal(size=25)
+    ev[0] = 1
+    cc = predict.concordance_contributions(ev, t, r)
+    e = ev.astype(bool)
+    comp = e[:, None] & (t[:, None] < t[None, :])
+    n = comp.sum(1) + comp.sum(0)
+    ok = ~np.isnan(cc)
+    assert np.sum(cc[ok] * n[ok]) / n[ok].sum() == pytest.approx(predict.cindex(ev, t, r))
 
 
 # ----------------------------------------------------------------------------- conformal

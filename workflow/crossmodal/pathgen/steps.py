@@ -178,7 +178,8 @@ def train_mcat_gr(inputs, outputs, params, *, threads=1, log=None):
 
 @step("evaluate_mcat_gr")
 def evaluate_mcat_gr(inputs, outputs, params, *, threads=1, log=None):
-    """Test AUC / C-index of the three runs (each with its own kind of expression) + rank-sum tests."""
+    """Test AUC / C-index of the three runs (per patient, each with its own kind of expression), rank-sum
+    tests on per-patient scores and paired-bootstrap tests of the differences."""
     from crossmodal.pathgen import predict
     from crossmodal.pathgen.cases import read_cases
 
