@@ -146,3 +146,36 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     for p, q in zip(full.G.parameters(), resumed.G.parameters()):
         assert torch.allclose(p, q)
     assert len(rows_res) == 3 and np.array_equal(snaps_full, snaps_res)
+
+
+def test_wgangp_trains_generates_and_checkpoints_on_the_requested_device(tmp_path):
+    from crossmodal.rna_gan.generators import load_generator, save_model
+
+    tiles, lat = _coloured_tiles(4)
+    m = gan.WGANGP("rna_gan", 8, 16, ngf=4, ndf=4, seed=0, device="cpu")
+    assert m.device == torch.device("cpu")
+    assert {p.device for p in list(m.G.parameters()) + list(m.D.parameters())} == {torch.device("cpu")}
+    rows, snaps = gan.fit(m, lambda b: (tiles[b], lat[b]), len(tiles), epochs=1, batch_size=4, seed=0,
+                          snapshot_latents=lat, n_snapshot=2, progress=False)
+    assert len(rows) == 1 and isinstance(snaps, np.ndarray) and snaps.shape == (1, 2, 16, 16, 3)
+    state = m.state_dict()
+    assert all(v.device.type == "cpu" for v in state["G"].values())
+    save_model(m, tmp_path / "g.pt", {})
+    cfg = {"ngf": 4, "ndf": 4, "noise_std": 0.1, "noise_clip": 0.3}
+    g = load_generator(tmp_path / "g.pt", cfg, device="cpu")
+    z = torch.as_tensor(lat[:3])
+    assert np.array_equal(g.generate(3, z, seed=1), m.generate(3, z, seed=1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+def test_cuda_without_cuda_is_a_clear_error_and_auto_falls_back_to_cpu():
+    from crossmodal.rna_gan.generators import step_device
+
+    # the project's convention (crossmodal.metrics.image.resolve_device): "cuda" without CUDA
+    # is refused with a message naming the setting, "auto" means cpu
+    with pytest.raises(RuntimeError, match="cuda requested"):
+        gan.WGANGP("gan", 8, 16, ngf=4, ndf=4, device="cuda")
+    with pytest.raises(RuntimeError, match="cuda requested"):
+        step_device({"device": "cuda"})
+    assert step_device({"device": "auto"}) == "cpu" and step_device({}) == "cpu"
+    assert gan.WGANGP("gan", 8, 16, ngf=4, ndf=4, device="auto").device == torch.device("cpu")

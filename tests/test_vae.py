@@ -135,3 +135,27 @@ def test_model_settings_and_sample_selection():
 
 def test_silhouette_needs_two_labels():
     assert math.isnan(vae.silhouette_by(np.zeros((3, 2)), ["a", "a", "a"]))
+
+
+def test_fit_on_the_requested_device_saves_cpu_tensors(tmp_path):
+    x, _ = planted(n_per=20)
+    s = vae.VAESettings(hidden=[16], latent=4, lr=1e-2, batch_size=8, max_epochs=3, warmup_epochs=1, patience=5)
+    a, _ = vae.fit(x[:30], x[30:], s, seed=3, progress=False, device="cpu")
+    b, _ = vae.fit(x[:30], x[30:], s, seed=3, progress=False)  # the default stays cpu (RNA-CDM, coherent)
+    assert {p.device.type for p in a.parameters()} == {"cpu"}
+    assert np.allclose(vae.encode(a, x), vae.encode(b, x))
+    vae.save(a, tmp_path / "m.pt", [f"g{i}" for i in range(x.shape[1])])
+    state = torch.load(tmp_path / "m.pt", weights_only=False)["state"]  # no map_location: as saved
+    assert state and all(v.device.type == "cpu" for v in state.values())
+    m, _, _ = vae.load(tmp_path / "m.pt")
+    assert np.allclose(vae.encode(m, x), vae.encode(a, x))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+def test_cuda_without_cuda_is_refused_and_auto_means_cpu():
+    x, _ = planted(n_per=10)
+    s = vae.VAESettings(hidden=[8], latent=2, lr=1e-2, batch_size=8, max_epochs=1, warmup_epochs=0, patience=5)
+    with pytest.raises(RuntimeError, match="cuda requested"):
+        vae.fit(x[:15], x[15:], s, progress=False, device="cuda")
+    m, _ = vae.fit(x[:15], x[15:], s, progress=False, device="auto")
+    assert {p.device.type for p in m.parameters()} == {"cpu"}

@@ -91,6 +91,7 @@ rule train_rna_gan_generator:
         gan=RG["gan"],
         seed=config["seed"],
         checkpoints=lambda w: f"results/rna_gan/gan/{w.tissue}/{w.variant}/checkpoints",
+        device=config["device"],
     script:
         "../scripts/train_tile_gan.py"
 
@@ -110,6 +111,8 @@ rule generate_rna_gan_tiles:
         variant="gan|rna_gan|control",
     conda:
         "../../envs/torch.yaml"
+    resources:
+        gpu=gpu_request(config, 1),
     params:
         tissue=lambda w: w.tissue,
         variant=lambda w: w.variant,
@@ -118,6 +121,7 @@ rule generate_rna_gan_tiles:
         tiles_per_patient=RG["generate"]["tiles_per_patient"],
         # the patients whose real tiles are the FID reference (evaluate_rna_gan_generators)
         splits=RG["features"]["real_splits"],
+        device=config["device"],
     script:
         "../scripts/generate_tiles.py"
 
@@ -136,6 +140,8 @@ rule generate_rna_gan_external_tiles:
         "benchmarks/generate_rna_gan_external_tiles/all.tsv"
     conda:
         "../../envs/torch.yaml"
+    resources:
+        gpu=gpu_request(config, 1),
     params:
         tissues=RG["tissues"],
         cohorts=lambda w: rg.external_cohorts(config),
@@ -143,6 +149,7 @@ rule generate_rna_gan_external_tiles:
         gan=RG["gan"],
         seed=config["seed"],
         tiles_per_tissue=RG["generate"]["external_tiles_per_tissue"],
+        device=config["device"],
     script:
         "../scripts/generate_external_tiles.py"
 
@@ -262,11 +269,14 @@ rule generate_rna_gan_pretraining_tiles:
         "benchmarks/generate_rna_gan_pretraining_tiles/all.tsv"
     conda:
         "../../envs/torch.yaml"
+    resources:
+        gpu=gpu_request(config, 1),
     params:
         tissues=RG["tissues"],
         gan=RG["gan"],
         n_tiles=RG["simclr"]["n_tiles"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/generate_pretraining_tiles.py"
 

@@ -35,6 +35,7 @@ rule train_vae:
     params:
         vae=lambda w: vae_lib.model_settings(config, w.paper, w.model),
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_vae.py"
 

@@ -113,36 +113,65 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
+def _resolve(device) -> torch.device:
+    from crossmodal.metrics.image import resolve_device
+
+    return torch.device(resolve_device(str(device)))
+
+
+def cpu_state(state: dict) -> dict:
+    """A copy of a (nested) state dict with every tensor on the CPU (loadable without CUDA)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: cpu_state(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cpu_state(v) for v in state)
+    return state
+
+
 class WGANGP:
-    """One generator + critic pair with the paper's optimisers; ``step`` trains on one batch."""
+    """One generator + critic pair with the paper's optimisers; ``step`` trains on one batch.
+
+    ``device`` ("cpu", "cuda", "auto" = cuda when available; see
+    :func:`crossmodal.metrics.image.resolve_device`, which refuses "cuda" without CUDA) holds
+    both networks; batches and latents are moved to it.  The generator inputs (noise) are drawn
+    on the CPU from the model's seeded stream and then moved, so they do not depend on the device.
+    """
 
     def __init__(self, variant: str, nz: int, image_size: int, *, ngf=64, ndf=64, lr_g=1e-3, lr_d=4e-3,
-                 betas=(0.5, 0.999), gp_lambda=10.0, n_critic=1, noise_std=0.1, noise_clip=0.3, seed=0):
+                 betas=(0.5, 0.999), gp_lambda=10.0, n_critic=1, noise_std=0.1, noise_clip=0.3, seed=0,
+                 device="cpu"):
         if variant not in VARIANTS:
             raise ValueError(f"unknown GAN variant {variant!r}; known: {', '.join(VARIANTS)}")
+        self.device = _resolve(device)
         torch.manual_seed(seed)
         self.variant, self.nz, self.image_size = variant, nz, image_size
         self.gp_lambda, self.n_critic = gp_lambda, n_critic
         self.noise_std, self.noise_clip = noise_std, noise_clip
-        self.G = Generator(nz, image_size, ngf)
-        self.D = Critic(image_size, ndf)
+        self.G = Generator(nz, image_size, ngf).to(self.device)
+        self.D = Critic(image_size, ndf).to(self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=tuple(betas))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=tuple(betas))
         self.gen = torch.Generator().manual_seed(seed + 1)
         self.steps = 0
 
     def inputs(self, n: int, latents: torch.Tensor | None) -> torch.Tensor:
-        return generator_input(self.variant, n, self.nz, latents, noise_std=self.noise_std,
-                               noise_clip=self.noise_clip, generator=self.gen)
+        """Generator inputs for ``n`` tiles, on the model's device (drawn on the CPU)."""
+        lat = latents.detach().cpu() if latents is not None else None
+        return generator_input(self.variant, n, self.nz, lat, noise_std=self.noise_std,
+                               noise_clip=self.noise_clip, generator=self.gen).to(self.device)
 
     def step(self, real: torch.Tensor, latents: torch.Tensor | None = None) -> dict:
-        """One critic update (and a generator update every ``n_critic`` steps)."""
+        """One critic update (and a generator update every ``n_critic`` steps); ``real`` and
+        ``latents`` may live on any device (they are moved to the model's)."""
         n = len(real)
+        real = real.to(self.device)
         self.G.train(); self.D.train()
         with torch.no_grad():
             fake = self.G(self.inputs(n, latents))
         d_real, d_fake = self.D(real).mean(), self.D(fake).mean()
-        gp = gradient_penalty(self.D, real, fake, self.gen)
+        gp = gradient_penalty(self.D, real, fake, self.gen)  # eps drawn on the CPU, moved to real's device
         loss_d = d_fake - d_real + self.gp_lambda * gp  # Equation 3
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -166,17 +195,20 @@ class WGANGP:
         out = []
         for i in range(0, n, batch_size):
             m = min(batch_size, n - i)
-            lat = latents[i:i + m] if latents is not None else None
+            lat = latents[i:i + m].detach().cpu() if latents is not None else None
             z = generator_input(self.variant, m, self.nz, lat, noise_std=self.noise_std,
                                 noise_clip=self.noise_clip, generator=gen)
-            out.append(to_uint8(self.G(z)))
+            out.append(to_uint8(self.G(z.to(self.device))))  # to_uint8 returns CPU numpy
         return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
 
     def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "gen": self.gen.get_state(), "steps": self.steps}
+        """Every tensor on the CPU, so a checkpoint written on a GPU loads anywhere."""
+        return cpu_state({"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+                          "opt_d": self.opt_d.state_dict(), "gen": self.gen.get_state(), "steps": self.steps})
 
     def load_state_dict(self, s: dict) -> None:
+        """Load a :meth:`state_dict` (from any device) onto this model's device (the optimisers
+        cast their state to their parameters' device)."""
         self.G.load_state_dict(s["G"]); self.D.load_state_dict(s["D"])
         self.opt_g.load_state_dict(s["opt_g"]); self.opt_d.load_state_dict(s["opt_d"])
         self.gen.set_state(s["gen"]); self.steps = s["steps"]
@@ -251,8 +283,10 @@ def fit(model: WGANGP, get_batch, n: int, *, epochs: int, batch_size: int, seed:
     resumed from a checkpoint sees the same batches).  ``run`` is an optional
     :class:`crossmodal.training.ResumableRun` (checkpoints; SIGTERM -> save and exit 75).
 
+    Batches are moved to ``model.device`` before augmentation; latents and snapshot inputs too.
+
     Returns (history rows, snapshots (epochs, n_snapshot, H, W, 3)): tiles generated after
-    each epoch from the same fixed inputs (for Figure 5).
+    each epoch from the same fixed inputs (for Figure 5), as CPU uint8 arrays.
     """
     from tqdm.auto import tqdm
 
@@ -272,7 +306,7 @@ def fit(model: WGANGP, get_batch, n: int, *, epochs: int, batch_size: int, seed:
         pick = torch.randint(len(snapshot_latents), (n_snapshot,), generator=snap_gen)
         snap_lat = torch.as_tensor(np.asarray(snapshot_latents, np.float32))[pick]
     snap_z = generator_input(model.variant, n_snapshot, model.nz, snap_lat, noise_std=model.noise_std,
-                             noise_clip=model.noise_clip, generator=snap_gen)
+                             noise_clip=model.noise_clip, generator=snap_gen).to(model.device)
     hist = _History()
     aug_gen = torch.Generator()
     objects = {"model": model, "history": hist}
@@ -286,8 +320,8 @@ def fit(model: WGANGP, get_batch, n: int, *, epochs: int, batch_size: int, seed:
         idx = step_batch(epoch * (n // bs) + k, n=n, batch_size=bs, seed=seed)
         tiles, lat = get_batch(idx)
         aug_gen.manual_seed(seed * 1_000_003 + s)  # per-step augmentation stream (resume-safe)
-        real = augment(resize(to_float(tiles), model.image_size), aug_gen, jitter)
-        lat_t = torch.as_tensor(np.asarray(lat, np.float32)) if model.variant == "rna_gan" else None
+        real = augment(resize(to_float(tiles).to(model.device), model.image_size), aug_gen, jitter)
+        lat_t = torch.as_tensor(np.asarray(lat, np.float32)) if model.variant == "rna_gan" else None  # moved in step
         out = model.step(real, lat_t)
         for key, v in out.items():
             agg.setdefault(key, []).append(v)

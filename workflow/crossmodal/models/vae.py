@@ -15,7 +15,6 @@ uses β = 0.0005 and input dropout, which we expose as settings but do not use b
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -118,11 +117,16 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None):
         yield b
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def evaluate(model: BetaVAE, x: np.ndarray | torch.Tensor, beta: float, batch_size: int = 512) -> dict:
-    """Loss terms and reconstruction errors (from μ, eval mode) on ``x``."""
+    """Loss terms and reconstruction errors (from μ, eval mode) on ``x`` (computed on the
+    model's device)."""
     model.eval()
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(_model_device(model))
     tot = rec = kl = se = ae = 0.0
     for b in _batches(len(x), batch_size, None):
         xb = x[b]
@@ -138,11 +142,17 @@ def evaluate(model: BetaVAE, x: np.ndarray | torch.Tensor, beta: float, batch_si
 
 
 def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: int = 0,
-        progress: bool = True) -> tuple[BetaVAE, pd.DataFrame]:
+        progress: bool = True, device="cpu") -> tuple[BetaVAE, pd.DataFrame]:
     """Train a β-VAE; returns the model at the best validation loss and the per-epoch history.
 
-    Early stopping: stop after ``patience`` epochs without a lower validation loss.
+    Early stopping: stop after ``patience`` epochs without a lower validation loss.  The model
+    and the data live on ``device`` ("cpu", "cuda", "auto" = cuda when available; "cuda"
+    without CUDA is an error, :func:`crossmodal.metrics.image.resolve_device`); the returned
+    model stays there (:func:`save` writes CPU tensors).
     """
+    from crossmodal.metrics.image import resolve_device
+
+    dev = torch.device(resolve_device(str(device)))
     from tqdm.auto import tqdm
 
     x_train = np.asarray(x_train, dtype=np.float32)
@@ -156,10 +166,10 @@ def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     s = settings
-    model = BetaVAE(x_train.shape[1], s.hidden, s.latent, s.negative_slope, s.input_dropout)
+    model = BetaVAE(x_train.shape[1], s.hidden, s.latent, s.negative_slope, s.input_dropout).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: warmup_cosine(e, s.warmup_epochs, s.max_epochs))
-    xt = torch.from_numpy(x_train)
+    xt = torch.from_numpy(x_train).to(dev)
     best, best_state, since, rows = math.inf, None, 0, []
     bar = tqdm(range(s.max_epochs), desc="β-VAE", disable=not progress, mininterval=2)
     for epoch in bar:
@@ -178,7 +188,8 @@ def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: 
                      "val_rmse": val["rmse"], "lr": opt.param_groups[0]["lr"]})
         bar.set_postfix(train=f"{tl / max(nb, 1):.3g}", val=f"{val['loss']:.3g}")
         if val["loss"] < best - 1e-8:
-            best, best_state, since = val["loss"], copy.deepcopy(model.state_dict()), 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best, since = val["loss"], 0
         else:
             since += 1
             if since >= s.patience:
@@ -192,26 +203,29 @@ def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: 
 
 @torch.no_grad()
 def encode(model: BetaVAE, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Latent means μ(x) (the deterministic code RNA-GAN feeds to its generator)."""
+    """Latent means μ(x) (the deterministic code RNA-GAN feeds to its generator), computed on
+    the model's device, returned as a CPU array."""
     model.eval()
     x = torch.from_numpy(np.array(x, dtype=np.float32))  # a copy: pandas may hand over a read-only view
+    x = x.to(_model_device(model))
     out = [model.encode(x[b])[0] for b in _batches(len(x), batch_size, None)]
-    return torch.cat(out).numpy() if out else np.zeros((0, model.latent), np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, model.latent), np.float32)
 
 
 @torch.no_grad()
 def decode(model: BetaVAE, z: np.ndarray, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    z = torch.as_tensor(np.asarray(z, dtype=np.float32))
+    z = torch.as_tensor(np.asarray(z, dtype=np.float32)).to(_model_device(model))
     out = [model.decode(z[b]) for b in _batches(len(z), batch_size, None)]
-    return torch.cat(out).numpy() if out else np.zeros((0, model.n_genes), np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, model.n_genes), np.float32)
 
 
 def save(model: BetaVAE, path, genes: list[str], extra: dict | None = None) -> None:
     from crossmodal.fileio import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"config": model.config(), "state": model.state_dict(), "genes": list(genes),
+        torch.save({"config": model.config(), "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "genes": list(genes),
                     "extra": extra or {}}, tmp)
 
 
@@ -315,7 +329,7 @@ def _set_threads(threads: int) -> None:
 def train_vae_step(inputs, outputs, params, *, threads=1, log=None):
     """Train a β-VAE on z-scored expression (train split; early stopping on val); write the
     model, per-epoch history and, per split, RMSE / MAE and the silhouette by cohort of the
-    latent means and of the input expression."""
+    latent means and of the input expression.  Trains on params["device"] ("auto" when absent)."""
     from crossmodal.fileio import write_table
 
     _set_threads(threads)
@@ -331,7 +345,7 @@ def train_vae_step(inputs, outputs, params, *, threads=1, log=None):
               ", ".join(f"{s} {len(ix)} samples" for s, ix in part.items()))
     settings = _step_settings(params)
     model, hist = fit(expr.loc[part["train"]].to_numpy(np.float32), expr.loc[part["val"]].to_numpy(np.float32),
-                      settings, seed=int(params["seed"]))
+                      settings, seed=int(params["seed"]), device=params.get("device", "auto"))
     rows = []
     for s, ix in part.items():
         m = evaluate(model, expr.loc[ix].to_numpy(np.float32), settings.beta)

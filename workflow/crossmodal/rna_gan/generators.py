@@ -17,6 +17,14 @@ from crossmodal.steps import step
 log = logging.getLogger(__name__)
 
 
+def step_device(params) -> str:
+    """The torch device of a GAN step: params["device"] ("auto" -> cuda when available, else
+    cpu; "cuda" without CUDA is an error, as everywhere in the project)."""
+    from crossmodal.metrics.image import resolve_device
+
+    return resolve_device(str(params.get("device", "auto")))
+
+
 def epochs_for(gan_cfg: dict, tissue: str, variant: str) -> int:
     return int(gan_cfg.get("tissue_epochs", {}).get(tissue, {}).get(variant, gan_cfg["epochs"][variant]))
 
@@ -41,26 +49,28 @@ def training_tiles(lmdbs: list[str], splits: pd.DataFrame, tissue: str, train_sp
     return ds, idx, ds.labels[idx]
 
 
-def build_model(variant: str, gan_cfg: dict, latent_dim: int, seed: int) -> gan_lib.WGANGP:
+def build_model(variant: str, gan_cfg: dict, latent_dim: int, seed: int, device="cpu") -> gan_lib.WGANGP:
     nz = latent_dim if variant in ("rna_gan", "control") else int(gan_cfg["noise_dim"])
     return gan_lib.WGANGP(variant, nz, int(gan_cfg["image_size"]), ngf=gan_cfg["ngf"], ndf=gan_cfg["ndf"],
                           lr_g=gan_cfg["lr_g"], lr_d=gan_cfg["lr_d"], betas=gan_cfg["betas"],
                           gp_lambda=gan_cfg["gp_lambda"], n_critic=gan_cfg["n_critic"],
-                          noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed)
+                          noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed,
+                          device=device)
 
 
 def save_model(model: gan_lib.WGANGP, path, info: dict) -> None:
     from crossmodal.fileio import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"G": model.G.state_dict(), "variant": model.variant, "nz": model.nz,
+        torch.save({"G": gan_lib.cpu_state(model.G.state_dict()), "variant": model.variant, "nz": model.nz,
                     "image_size": model.image_size, "info": info}, tmp)
 
 
-def load_generator(path, gan_cfg: dict, seed: int = 0) -> gan_lib.WGANGP:
+def load_generator(path, gan_cfg: dict, seed: int = 0, device="cpu") -> gan_lib.WGANGP:
+    """A saved generator (CPU checkpoint) on ``device``, in eval mode."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     m = gan_lib.WGANGP(ck["variant"], ck["nz"], ck["image_size"], ngf=gan_cfg["ngf"], ndf=gan_cfg["ndf"],
-                       noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed)
+                       noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed, device=device)
     m.G.load_state_dict(ck["G"])
     m.G.eval()
     return m
@@ -69,7 +79,8 @@ def load_generator(path, gan_cfg: dict, seed: int = 0) -> gan_lib.WGANGP:
 @step("train_tile_gan")
 def train_tile_gan(inputs, outputs, params, *, threads=1, log=None):
     """Train one tissue's GAN / RNA-GAN / control generator (WGAN-GP) on its training
-    patients' tiles; resumable from checkpoints (exit 75 on SIGTERM, rerun resumes)."""
+    patients' tiles on params["device"]; resumable from checkpoints (exit 75 on SIGTERM,
+    rerun resumes; checkpoints and the saved generator hold CPU tensors)."""
     from crossmodal import training
 
     torch.set_num_threads(max(int(threads), 1))
@@ -85,10 +96,11 @@ def train_tile_gan(inputs, outputs, params, *, threads=1, log=None):
     if missing:
         raise ValueError(f"{inputs['latent']}: no latent code for training sample(s) {', '.join(missing[:5])}")
     tile_lat = lat.loc[samples].to_numpy(np.float32)
-    model = build_model(variant, cfg, lat.shape[1], seed)
+    device = step_device(params)
+    model = build_model(variant, cfg, lat.shape[1], seed, device)
     epochs = epochs_for(cfg, tissue, variant)
-    lg.info("%s %s: %d tiles of %d slides, %d epochs, batch %d, %dx%d px", tissue, variant, len(idx),
-            len(set(samples)), epochs, cfg["batch_size"], cfg["image_size"], cfg["image_size"])
+    lg.info("%s %s: %d tiles of %d slides, %d epochs, batch %d, %dx%d px, on %s", tissue, variant, len(idx),
+            len(set(samples)), epochs, cfg["batch_size"], cfg["image_size"], cfg["image_size"], device)
 
     size = int(cfg["image_size"])
     if len(idx) * size * size * 3 <= int(params.get("cache_bytes", 1 << 30)):
@@ -154,11 +166,11 @@ def generate_tiles(inputs, outputs, params, *, threads=1, log=None):
     """Tiles from a trained generator for the tissue's patients of ``params["splits"]`` (the
     splits whose real tiles are the FID reference, so that generated and real tiles come from
     the same patients; RNA-GAN: from each patient's latent; GAN / control: the same number
-    from noise) into a tile LMDB."""
+    from noise) into a tile LMDB, on params["device"]."""
     torch.set_num_threads(max(int(threads), 1))
     cfg, seed = params["gan"], int(params["seed"])
     tissue, variant = params["tissue"], params["variant"]
-    model = load_generator(inputs["model"], cfg, seed)
+    model = load_generator(inputs["model"], cfg, seed, step_device(params))
     lat = read_latents(inputs["latent"])
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
     which = list(params.get("splits", ["test"]))
@@ -174,7 +186,8 @@ def generate_tiles(inputs, outputs, params, *, threads=1, log=None):
 @step("generate_external_tiles")
 def generate_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     """RNA-GAN tiles from the external cohort's expression (Figure 4D): each external cohort's
-    profiles through the RNA-GAN of its tissue; ``n`` tiles per tissue spread over its samples."""
+    profiles through the RNA-GAN of its tissue; ``n`` tiles per tissue spread over its samples
+    (on params["device"])."""
     torch.set_num_threads(max(int(threads), 1))
     cfg, seed = params["gan"], int(params["seed"])
     cohort_map: dict = params["cohorts"]
@@ -198,7 +211,7 @@ def generate_external_tiles(inputs, outputs, params, *, threads=1, log=None):
                 raise ValueError(f"external cohort {coh} maps to {tissue}, which has no RNA-GAN (tissues: {', '.join(models)})")
             if len(ss) == 0:
                 raise ValueError(f"external cohort {coh}: no samples with expression")
-            model = load_generator(models[tissue], cfg, seed)
+            model = load_generator(models[tissue], cfg, seed, step_device(params))
             counts = np.full(len(ss), per_tissue // len(ss))
             counts[: per_tissue % len(ss)] += 1
             for j, (s, c) in enumerate(zip(ss, counts)):

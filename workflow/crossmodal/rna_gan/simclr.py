@@ -22,8 +22,8 @@ def depth_of(arch: str) -> int:
 @step("generate_pretraining_tiles")
 def generate_pretraining_tiles(inputs, outputs, params, *, threads=1, log=None):
     """``n_tiles`` RNA-GAN tiles split evenly over the tissues, each from the latents of that
-    tissue's patients in turn (the paper's 10,000 tiles, 5,000 per class)."""
-    from crossmodal.rna_gan.generators import load_generator, read_latents, write_generated
+    tissue's patients in turn (the paper's 10,000 tiles, 5,000 per class), on params["device"]."""
+    from crossmodal.rna_gan.generators import load_generator, read_latents, step_device
 
     torch.set_num_threads(max(int(threads), 1))
     cfg, seed, tissues = params["gan"], int(params["seed"]), list(params["tissues"])
@@ -39,7 +39,7 @@ def generate_pretraining_tiles(inputs, outputs, params, *, threads=1, log=None):
             ss = [s for s in splits.index[splits["cohort"] == t] if s in lat.index]
             if not ss:
                 raise ValueError(f"no {t} sample with a latent code in {inputs['latent']}")
-            model = load_generator(mp, cfg, seed)
+            model = load_generator(mp, cfg, seed, step_device(params))
             counts = np.full(len(ss), per // len(ss))
             counts[: per % len(ss)] += 1
             for j, (s, c) in enumerate(zip(ss, counts)):
