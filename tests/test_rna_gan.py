@@ -100,6 +100,82 @@ def test_within_patient_sd_measures_tile_diversity_per_patient():
     assert np.isnan(within_patient_sd(varied[:1], np.array(["a"])))  # one tile: no spread to measure
 
 
+def _tile_lmdbs(tmp_path, n_per: dict, size=8):
+    """One slide LMDB per sample (header names the sample), written with the project's writer;
+    every tile's red channel encodes (sample number, tile number)."""
+    from crossmodal.data import TileWriter
+
+    paths = []
+    for k, (s, n) in enumerate(n_per.items()):
+        p = tmp_path / f"{s}.lmdb"
+        with TileWriter(p, {"sample": s, "mpp": 0.5, "encoding": "png"}) as w:
+            for j in range(n):
+                t = np.zeros((size, size, 3), np.uint8); t[..., 0] = 10 * k; t[..., 1] = j
+                w.add(t, {"sample": s})
+        paths.append(str(p))
+    return paths
+
+
+def _generated_lmdb(tmp_path, n_per: dict, size=8):
+    """One generated LMDB holding the tiles of many patients (sample only in the tile metadata)."""
+    from crossmodal.data import TileWriter
+
+    p = tmp_path / "rna_gan.lmdb"
+    with TileWriter(p, {"mpp": None, "encoding": "png", "tile_size": size}) as w:
+        for s, n in n_per.items():
+            for _ in range(n):
+                w.add(np.zeros((size, size, 3), np.uint8), {"sample": s})
+    return str(p)
+
+
+def test_spread_pick_is_seeded_balanced_and_gives_unused_quota_away():
+    from crossmodal.rna_gan.evaluate import spread_pick
+
+    groups = np.array(["a"] * 50 + ["b"] * 50 + ["c"] * 3, dtype=object)
+    p = spread_pick(groups, 21, seed=0)
+    assert len(p) == 21 and len(set(p)) == 21 and np.array_equal(p, np.sort(p))
+    counts = pd.Series(groups[p]).value_counts()
+    assert counts["c"] == 3 and counts["a"] == counts["b"] == 9  # c's unused share goes to a and b
+    assert np.array_equal(p, spread_pick(groups, 21, seed=0))
+    assert not np.array_equal(p, spread_pick(groups, 21, seed=1))
+    assert np.array_equal(spread_pick(groups, 500, seed=0), np.arange(len(groups)))
+    assert pd.Series(groups[spread_pick(groups, 2, seed=0)]).nunique() == 2  # fewer than groups: distinct ones
+
+
+def test_load_tiles_subset_spans_patients_and_decodes_only_what_it_keeps(tmp_path, monkeypatch):
+    """The FID reference / SimCLR task tiles: at most max_total, spread over the patients (not
+    the first LMDBs), seeded, and no tile outside the subset is decoded."""
+    import crossmodal.data as data
+    from crossmodal.rna_gan.evaluate import load_tiles
+
+    paths = _tile_lmdbs(tmp_path, {"p1": 40, "p2": 40, "p3": 40, "p4": 40})
+    decoded = []
+    real_decode = data.decode_tile
+    monkeypatch.setattr(data, "decode_tile", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    tiles, samples = load_tiles(paths, seed=3, max_total=12)
+    assert len(tiles) == 12 and len(decoded) == 12
+    assert pd.Series(samples).value_counts().to_dict() == {"p1": 3, "p2": 3, "p3": 3, "p4": 3}
+    # the tile pixels belong to the sample reported for them, and the draw is seeded
+    assert all(int(t[0, 0, 0]) == 10 * (int(s[1]) - 1) for t, s in zip(tiles, samples))
+    again, _ = load_tiles(paths, seed=3, max_total=12)
+    other, _ = load_tiles(paths, seed=4, max_total=12)
+    assert np.array_equal(tiles, again) and not np.array_equal(tiles, other)
+    # a generated LMDB (patients only in the tile metadata) is spread over its patients too
+    decoded.clear()
+    _, gs = load_tiles(_generated_lmdb(tmp_path, {"a": 30, "b": 30, "c": 30}), seed=0, max_total=6)
+    assert len(decoded) == 6 and sorted(gs) == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_simclr_task_tiles_are_spread_over_each_cohorts_patients(tmp_path):
+    from crossmodal.rna_gan.simclr import _task_tiles
+
+    paths = _tile_lmdbs(tmp_path, {"g1": 20, "g2": 20, "l1": 20, "l2": 20, "l3": 20})
+    sc = {"g1": "GBM", "g2": "GBM", "l1": "LUAD", "l2": "LUAD", "l3": "LUAD"}
+    x, y, g = _task_tiles(paths, sc, ["GBM", "LUAD"], 12, 8, seed=0)
+    assert len(x) == 12 and (y == 0).sum() == 6 and (y == 1).sum() == 6
+    assert pd.Series(g).value_counts().to_dict() == {"g1": 3, "g2": 3, "l1": 2, "l2": 2, "l3": 2}
+
+
 def test_tiles_are_generated_for_the_fid_reference_patients():
     """generate_rna_gan_tiles generates for the patients whose real tiles are the FID reference
     (config features.real_splits), so both sides of the FID come from the same patients."""

@@ -20,9 +20,57 @@ def _list(v):
     return v if isinstance(v, list) else [v]
 
 
-def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None, seed: int = 0):
-    """All (or at most ``max_per_source`` per LMDB) tiles of ``lmdbs`` as uint8 (n, s, s, 3),
-    resized to ``size``; returns (tiles, sample of each tile)."""
+def tile_samples(ds) -> np.ndarray:
+    """The sample (patient) of every tile of a TileDataset without decoding an image: the
+    LMDB header's ``sample`` where it has one (a slide's tile LMDB), else each tile's metadata
+    (a generated LMDB holds the tiles of many patients)."""
+    out = np.empty(len(ds), dtype=object)
+    for src, h in enumerate(ds.headers):
+        ii = np.flatnonzero(ds.source_index == src)
+        if "sample" in h:
+            out[ii] = str(h["sample"])
+        else:
+            out[ii] = [str(ds.meta(int(i))["sample"]) for i in ii]
+    return out
+
+
+def spread_pick(groups, n: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of at most ``n`` items, spread as evenly over ``groups`` (one label per
+    item, e.g. the patient) as their sizes allow: every group gets the same quota, a group
+    with fewer items gives its share to the others, the remainder goes to groups drawn at
+    random; items within a group are drawn at random.  A pure function of ``seed``."""
+    groups = np.asarray(groups, dtype=object)
+    if n is None or n >= len(groups):
+        return np.arange(len(groups))
+    if n < 0:
+        raise ValueError(f"spread_pick: n must be >= 0, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = list(pd.unique(groups))
+    members = [rng.permutation(np.flatnonzero(groups == g)) for g in labels]
+    sizes = np.array([len(m) for m in members])
+    quota = np.zeros(len(labels), dtype=int)
+    order = rng.permutation(len(labels))  # which groups take the remainder
+    left = n
+    while left > 0:
+        room = [i for i in order if quota[i] < sizes[i]]
+        share = left // len(room)
+        if share == 0:
+            for i in room[:left]:
+                quota[i] += 1
+            break
+        for i in room:
+            add = min(share, sizes[i] - quota[i])
+            quota[i] += add
+            left -= add
+    return np.sort(np.concatenate([m[:q] for m, q in zip(members, quota)]).astype(np.int64))
+
+
+def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None, seed: int = 0,
+               max_total: int | None = None):
+    """Tiles of ``lmdbs`` as uint8 (n, s, s, 3), resized to ``size``; returns (tiles, sample of
+    each tile).  ``max_per_source``: at most that many random tiles per LMDB; ``max_total``: at
+    most that many in all, spread evenly over the patients (:func:`spread_pick`, seeded).  The
+    subset is chosen from the metadata first and only the chosen tiles are decoded."""
     from crossmodal.data import TileDataset
 
     lmdbs = _list(lmdbs)
@@ -37,6 +85,8 @@ def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None
             ii = np.sort(rng.choice(ii, max_per_source, replace=False))
         idx.append(ii)
     idx = np.concatenate(idx)
+    if max_total is not None and len(idx) > max_total:
+        idx = idx[spread_pick(tile_samples(ds)[idx], int(max_total), seed)]
     tiles = np.stack([ds[int(i)] for i in idx]) if len(idx) else np.zeros((0, 1, 1, 3), np.uint8)
     samples = np.array([ds.meta(int(i))["sample"] for i in idx], dtype=object)
     if size is not None:
@@ -125,14 +175,13 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
         if not real_l:
             raise ValueError(f"no real tile LMDB of a {t} patient in splits {real_splits} among "
                              f"{len(_list(inputs['real']))} given")
-        real, real_s = load_tiles(real_l, size, seed=seed)
-        real, real_s = real[:max_tiles], real_s[:max_tiles]
+        # at most max_tiles, spread over the reference patients (only those are decoded)
+        real, real_s = load_tiles(real_l, size, seed=seed, max_total=max_tiles)
         fr = extract_features(real, extractor)
         feats[(t, "real")] = fr
         real_sd = within_patient_sd(real, real_s)
         for j, v in enumerate(variants):
-            fake, fake_s = load_tiles(gen_paths[i * len(variants) + j], size, seed=seed)
-            fake, fake_s = fake[:max_tiles], fake_s[:max_tiles]
+            fake, fake_s = load_tiles(gen_paths[i * len(variants) + j], size, seed=seed, max_total=max_tiles)
             ff = extract_features(fake, extractor)
             feats[(t, v)] = ff
             # diversity of one patient's tiles (GAN / control: the tiles drawn under that patient's

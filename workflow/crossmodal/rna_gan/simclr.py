@@ -70,17 +70,15 @@ def simclr_pretrain(inputs, outputs, params, *, threads=1, log=None):
 def _task_tiles(lmdbs, sample_cohort: dict, cohorts: list[str], n_total: int, size: int, seed: int):
     from crossmodal.rna_gan.evaluate import load_tiles
 
+    """``n_total // len(cohorts)`` real tiles per cohort, spread over its patients (seeded); only
+    the chosen tiles are decoded."""
     per = n_total // len(cohorts)
     xs, ys, gs = [], [], []
-    rng = np.random.default_rng(seed)
     for k, c in enumerate(cohorts):
         ll = [p for p in lmdbs if sample_cohort.get(_sample_of(p)) == c]
         if not ll:
             raise ValueError(f"SimCLR task: no real tile LMDB of cohort {c}")
-        tiles, samples = load_tiles(ll, size, seed=seed)
-        if len(tiles) > per:
-            pick = np.sort(rng.choice(len(tiles), per, replace=False))
-            tiles, samples = tiles[pick], samples[pick]
+        tiles, samples = load_tiles(ll, size, seed=seed, max_total=per)
         xs.append(tiles); ys.append(np.full(len(tiles), k)); gs.append(samples)
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
