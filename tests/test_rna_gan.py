@@ -176,6 +176,32 @@ def test_simclr_task_tiles_are_spread_over_each_cohorts_patients(tmp_path):
     assert pd.Series(g).value_counts().to_dict() == {"g1": 3, "g2": 3, "l1": 2, "l2": 2, "l3": 2}
 
 
+def test_generated_tiles_figure_shows_fig5_at_one_epoch_and_each_generator_at_its_own_last(tmp_path):
+    from crossmodal.rna_gan.evaluate import plot_generated_tiles, tile_rows
+
+    def snaps(epochs, tag):  # tile value = tag + epoch, so the shown epoch can be read back
+        return np.stack([np.full((8, 4, 4, 3), tag + e, np.uint8) for e in range(1, epochs + 1)])
+
+    trained = {("L", "gan"): 30, ("L", "rna_gan"): 11, ("L", "control"): 40}
+    s = {k: snaps(n, 100 * i) for i, (k, n) in enumerate(trained.items())}
+    rows = tile_rows(s, ["L"], ["gan", "rna_gan", "control"], {"L": 11})
+    got = {(r["panel"], r["variant"]): (r["epoch"], int(r["tiles"][0, 0, 0, 0])) for r in rows}
+    assert got[("same epoch (Fig. 5)", "gan")] == (11, 11)
+    assert got[("same epoch (Fig. 5)", "rna_gan")] == (11, 111)
+    assert ("same epoch (Fig. 5)", "control") not in got
+    assert got[("own final epoch (Fig. 4C)", "control")] == (40, 240)  # not RNA-GAN's 11
+    assert got[("own final epoch", "gan")] == (30, 30)
+    with pytest.raises(ValueError, match="L gan: no per-epoch snapshots"):
+        tile_rows({**s, ("L", "gan"): s[("L", "gan")][:0]}, ["L"], ["gan", "rna_gan", "control"], {"L": 11})
+    paths = []
+    for k in trained:
+        paths.append(str(tmp_path / f"{k[1]}.npz"))
+        np.savez_compressed(paths[-1], snapshots=s[k])
+    plot_generated_tiles({"snapshots": paths}, {"figure": str(tmp_path / "fig5.png")},
+                         {"tissues": ["L"], "variants": ["gan", "rna_gan", "control"], "epochs": {"L": 11}})
+    assert (tmp_path / "fig5.png").stat().st_size > 0 and (tmp_path / "fig5.pdf").exists()
+
+
 def test_tiles_are_generated_for_the_fid_reference_patients():
     """generate_rna_gan_tiles generates for the patients whose real tiles are the FID reference
     (config features.real_splits), so both sides of the FID come from the same patients."""

@@ -214,31 +214,55 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
     plt.close(fig)
 
 
+def tile_rows(snapshots: dict, tissues, variants, same_epoch: dict,
+              same_epoch_variants=("gan", "rna_gan")) -> list[dict]:
+    """The rows of the generated-tiles figure, from per-epoch snapshots (epochs, n, H, W, 3) per
+    (tissue, variant): Figure 5 - every variant of ``same_epoch_variants`` at ``same_epoch[tissue]``
+    (RNA-GAN's last epoch, as in the paper), clipped to what was trained; then every variant at
+    its own final epoch (Figure 4C: the noise-only control after all of its training)."""
+    rows = []
+    for t in tissues:
+        for v in variants:
+            if v in same_epoch_variants:
+                s = snapshots[(t, v)]
+                if len(s) == 0:
+                    raise ValueError(f"{t} {v}: no per-epoch snapshots (was the generator trained?)")
+                e = min(int(same_epoch[t]), len(s))
+                rows.append({"panel": "same epoch (Fig. 5)", "tissue": t, "variant": v, "epoch": e,
+                             "trained_epochs": len(s), "tiles": s[e - 1]})
+        for v in variants:
+            s = snapshots[(t, v)]
+            if len(s) == 0:
+                raise ValueError(f"{t} {v}: no per-epoch snapshots (was the generator trained?)")
+            rows.append({"panel": "own final epoch" + (" (Fig. 4C)" if v == "control" else ""), "tissue": t,
+                         "variant": v, "epoch": len(s), "trained_epochs": len(s), "tiles": s[-1]})
+    return rows
+
+
 @step("plot_generated_tiles")
 def plot_generated_tiles(inputs, outputs, params, *, threads=1, log=None):
-    """Figure 5 (tiles of GAN and RNA-GAN after the same number of epochs, per tissue) and
-    Figure 4C (the narrow-noise control's tiles)."""
+    """Figure 5 (tiles of GAN and RNA-GAN after the same number of epochs - RNA-GAN's last - per
+    tissue) and every generator at its own final epoch, among them the narrow-noise control
+    (Figure 4C); each row is labelled with tissue, generator and epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tissues, variants = list(params["tissues"]), list(params["variants"])
-    snaps = dict(zip([(t, v) for t in tissues for v in variants], _list(inputs["snapshots"])))
+    paths = dict(zip([(t, v) for t in tissues for v in variants], _list(inputs["snapshots"])))
+    snaps = {k: np.load(p)["snapshots"] for k, p in paths.items()}
+    rows = tile_rows(snaps, tissues, variants, params["epochs"])
     ncol = 8
-    fig, axes = plt.subplots(len(tissues) * len(variants), 1, figsize=(ncol * 1.1, 1.5 * len(tissues) * len(variants)),
-                             squeeze=False)
-    rows = []
-    for r, (t, v) in enumerate(snaps):
-        s = np.load(snaps[(t, v)])["snapshots"]
-        # the same epoch for every variant of a tissue: RNA-GAN's last epoch (as in the paper)
-        e = min(int(params["epochs"][t]), len(s)) - 1
-        grid = np.concatenate(list(s[e][:ncol]), axis=1)
-        ax = axes[r, 0]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(ncol * 1.1, 1.5 * len(rows)), squeeze=False)
+    for ax, r in zip(axes[:, 0], rows):
+        grid = np.concatenate(list(r["tiles"][:ncol]), axis=1)
         ax.imshow(grid); ax.set_xticks([]); ax.set_yticks([])
-        ax.set_ylabel(f"{t}\n{v}", fontsize=7, rotation=0, ha="right", va="center")
-        rows.append({"tissue": t, "variant": v, "epoch": e + 1})
-    fig.suptitle("Generated tiles at the same training epoch (Fig. 5) and the noise-only control (Fig. 4C)", fontsize=9)
+        ax.set_ylabel(f"{r['tissue']}\n{r['variant']}\nepoch {r['epoch']} of {r['trained_epochs']}",
+                      fontsize=7, rotation=0, ha="right", va="center")
+        ax.set_title(r["panel"], fontsize=7, loc="left")
+    fig.suptitle("Generated tiles: GAN and RNA-GAN at the same epoch (Fig. 5); each generator at its own "
+                 "final epoch, incl. the noise-only control (Fig. 4C)", fontsize=9)
     save_figure(fig, outputs["figure"])
     plt.close(fig)
 
