@@ -112,3 +112,21 @@ def test_paper_configuration_parameter_count():
           f"{(base + sr) / 1e9:.2f} B parameters (paper: 1.8 B)")
     assert cfg["base_unet"]["dim"] == 256 and cfg["sr_unet"]["dim"] == 128
     assert 0.9e9 < base + sr < 2.0e9
+
+
+def test_unet_throughput_benchmark_counts_model_flops_per_tile():
+    """The RNA-CDM throughput benchmark (MFU numerator) counts forward + backward FLOPs of the
+    U-Net that training builds: they grow linearly with the batch, the super-resolution stage
+    at 4x the pixels costs more per tile than the base, and the timing is positive."""
+    from crossmodal.bench import bench_rna_cdm_unet as b
+
+    cfg = b.rna_cdm_section("toy")
+    one = b.measure(cfg, "base", batch=1, steps=1, device="cpu")
+    two = b.measure(cfg, "base", batch=2, steps=1, device="cpu")
+    sr = b.measure(cfg, "sr", batch=1, steps=1, device="cpu")
+    assert one["model_tflop_per_step"] > 0 and one["tiles_per_s"] > 0
+    assert two["model_tflop_per_step"] == pytest.approx(2 * one["model_tflop_per_step"], rel=0.02)
+    assert sr["model_tflop_per_step"] > one["model_tflop_per_step"]
+    assert b.peak_tflops("NVIDIA A100-SXM4-40GB") == 312.0 and b.peak_tflops("cpu") is None
+    with pytest.raises(ValueError, match="--size"):
+        b.rna_cdm_section("huge")
