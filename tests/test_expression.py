@@ -250,6 +250,25 @@ def test_external_missing_genes_zero_after_zscore_and_reported():
     assert qc["missing_genes"] == ["G2", "G4"] and qc["n_genes_dropped_not_in_scaler"] == 1
 
 
+def test_external_missing_genes_as_zero_counts_as_the_papers_did():
+    """RNA-CDM Methods: missing genes "set to 0. Then, data was log-transformed and normalized":
+    the count is 0, so the z-score is (log2(1) - mean) / sd - strongly negative for an expressed
+    gene - while measured genes are untouched; the stage is recorded in the QC."""
+    rng = np.random.default_rng(1)
+    ref = _cohort(rng, genes=("G1", "G2", "G3", "G4"))
+    scaler = fit_scaler(log_transform(ref))
+    ext = _cohort(rng, n=5, genes=("G1", "G3", "EXTRA")) + 50
+    zr, qc = apply_scaler(log_transform(ext), scaler, missing_value=0.0, missing_stage="raw")
+    zz, _ = apply_scaler(log_transform(ext), scaler, missing_value=0.0, missing_stage="z")
+    s = scaler.set_index("gene")
+    for g in ("G2", "G4"):
+        assert np.allclose(zr[g], (0.0 - s.at[g, "mean"]) / s.at[g, "sd"]) and (zr[g] < -1).all()
+    pd.testing.assert_frame_equal(zr[["G1", "G3"]], zz[["G1", "G3"]])
+    assert qc["missing_stage"] == "raw"
+    with pytest.raises(ValueError, match="missing_stage"):
+        apply_scaler(log_transform(ext), scaler, missing_stage="log")
+
+
 def test_normalise_step_fits_on_train_rows_of_the_split(tmp_path):
     rng = np.random.default_rng(2)
     counts = _cohort(rng, n=10)
@@ -286,7 +305,8 @@ def check_toy_expression(wd: Path):
     fq = xsteps.read_matrix(root / "fastq/counts.tsv.gz")
     t2g = pd.read_csv(wd / "results/toy/cohort/fastq/t2g.tsv", sep="\t")
     assert set(fq.columns) == set(t2g.gene_name) and (fq.sum(axis=1) > 0).all()
-    # z-scores: training statistics; the external cohort lacks genes, set to 0 and reported
+    # z-scores: training statistics; the external cohort lacks genes, set to a count of 0 before
+    # the log and z-score (RNA-CDM Methods) and reported
     sp = pd.read_csv(wd / "results/splits/vae.tsv", sep="\t", index_col="sample")
     z = xsteps.read_matrix(root / "tcga/z_vae.tsv.gz")
     train = sp.index[(sp.split == "train") & (sp.dataset == "tcga")]
@@ -294,6 +314,10 @@ def check_toy_expression(wd: Path):
     zx = xsteps.read_matrix(root / "external/z_vae.tsv.gz")
     qc = json.loads((root / "external/z_vae.qc.json").read_text())
     assert list(zx.columns) == list(z.columns)
-    assert qc["n_genes_missing"] > 0 and (zx[qc["missing_genes"]] == 0).all().all()
+    sc = pd.read_csv(root / "external/scaler_vae.tsv", sep="\t").set_index("gene")
+    miss = qc["missing_genes"]
+    assert qc["n_genes_missing"] > 0 and qc["missing_stage"] == "raw"
+    assert np.allclose(zx[miss], np.broadcast_to(((0.0 - sc.loc[miss, "mean"]) / sc.loc[miss, "sd"]).to_numpy(),
+                                                 zx[miss].shape))
     for f in ("library_sizes", "pca", "missing_genes"):
         assert (root / f"summary/{f}.png").stat().st_size > 0 and (root / f"summary/{f}.pdf").exists()

@@ -116,6 +116,7 @@ rule normalise_expression:
     params:
         pseudocount=EXPR["pseudocount"],
         missing_value=EXPR["missing_value"],
+        missing_stage=EXPR["missing_stage"],
     script:
         "../scripts/normalise_expression.py"
 

@@ -8,10 +8,20 @@ sd; a gene constant on the training split gets sd 1, so its z-score is centred b
 inflated) and saved as a table (gene, mean, sd, n_train) that external cohorts reuse.
 
 External cohorts (RNA-GAN: GSE120795 with the GTEx scaler; RNA-CDM: GSE50760 / GSE226069 with
-the TCGA scaler) are transformed with the reference dataset's scaler; genes of the scaler
-that the external cohort lacks are set to ``missing_value`` (0) **after** z-scoring - the
-papers "initialized them as zero" in the model's (z-scored) input - and genes only the
-external cohort has are dropped.  Both are reported.
+the TCGA scaler) are transformed with the reference dataset's scaler; genes only the external
+cohort has are dropped, and genes of the scaler that it lacks are set to ``missing_value`` (0)
+at ``missing_stage``:
+
+* ``raw`` (the pipeline default): the missing gene's *count* is 0, then log-transformed and
+  z-scored like every other gene, i.e. ``z = (log2(0 + pseudocount) - mean) / sd``.  RNA-CDM
+  Methods: genes "not present in the GEO series were set to 0. Then, data was log-transformed
+  and normalized using z-score based on the TCGA data values"; RNA-GAN Methods: "initialized
+  them as zero ... Data was normalized using the mean and standard deviation from the training
+  set of the GTEx data and log transformed".
+* ``z``: the missing gene's z-score is 0 (the reference mean), a milder imputation that does
+  not read an unmeasured gene as "not expressed"; not what the papers did.
+
+Both are reported (counts and names of missing and dropped genes).
 """
 from __future__ import annotations
 
@@ -41,8 +51,14 @@ def fit_scaler(logx_train: pd.DataFrame) -> pd.DataFrame:
                          "n_train": len(logx_train)})
 
 
-def apply_scaler(logx: pd.DataFrame, scaler: pd.DataFrame, *, missing_value: float = 0.0):
-    """``(z, qc)``: z-scores on the scaler's genes (in its order); absent genes = ``missing_value``."""
+def apply_scaler(logx: pd.DataFrame, scaler: pd.DataFrame, *, missing_value: float = 0.0,
+                 missing_stage: str = "z", pseudocount: float = 1.0):
+    """``(z, qc)``: z-scores on the scaler's genes (in its order).
+
+    Absent genes get ``missing_value`` as their z-score (``missing_stage="z"``) or as their raw
+    count, log-transformed with ``pseudocount`` and z-scored (``missing_stage="raw"``)."""
+    if missing_stage not in ("raw", "z"):
+        raise ValueError(f"missing_stage must be 'raw' or 'z', got {missing_stage!r}")
     genes = pd.Index(scaler["gene"])
     present = genes.intersection(logx.columns)
     missing = genes.difference(logx.columns)
@@ -52,11 +68,18 @@ def apply_scaler(logx: pd.DataFrame, scaler: pd.DataFrame, *, missing_value: flo
     z = (logx[present] - mean[present]) / sd[present]
     z = z.reindex(columns=genes)
     if len(missing):
-        z[list(missing)] = missing_value
+        if missing_stage == "raw":
+            lv = float(np.log2(missing_value + pseudocount))
+            for g in missing:
+                z[g] = (lv - mean[g]) / sd[g]
+        else:
+            z[list(missing)] = missing_value
     qc = {"n_samples": int(len(logx)), "n_genes": int(len(genes)), "n_genes_missing": int(len(missing)),
           "missing_genes": sorted(map(str, missing)), "missing_value": missing_value,
+          "missing_stage": missing_stage,
           "n_genes_dropped_not_in_scaler": int(len(extra))}
     if len(missing):
-        log.warning("%d of %d scaler genes missing from the cohort: set to %s after z-scoring",
-                    len(missing), len(genes), missing_value)
+        log.warning("%d of %d scaler genes missing from the cohort: set to %s %s",
+                    len(missing), len(genes), missing_value,
+                    "as a raw count, then log-transformed and z-scored" if missing_stage == "raw" else "after z-scoring")
     return z, qc

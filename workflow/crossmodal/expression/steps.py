@@ -75,7 +75,8 @@ def normalise_expression(inputs, outputs, params, *, threads=1, log=None):
     else:
         scaler = pd.read_csv(inputs["scaler"], sep="\t")
         info["scaler_source"] = f"reference scaler {inputs['scaler']}"
-    z, qc = apply_scaler(logx, scaler, missing_value=float(params["missing_value"]))
+    z, qc = apply_scaler(logx, scaler, missing_value=float(params["missing_value"]),
+                         missing_stage=params.get("missing_stage", "raw"), pseudocount=float(params["pseudocount"]))
     info.update(qc)
     logger.info("z-scored %d samples x %d genes (%s)", z.shape[0], z.shape[1], info["scaler_source"])
     write_table(outputs["scaler"], scaler, index=False)
