@@ -387,7 +387,7 @@ def test_conformal_coverage_within_monte_carlo_error_of_one_minus_alpha():
     risk = -1 - time_bin - 0.5 + rng.normal(scale=0.6, size=n)  # MCAT risk scale [-4, 0] -> mapped to [-5, -1]
     idx = [f"s{i}" for i in range(n)]
     split = np.where(np.arange(n) < 200, "calibration", "test")
-    cases = pd.DataFrame({"sample": idx, "split": split, "grade": grade, "grade_name": grade.astype(str),
+    cases = pd.DataFrame({"sample": idx, "patient": idx, "split": split, "grade": grade, "grade_name": grade.astype(str),
                           "time_bin": time_bin, "censored": rng.integers(0, 2, n), "sex": "female",
                           "age_group": "age > 60", "level": 1}, index=idx)
     pred = pd.DataFrame({"sample": idx, "split": split, "expression": "real", "risk": risk,
@@ -401,6 +401,18 @@ def test_conformal_coverage_within_monte_carlo_error_of_one_minus_alpha():
     assert 0 < s.grade_uncertainty < 1
     assert set(fair.stratify) == set(uncertainty.FAIRNESS)
     assert len(per) == 200 and per.valid.all()
+    # risk on both scales: the bounds and eq. 12 use the rescaled one
+    row = per.set_index("patient").loc["s250"]
+    assert row.risk == pytest.approx(risk[250]) and row.risk_scaled == pytest.approx(-5 + (risk[250] + 4))
+    assert (per.risk_lb <= per.risk_ub).all()
+    # a second slide of a calibration patient and of a test patient: still 200 / 200 patients
+    extra = cases.loc[["s0", "s300"]].assign(sample=["s0-b", "s300-b"])
+    c2 = pd.concat([cases, extra.set_index("sample", drop=False)])
+    p2 = pd.concat([pred, pred.set_index("sample").loc[["s0", "s300"]].reset_index().assign(sample=["s0-b", "s300-b"])])
+    per2, summ2, _ = uncertainty.conformal_tables(c2, p2, "real", hp, seed=0)
+    assert (summ2.n_calibration.iloc[0], summ2.n_test.iloc[0]) == (200, 200)
+    assert per2.set_index("patient").loc["s300", "n_slides"] == 2
+    pd.testing.assert_series_equal(per2.grade_covered, per.grade_covered)
 
 
 def test_conformal_reports_both_calibration_variants():
@@ -410,7 +422,7 @@ def test_conformal_reports_both_calibration_variants():
     n = 60
     idx = [f"s{i}" for i in range(n)]
     split = np.where(np.arange(n) < 30, "calibration", "test")
-    cases = pd.DataFrame({"sample": idx, "split": split, "grade": rng.integers(0, 2, n), "grade_name": "G",
+    cases = pd.DataFrame({"sample": idx, "patient": idx, "split": split, "grade": rng.integers(0, 2, n), "grade_name": "G",
                           "time_bin": rng.integers(0, 4, n), "censored": 0, "sex": "m", "age_group": "a",
                           "level": 1}, index=idx)
     rows = []

@@ -224,13 +224,15 @@ def concordance_contributions(event, time, risk) -> np.ndarray:
 
 
 def paired_bootstrap_p(diffs) -> float:
-    """Two-sided percentile p-value of a paired bootstrap difference: ``2 min(P(d <= 0), P(d >= 0))``
-    over the resamples (capped at 1; NaN resamples dropped)."""
+    """Two-sided percentile p-value of a paired bootstrap difference, ``2 min(P(d <= 0), P(d >= 0))``
+    with the add-one estimate ``(count + 1) / (n + 1)`` (never 0 from finitely many resamples),
+    capped at 1; NaN resamples dropped."""
     d = np.asarray(diffs, float)
     d = d[~np.isnan(d)]
     if len(d) < 2:
         return float("nan")
-    return float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
+    n = len(d)
+    return float(min(1.0, 2 * min(((d <= 0).sum() + 1) / (n + 1), ((d >= 0).sum() + 1) / (n + 1))))
 
 
 def evaluate(cases: pd.DataFrame, preds: dict[str, pd.DataFrame], *, n_boot: int, seed: int):

@@ -8,6 +8,16 @@ variants, for a run that takes expression:
 * ``cal=real, test=synthesized`` - what PathGen's public code does (calibrates on real, tests on
   synthetic); reported for comparison, its coverage guarantee does not hold.
 
+Everything is per **patient** (PathGen reports patients; the sample sheet has one row per
+diagnostic slide): a patient's slide predictions are averaged (:func:`crossmodal.pathgen.predict.per_patient`)
+before calibration, so a patient with several slides is one calibration / test point; the
+magnification level of a patient is that of its first slide.
+
+Per-patient file ``conformal/cases.tsv``: run, calibration, test, valid, patient, n_slides,
+grade_set_size, grade_covered, grade_uncertainty (eq. 10), risk (MCAT's ``-sum_k S_k``, in
+[-n_bins, 0]), risk_scaled (the same on [risk_min, risk_max], the scale of eq. 12 and of the
+bounds), risk_lb, risk_ub, risk_covered, risk_uncertainty (eq. 12).
+
 Fairness tables: coverage / mean set size / uncertainty by sex, age group, magnification level,
 censorship, grade and time bin.  ``mc_coverage``: coverage averaged over ``n_resplits`` random
 re-partitions of the calibration + test cases into calibration / test of the same sizes - the
@@ -40,36 +50,41 @@ def _scale(risk, hp):
 
 
 def conformal_tables(cases: pd.DataFrame, pred: pd.DataFrame, run: str, hp: dict, *, seed: int):
-    """``(per_case, summary, fairness)`` for one run's predictions (all expression kinds)."""
-    cases = cases.assign(censorship=np.where(cases.censored == 1, "alive", "dead"))
+    """``(per_patient, summary, fairness)`` for one run's predictions (all expression kinds)."""
+    from crossmodal.pathgen.predict import per_patient
+
+    cpp = per_patient(cases)
+    cpp = cpp.assign(censorship=np.where(cpp.censored == 1, "alive", "dead"))
     kinds = list(dict.fromkeys(pred.expression))
     variants = [(k, k) for k in kinds]
     if "real" in kinds and "synthesized" in kinds:
         variants.append(("real", "synthesized"))
+    pp = {k: per_patient(cases, pred[pred.expression == k])[1] for k in kinds}
     per, summ, fair = [], [], []
     for cal_kind, test_kind in variants:
-        pc = pred[pred.expression == cal_kind].set_index("sample")
-        pt = pred[pred.expression == test_kind].set_index("sample")
+        pc, pt = pp[cal_kind], pp[test_kind]
         cal = pc[pc.split == "calibration"]
         test = pt[pt.split == "test"]
-        r = _sets(cal, test, cases, hp)
-        y, b = cases.loc[test.index, "grade"].to_numpy(), cases.loc[test.index, "time_bin"].to_numpy()
+        r = _sets(cal, test, cpp, hp)
+        y, b = cpp.loc[test.index, "grade"].to_numpy(), cpp.loc[test.index, "time_bin"].to_numpy()
         g_cov = r["grade_sets"][np.arange(len(y)), y]
         r_cov = conformal.risk_covered(_scale(test.risk, hp), b, r["q_hat"], n_bins=hp["n_bins"],
                                        risk_min=hp["risk_min"], risk_max=hp["risk_max"])
         valid = cal_kind == test_kind
         label = {"run": run, "calibration": cal_kind, "test": test_kind, "valid": valid}
-        per.append(pd.DataFrame({**label, "sample": test.index, "grade_set_size": r["grade_sets"].sum(1),
+        per.append(pd.DataFrame({**label, "patient": test.index, "n_slides": cpp.loc[test.index, "n_slides"].to_numpy(),
+                                 "grade_set_size": r["grade_sets"].sum(1),
                                  "grade_covered": g_cov, "grade_uncertainty": r["grade_unc"],
-                                 "risk": test.risk.to_numpy(), "risk_lb": r["lb"], "risk_ub": r["ub"],
+                                 "risk": test.risk.to_numpy(), "risk_scaled": _scale(test.risk, hp),
+                                 "risk_lb": r["lb"], "risk_ub": r["ub"],
                                  "risk_covered": r_cov, "risk_uncertainty": r["uncertainty"]}))
-        mc = _mc_coverage(pc, pt, cases, hp, seed) if valid else {}
+        mc = _mc_coverage(pc, pt, cpp, hp, seed) if valid else {}
         summ.append({**label, "alpha": hp["alpha"], "n_calibration": len(cal), "n_test": len(test),
                      "grade_coverage": float(g_cov.mean()), "grade_uncertainty": float(r["grade_unc"].mean()),
                      "risk_coverage": float(r_cov.mean()), "risk_uncertainty": float(np.mean(r["uncertainty"])),
                      **mc})
         for col in FAIRNESS:
-            groups = cases.loc[test.index, col].astype(str).to_numpy()
+            groups = cpp.loc[test.index, col].astype(str).to_numpy()
             for what, sets, lab, unc in (("grade", r["grade_sets"], y, r["grade_unc"]),
                                          ("risk", r["sets"], b, r["uncertainty"])):
                 t = conformal.coverage_table(sets, lab, groups, unc, group_name="group")
@@ -106,7 +121,8 @@ def _mc_coverage(pc, pt, cases, hp, seed) -> dict:
 
 
 def plot_fairness(per_case: pd.DataFrame, cases: pd.DataFrame, path) -> None:
-    """Figure 5b: predicted risk vs risk uncertainty, colour = grade, marker = alive / dead."""
+    """Figure 5b: predicted risk (rescaled onto [risk_min, risk_max], the scale of the bounds and of
+    eq. 12) vs risk uncertainty (eq. 12) per test patient, colour = grade, marker = alive / dead."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,8 +130,10 @@ def plot_fairness(per_case: pd.DataFrame, cases: pd.DataFrame, path) -> None:
 
     from crossmodal.fileio import save_figure
 
+    from crossmodal.pathgen.predict import per_patient
+
     d = per_case[per_case.valid].copy()
-    d = d.join(cases[["grade_name", "censored"]], on="sample")
+    d = d.join(per_patient(cases)[["grade_name", "censored"]], on="patient")
     combos = list(d.groupby(["run", "test"]).groups)
     fig, axes = plt.subplots(1, len(combos), figsize=(4 * len(combos), 3.5), squeeze=False)
     grades = sorted(d.grade_name.unique())
@@ -125,10 +143,10 @@ def plot_fairness(per_case: pd.DataFrame, cases: pd.DataFrame, path) -> None:
         for gi, gname in enumerate(grades):
             for cens, mk in ((1, "o"), (0, "x")):
                 s = sub[(sub.grade_name == gname) & (sub.censored == cens)]
-                ax.scatter(s.risk, s.risk_uncertainty + 0.02 * s.grade_uncertainty, color=cmap(gi), marker=mk,
+                ax.scatter(s.risk_scaled, s.risk_uncertainty, color=cmap(gi), marker=mk,
                            label=f"grade {gname}, {'alive' if cens else 'dead'}")
         ax.set_title(f"{run}, test expression: {kind}", fontsize=9)
-        ax.set_xlabel("predicted risk")
+        ax.set_xlabel("predicted risk, rescaled (eq. 12 scale)")
         ax.set_ylabel("risk uncertainty (eq. 12)")
     axes[0][-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
