@@ -202,6 +202,28 @@ def test_generated_tiles_figure_shows_fig5_at_one_epoch_and_each_generator_at_it
     assert (tmp_path / "fig5.png").stat().st_size > 0 and (tmp_path / "fig5.pdf").exists()
 
 
+def test_fig4d_external_tile_grid_per_tissue(tmp_path):
+    from crossmodal.data import TileDataset, TileWriter
+    from crossmodal.rna_gan.evaluate import external_tile_grid, plot_external_tiles
+
+    ext = tmp_path / "external.lmdb"
+    with TileWriter(ext, {"mpp": None, "encoding": "png", "tile_size": 8, "variant": "rna_gan"}) as w:
+        for t, samples in (("Lung", ["l1", "l2", "l3"]), ("Brain", ["b1", "b2"])):
+            for s in samples:
+                for _ in range(10):
+                    w.add(np.full((8, 8, 3), 50 if t == "Lung" else 200, np.uint8), {"sample": s, "tissue": t})
+    grids = external_tile_grid(TileDataset(ext), ["Lung", "Brain"], 6, seed=0)
+    lung, ls = grids["Lung"]
+    assert len(lung) == 6 and (lung == 50).all() and sorted(ls) == ["l1", "l1", "l2", "l2", "l3", "l3"]
+    assert (grids["Brain"][0] == 200).all() and sorted(set(grids["Brain"][1])) == ["b1", "b2"]
+    with pytest.raises(ValueError, match="no external tile of tissue Kidney"):
+        external_tile_grid(TileDataset(ext), ["Kidney"], 6, seed=0)
+    out = tmp_path / "fig4d_external_tiles.png"
+    plot_external_tiles({"tiles": str(ext)}, {"figure": str(out)},
+                        {"tissues": ["Lung", "Brain"], "cohorts": {"GEO-Lung": "Lung", "GEO-Brain": "Brain"}, "seed": 0})
+    assert out.stat().st_size > 0 and out.with_suffix(".pdf").exists()
+
+
 def test_tiles_are_generated_for_the_fid_reference_patients():
     """generate_rna_gan_tiles generates for the patients whose real tiles are the FID reference
     (config features.real_splits), so both sides of the FID come from the same patients."""

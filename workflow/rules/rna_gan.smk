@@ -221,6 +221,30 @@ rule plot_rna_gan_generated_tiles:
         "../scripts/plot_generated_tiles.py"
 
 
+rule plot_rna_gan_external_tiles:
+    input:
+        tiles="results/rna_gan/generated/external.lmdb",
+    output:
+        figure=report(
+            "results/rna_gan/figures/fig4d_external_tiles.png",
+            caption="../report/rna_gan_fig4d_external_tiles.rst",
+            category="RNA-GAN",
+            subcategory="Figure 4D: external cohort",
+        ),
+    log:
+        "logs/plot_rna_gan_external_tiles/all.log",
+    benchmark:
+        "benchmarks/plot_rna_gan_external_tiles/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        tissues=RG["tissues"],
+        cohorts=lambda w: rg.external_cohorts(config),
+        seed=config["seed"],
+    script:
+        "../scripts/plot_external_tiles.py"
+
+
 rule classify_rna_gan_external_tiles:
     input:
         real=lambda w: rg.real_lmdbs(config, SAMPLES),

@@ -267,6 +267,56 @@ def plot_generated_tiles(inputs, outputs, params, *, threads=1, log=None):
     plt.close(fig)
 
 
+def external_tile_grid(ds, tissues: list[str], per_tissue: int, seed: int) -> dict:
+    """Tissue -> (tiles uint8 (k, H, W, 3), sample of each) of at most ``per_tissue`` tiles of
+    the external LMDB ``ds`` (TileDataset; tile metadata ``tissue`` and ``sample``), spread
+    over the tissue's samples (seeded); only the chosen tiles are decoded."""
+    meta = [ds.meta(i) for i in range(len(ds))]
+    out = {}
+    for t in tissues:
+        ii = np.array([i for i, m in enumerate(meta) if m.get("tissue") == t], dtype=np.int64)
+        if not len(ii):
+            raise ValueError(f"{ds.paths[0]}: no external tile of tissue {t} (tissues present: "
+                             f"{', '.join(sorted({str(m.get('tissue')) for m in meta}))})")
+        pick = ii[spread_pick(np.array([meta[i]["sample"] for i in ii], dtype=object), per_tissue, seed)]
+        out[t] = (np.stack([ds[int(i)] for i in pick]), np.array([meta[i]["sample"] for i in pick], dtype=object))
+    return out
+
+
+@step("plot_external_tiles")
+def plot_external_tiles(inputs, outputs, params, *, threads=1, log=None):
+    """Figure 4D: a grid of RNA-GAN tiles generated from the external cohort's expression
+    (rule generate_rna_gan_external_tiles), one row block per tissue, tiles spread over the
+    cohort's samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.data import TileDataset
+
+    tissues, ncol = list(params["tissues"]), int(params.get("columns", 8))
+    per = ncol * int(params.get("rows_per_tissue", 2))
+    ds = TileDataset(inputs["tiles"])
+    grids = external_tile_grid(ds, tissues, per, int(params["seed"]))
+    cohorts = {t: c for c, t in (params.get("cohorts") or {}).items()}
+    fig, axes = plt.subplots(len(tissues), 1, figsize=(ncol * 1.1, 1.3 * per / ncol * len(tissues) + 0.6),
+                             squeeze=False)
+    for ax, t in zip(axes[:, 0], tissues):
+        tiles, samples = grids[t]
+        k = len(tiles)
+        rows = -(-k // ncol)
+        pad = np.full((rows * ncol - k, *tiles.shape[1:]), 255, np.uint8)
+        full = np.concatenate([tiles, pad])
+        grid = np.concatenate([np.concatenate(list(full[r * ncol:(r + 1) * ncol]), axis=1) for r in range(rows)])
+        ax.imshow(grid); ax.set_xticks([]); ax.set_yticks([])
+        ax.set_title(f"{t} RNA-GAN from {cohorts.get(t, 'external')} expression: {k} tiles of "
+                     f"{len(set(samples))} samples", fontsize=8, loc="left")
+    fig.suptitle("RNA-GAN tiles generated from the external cohort (Fig. 4D)", fontsize=9)
+    save_figure(fig, outputs["figure"])
+    plt.close(fig)
+
+
 @step("classify_external_tiles")
 def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     """A ResNet trained from scratch on real tiles (tissue labels; 20% validation for early
