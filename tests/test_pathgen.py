@@ -722,3 +722,26 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
         assert f"results/tiles/{preset}/TCGA-LGG-0000-01A.lmdb" in out
     assert "make_toy_cohort" not in out and "make_toy_slide" not in out
     assert "generate_pathgen_round_trip_tiles" not in out  # RNA-CDM is off in the PathGen config
+
+
+# ----------------------------------------------------------------------------- Table 2
+def test_table2_ttest_compares_per_patient_group_aggregates():
+    """Table 2 caption: unpaired t-test of "the aggregate gene expression level of each group" -
+    one mean per patient, not every (patient, gene) value; a patient's slides count once."""
+    from crossmodal.pathgen import evaluate
+
+    rng = np.random.default_rng(0)
+    genes = pd.DataFrame({"gene": list("abcd"), "group": ["g1", "g1", "g2", "g2"]})
+    pts = [f"p{i}" for i in range(12)]
+    real = pd.DataFrame(rng.normal(size=(12, 4)), index=pts, columns=list("abcd"))
+    synth = real[["b", "a", "d", "c"]].set_axis(list("abcd"), axis=1)  # genes swapped within groups
+    t = evaluate.table2(real, synth, genes, pts).set_index("group")
+    assert t.loc["g1", "ttest_p"] == pytest.approx(1.0) and t.loc["g1", "ttest_statistic"] == pytest.approx(0.0)
+    assert t.loc["g1", "mae"] > 0.1  # the values differ gene by gene; their group means do not
+    # two slides of one patient: averaged into one row
+    cases = pd.DataFrame({"sample": ["s0", "s0b", "s1"], "patient": ["p0", "p0", "p1"]})
+    vals = pd.DataFrame({"a": [1.0, 3.0, 5.0]}, index=["s0", "s0b", "s1"])
+    pp = evaluate.per_patient(vals, cases, ["s0", "s0b", "s1"])
+    assert list(pp.index) == ["p0", "p1"] and list(pp.a) == [2.0, 5.0]
+    with pytest.raises(ValueError, match="no row for sample"):
+        evaluate.per_patient(vals, cases.assign(sample=["s0", "s0b", "s9"]), ["s9"])

@@ -133,7 +133,7 @@ def sample_pathgen(inputs, outputs, params, *, threads=1, log=None):
 
 @step("evaluate_pathgen")
 def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
-    """Table 2 (Spearman / MAE / t-test per gene group, test split) and the Figure 2(i) plot."""
+    """Table 2 (Spearman / MAE / t-test per gene group, test patients) and the Figure 2(i) plot."""
     from crossmodal.pathgen import evaluate
     from crossmodal.pathgen.cases import read_cases, read_expression
 
@@ -142,6 +142,8 @@ def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
     real, _ = read_expression(inputs["real"], genes)
     synth, _ = read_expression(inputs["synthesized"], genes)
     test = cases.index[cases.split == params["split"]]
+    real, synth = (evaluate.per_patient(v, cases, test) for v in (real, synth))  # a patient counts once
+    test = list(real.index)
     label = str(pd.read_csv(inputs["summary"], sep="\t")["encoder"].iloc[0])
     t = evaluate.table2(real, synth, genes, test).assign(patch_encoder=label)
     write_table(outputs["table"], t, index=False, float_format="%.6g")
