@@ -472,13 +472,28 @@ def test_reproduction_table_quotes_paper_next_to_ours_and_flags_stand_ins(tmp_pa
         f["coattention"], sep="\t", index=False)
     pd.DataFrame({"sample": ["a"], "encoder": ["cohort-ssl ResNet-10 SimCLR (stand-in for UNI)"]}).to_csv(
         f["embed_summary"], sep="\t", index=False)
+    f["tests"] = tmp_path / "tests.tsv"
+    pd.DataFrame({"test": "wilcoxon_ranksum", "label": [f"{sc} per patient: {a} vs {b}" for sc in
+                                                         ("p(true grade)", "concordance share")
+                                                         for a, b in (("wsi", "synthesized"), ("synthesized", "real"))],
+                  "p_value": [0.01, 0.5, 0.02, 0.6], "n_x": 5}).to_csv(f["tests"], sep="\t", index=False)
     t = build({k: str(v) for k, v in f.items()}, {"toy": True})
+    row = t[t.claim == "grade coverage (target >= 1 - alpha = 0.9), WSI + synthesized"].iloc[0]
+    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (0.981, 0.948, 0.9)
+    row = t[t.claim == "risk coverage (target >= 1 - alpha = 0.9), WSI + real"].iloc[0]
+    assert (row.paper_gbmlgg, row.paper_kirc) == (0.933, 0.882) and "0.920" in row.note
+    sig = t[t.claim.str.contains("rank-sum")].set_index("claim")
+    assert len(sig) == 4
+    row = sig.loc["survival Wilcoxon rank-sum p, WSI + synthesized vs WSI + real, paper: p > 0.05 (no difference)"]
+    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (0.604, 0.300, 0.6)
+    row = t[t.claim == "co-attention maps real vs synthesized: MAE, all genes"].iloc[0]
+    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (2.069, 0.591, 0.01)
     row = t[t.claim == "Spearman real vs synthesized: Oncogenes"].iloc[0]
     assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (0.770, 0.817, 0.6)
     row = t[t.claim == "grading AUC, WSI + synthesized"].iloc[0]
     assert (row.paper_gbmlgg, row.ours) == (0.890, 0.7)
     assert t.note.str.contains("stand-in for UNI").all() and t.note.str.contains("toy").all()
-    assert (t.claim.str.contains("co-attention")).sum() == 1
+    assert (t.claim.str.contains("co-attention")).sum() == 2
 
 
 # ----------------------------------------------------------------------------- the toy chain

@@ -350,6 +350,7 @@ rule build_pathgen_reproduction:
         unpack(lambda w: pgt.reproduction_extra(config)),
         table2="results/pathgen/table2.tsv",
         prediction="results/pathgen/prediction.tsv",
+        tests="results/pathgen/prediction_tests.tsv",
         conformal="results/pathgen/conformal/summary.tsv",
         coattention="results/pathgen/coattention.tsv",
         embed_summary="results/pathgen/embeddings/summary.tsv",
