@@ -40,6 +40,28 @@ def test_reproduction_table_flags_directions():
     assert t2[t2["claim"].str.contains("accuracy")].iloc[0]["direction_holds"] is False
 
 
+def test_reproduction_table_fold_count_sd_thresholds_and_sections():
+    vm, mm, checks, fid, ext, _ = _frames()
+    sim = pd.DataFrame({"init": ["ssl"] * 3 + ["scratch"] * 3, "fold": [0, 1, 2] * 2,
+                        "accuracy": [0.8, 0.9, 0.85, 0.6, 0.7, 0.65], "f1": [0.7, 0.8, 0.75, 0.5, 0.6, 0.55]})
+    mm = mm.assign(silhouette_cohort=[0.5, 0.45, 0.25])  # above 0 but under issue 5's 0.3
+    t = reproduction.build(vm, mm, checks, fid, ext, sim, data="toy", extractor_note="",
+                           epochs={"L": {"gan": 91, "rna_gan": 11, "control": 91}})
+    row = lambda s: t[t["claim"].str.startswith(s)].iloc[0]  # noqa: E731
+    acc = row("SimCLR on synthetic")
+    assert "3-fold CV" in acc["claim"] and "5-fold" not in acc["claim"]
+    assert t[t["claim"] == "... F1"].iloc[-1]["this_run"] == "75% ± 5% vs 55% ± 5%"  # the SimCLR F1 has its sd
+    assert row("β-VAE latents separate the tissues (multi-tissue")["direction_holds"] is False
+    assert row("β-VAE latents separate the tissues (two tissues")["direction_holds"] is True  # 0.4 > 0.3
+    assert row("FID RNA-GAN < GAN")["paper_section"] == "Discussion"
+    ep = row("RNA-GAN needs fewer training epochs")
+    assert ep["direction_holds"] == "n/a" and "not measured: configured 11 vs 91" in ep["this_run"]
+    mae = row("β-VAE test mean absolute error percentage")
+    assert mae["paper_value"] == "39%" and mae["direction_holds"] == "n/a" and "not computed" in mae["this_run"]
+    t2 = reproduction.build(vm, mm, checks, fid, ext, sim, data="toy", extractor_note="")
+    assert not t2["claim"].str.contains("fewer training epochs").any()  # no epochs given: no row
+
+
 def test_reproduction_table_reports_both_classifier_evaluations():
     vm, mm, checks, fid, _, sim = _frames()
     ext = pd.DataFrame([{"evaluation": "external", "accuracy": 0.3, "f1": 0.3, "auc": 0.2, "chance": 0.5},

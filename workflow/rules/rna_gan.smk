@@ -391,6 +391,7 @@ rule summarise_rna_gan_reproduction:
     params:
         data="toy" if config["cohort"]["source"] == "toy" else config["run_name"],
         extractor_note=f"features: {RG['features']['extractor']}",
+        epochs=rg.epochs_by_tissue_variant(config),
     script:
         "../scripts/rna_gan_reproduction.py"
 

@@ -91,6 +91,14 @@ def epochs_by_tissue(config: dict) -> dict:
     return {t: epochs_for(g, t, "rna_gan") for t in config["rna_gan"]["tissues"]}
 
 
+def epochs_by_tissue_variant(config: dict) -> dict:
+    """{tissue: {variant: configured epochs}} (the reproduction table's 'fewer epochs' row)."""
+    from crossmodal.rna_gan.generators import epochs_for
+
+    g = config["rna_gan"]["gan"]
+    return {t: {v: epochs_for(g, t, v) for v in VARIANTS} for t in config["rna_gan"]["tissues"]}
+
+
 def multi_expression(config: dict) -> list[str]:
     from crossmodal.models.vae import expression_inputs
 
