@@ -656,7 +656,7 @@ def check_toy_outputs(root) -> None:
     rep = pd.read_csv(r / "reproduction.tsv", sep="\t")
     assert {"paper_gbmlgg", "paper_kirc", "ours", "note"} <= set(rep.columns)
     assert rep.note.str.contains("toy").all()
-    for fig in ("fig2_synthesized_vs_real", "fig5b_fairness", "heatmaps"):
+    for fig in ("fig2_synthesized_vs_real", "fig5b_fairness", "heatmaps", "fig3d_coattention"):
         assert (r / f"figures/{fig}.png").stat().st_size > 1000 and (r / f"figures/{fig}.pdf").exists()
 
 
@@ -760,3 +760,27 @@ def test_table2_ttest_compares_per_patient_group_aggregates():
     assert list(pp.index) == ["p0", "p1"] and list(pp.a) == [2.0, 5.0]
     with pytest.raises(ValueError, match="no row for sample"):
         evaluate.per_patient(vals, cases.assign(sample=["s0", "s0b", "s9"]), ["s9"])
+
+
+def test_fig3d_coattention_maps_real_vs_synthesized(tmp_path, monkeypatch):
+    """Figure 3d: one real and one synthesized map per gene group; identical expression gives
+    identical maps, and a WSI-only model is refused."""
+    from crossmodal.models.mcat import MCATGR
+    from crossmodal.pathgen import heatmaps
+
+    torch.manual_seed(0)
+    m = MCATGR(8, n_grades=3, n_bins=4, group_sizes=[2, 3], d_model=16, n_heads=2).eval()
+    bag = torch.randn(6, 8)
+    wr, ws = heatmaps.coattention_maps(m, bag, np.ones(5), np.ones(5))
+    assert wr.shape == (2, 6) and np.allclose(wr, ws) and np.allclose(wr.sum(1), 1, atol=1e-5)
+    wr2, _ = heatmaps.coattention_maps(m, bag, -np.ones(5), np.ones(5))
+    assert not np.allclose(wr2, wr)
+    with pytest.raises(ValueError, match="WSI-only"):
+        heatmaps.coattention_maps(MCATGR(8, 3, 4, group_sizes=None, d_model=16, n_heads=2).eval(), bag, None, None)
+    monkeypatch.setattr(heatmaps, "_thumbnail", lambda path, max_dim=512: (np.zeros((64, 64, 3), np.uint8), 0.1))
+    genes = pd.DataFrame({"gene": list("abcde"), "group": ["g1", "g1", "g2", "g2", "g2"]})
+    expr = pd.DataFrame(np.random.default_rng(0).normal(size=(1, 5)), index=["s0"], columns=list("abcde"))
+    emb = {"s0": {"coords": np.arange(12).reshape(6, 2) * 50, "size0": 100.0, "patch_size": 224}}
+    out = tmp_path / "fig3d.png"
+    heatmaps.plot_coattention(m, {"s0": bag}, emb, expr, expr * 0.5, genes, {"s0": "x.svs"}, ["s0"], out)
+    assert out.stat().st_size > 1000 and out.with_suffix(".pdf").exists()

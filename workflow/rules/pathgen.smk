@@ -254,6 +254,12 @@ rule plot_pathgen_heatmaps:
             subcategory="Interpretability",
         ),
         patches="results/pathgen/heatmaps/patch_predictions.tsv",
+        coattention_figure=report(
+            "results/pathgen/figures/fig3d_coattention.png",
+            caption="../report/pathgen_fig3d.rst",
+            category="PathGen",
+            subcategory="Interpretability",
+        ),
         coattention=report(
             "results/pathgen/coattention.tsv",
             caption="../report/pathgen_coattention.rst",
