@@ -483,8 +483,8 @@ def test_toy_reproduction_table(toy_run):
 
 
 def test_toy_rna_gan_is_conditioned_on_expression(toy_run, monkeypatch):
-    """Two test patients' different expression profiles give different generator inputs and
-    different tiles from the trained toy RNA-GAN (same noise)."""
+    """Two test-split patients' different expression profiles give different generator inputs
+    and different tiles from the trained toy RNA-GAN (same noise)."""
     monkeypatch.chdir(toy_run)
     from crossmodal.rna_gan.generators import load_generator, read_latents
 
@@ -493,7 +493,9 @@ def test_toy_rna_gan_is_conditioned_on_expression(toy_run, monkeypatch):
     lat = read_latents(f"{R}/vae/main/latent/gtex.tsv.gz")
     expr = pd.read_csv("results/expression/gtex/z_vae.tsv.gz", sep="\t", index_col="sample")
     splits = pd.read_csv("results/splits/vae.tsv", sep="\t", dtype=str)
-    ss = [s for s in splits.loc[splits["cohort"] == t, "sample"] if s in lat.index][:2]
+    test = splits[(splits["cohort"] == t) & (splits["split"] == "test")]
+    ss = [s for s in test["sample"] if s in lat.index][:2]
+    assert len(ss) == 2, f"{t}: need two test-split patients with a latent code, got {ss}"
     assert not np.allclose(expr.loc[ss[0]], expr.loc[ss[1]])
     za, zb = (torch.as_tensor(np.repeat(lat.loc[s].to_numpy(np.float32)[None], 8, 0)) for s in ss)
     assert not torch.allclose(za, zb)
