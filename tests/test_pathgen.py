@@ -390,6 +390,7 @@ def test_conformal_coverage_within_monte_carlo_error_of_one_minus_alpha():
     cases = pd.DataFrame({"sample": idx, "patient": idx, "split": split, "grade": grade, "grade_name": grade.astype(str),
                           "time_bin": time_bin, "censored": rng.integers(0, 2, n), "sex": "female",
                           "age_group": "age > 60", "level": 1}, index=idx)
+    cases["event"], cases["survival_time"] = 1 - cases.censored, 10.0 * (time_bin + 1) + rng.uniform(0, 5, n)
     pred = pd.DataFrame({"sample": idx, "split": split, "expression": "real", "risk": risk,
                          **{f"p_grade_{k}": p[:, k] for k in range(3)}})
     hp = {"alpha": 0.1, "n_bins": 4, "risk_min": -5.0, "risk_max": -1.0, "n_resplits": 100}
@@ -400,6 +401,14 @@ def test_conformal_coverage_within_monte_carlo_error_of_one_minus_alpha():
     assert s.mc_grade_coverage < 0.97  # not trivially full sets
     assert 0 < s.grade_uncertainty < 1
     assert set(fair.stratify) == set(uncertainty.FAIRNESS)
+    # Tables 4 / 5: AUC per group on grade rows, C-index on risk rows
+    from crossmodal.pathgen import predict
+
+    g = fair[(fair.task == "grade") & (fair.group == "all")].iloc[0]
+    assert g.auc == pytest.approx(predict.auc(grade[200:], p[200:]))
+    assert "c_index" in fair.columns and fair[fair.task == "grade"].c_index.isna().all()
+    r = fair[(fair.task == "risk") & (fair.group == "all")].iloc[0]
+    assert r.c_index > 0.7  # risk was drawn to follow the time bin (short time = high risk)
     assert len(per) == 200 and per.valid.all()
     # risk on both scales: the bounds and eq. 12 use the rescaled one
     row = per.set_index("patient").loc["s250"]
@@ -424,7 +433,7 @@ def test_conformal_reports_both_calibration_variants():
     split = np.where(np.arange(n) < 30, "calibration", "test")
     cases = pd.DataFrame({"sample": idx, "patient": idx, "split": split, "grade": rng.integers(0, 2, n), "grade_name": "G",
                           "time_bin": rng.integers(0, 4, n), "censored": 0, "sex": "m", "age_group": "a",
-                          "level": 1}, index=idx)
+                          "level": 1, "event": 1, "survival_time": rng.uniform(1, 50, n)}, index=idx)
     rows = []
     for kind in ("real", "synthesized"):
         q = rng.uniform(size=n)

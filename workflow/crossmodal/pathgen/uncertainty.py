@@ -18,7 +18,8 @@ grade_set_size, grade_covered, grade_uncertainty (eq. 10), risk (MCAT's ``-sum_k
 [-n_bins, 0]), risk_scaled (the same on [risk_min, risk_max], the scale of eq. 12 and of the
 bounds), risk_lb, risk_ub, risk_covered, risk_uncertainty (eq. 12).
 
-Fairness tables: coverage / mean set size / uncertainty by sex, age group, magnification level,
+Fairness tables: coverage / mean set size / uncertainty, and the group's AUC (grade rows) or
+C-index (risk rows) as in Tables 4 / 5, by sex, age group, magnification level,
 censorship, grade and time bin.  ``mc_coverage``: coverage averaged over ``n_resplits`` random
 re-partitions of the calibration + test cases into calibration / test of the same sizes - the
 Monte-Carlo estimate of the marginal coverage that split conformal guarantees (>= 1 - alpha).
@@ -51,7 +52,7 @@ def _scale(risk, hp):
 
 def conformal_tables(cases: pd.DataFrame, pred: pd.DataFrame, run: str, hp: dict, *, seed: int):
     """``(per_patient, summary, fairness)`` for one run's predictions (all expression kinds)."""
-    from crossmodal.pathgen.predict import per_patient
+    from crossmodal.pathgen.predict import auc, cindex, grade_probs, per_patient
 
     cpp = per_patient(cases)
     cpp = cpp.assign(censorship=np.where(cpp.censored == 1, "alive", "dead"))
@@ -70,6 +71,8 @@ def conformal_tables(cases: pd.DataFrame, pred: pd.DataFrame, run: str, hp: dict
         g_cov = r["grade_sets"][np.arange(len(y)), y]
         r_cov = conformal.risk_covered(_scale(test.risk, hp), b, r["q_hat"], n_bins=hp["n_bins"],
                                        risk_min=hp["risk_min"], risk_max=hp["risk_max"])
+        probs = grade_probs(test)
+        ev, tt = cpp.loc[test.index, "event"].to_numpy(), cpp.loc[test.index, "survival_time"].to_numpy()
         valid = cal_kind == test_kind
         label = {"run": run, "calibration": cal_kind, "test": test_kind, "valid": valid}
         per.append(pd.DataFrame({**label, "patient": test.index, "n_slides": cpp.loc[test.index, "n_slides"].to_numpy(),
@@ -91,6 +94,12 @@ def conformal_tables(cases: pd.DataFrame, pred: pd.DataFrame, run: str, hp: dict
                 if what == "risk":  # coverage of the interval itself (eq. 11), not only of the bin set
                     t["interval_coverage"] = [float(r_cov.mean())] + [float(r_cov[groups == g].mean())
                                                                       for g in t.group[1:]]
+                # Tables 4 / 5: the group's AUC (grading) / C-index (survival), NaN where undefined
+                masks = [np.ones(len(groups), bool)] + [groups == g for g in t.group[1:]]
+                if what == "grade":
+                    t["auc"] = [auc(y[k], probs[k]) for k in masks]
+                else:
+                    t["c_index"] = [cindex(ev[k], tt[k], test.risk.to_numpy()[k]) for k in masks]
                 fair.append(t.assign(**label, task=what, stratify=col))
     fairness = pd.concat(fair, ignore_index=True)
     fairness = fairness[~((fairness.group == "all") & fairness.duplicated(["run", "calibration", "test", "task", "group"]))]
