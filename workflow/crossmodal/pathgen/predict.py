@@ -9,6 +9,8 @@ stopping, PathGen does not say) keeps the final epoch, ``val_loss`` the epoch of
 validation loss.  The "synthesized" run trains and evaluates on PathGen's synthesized expression for every case (PathGen was trained on the
 same training cases, so their synthesized expression is in-sample for PathGen).
 
+Cases are slides (MCAT_GR trains and predicts per slide); :func:`evaluate` and the conformal
+tables average a patient's slide predictions (:func:`per_patient`), so results count patients.
 Predictions of every case are written with each kind of expression the run can take
 (``real`` and ``synthesized`` for the genomic runs) so that conformal calibration can use the
 same kind of expression as the test (:mod:`crossmodal.pathgen.uncertainty`).
