@@ -137,11 +137,7 @@ def toy_leaks(paper_file: str) -> list[str]:
     return leaked
 
 
-@pytest.mark.parametrize("paper_file", [
-    pytest.param(f, marks=pytest.mark.xfail(reason="config/pathgen.yaml is another engineer's (2026-12-06): it "
-                 "leaves tiling, metrics, expression.reference/omics, pathgen.model.beta_start/beta_end/dropout "
-                 "and the whole coherent section (coherent.enabled not false) at the toy's values", strict=False))
-    if f == "pathgen.yaml" else f for f in PAPER_CONFIGS])
+@pytest.mark.parametrize("paper_file", PAPER_CONFIGS)
 def test_paper_config_restates_every_toy_value_its_run_reads(paper_file):
     """Each paper config claims to restate every key the toy config sets; a key it misses keeps
     the toy value in the merged real-data config (e.g. a 32 px SR crop, raw tiles)."""
