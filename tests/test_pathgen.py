@@ -793,3 +793,33 @@ def test_fig3d_coattention_maps_real_vs_synthesized(tmp_path, monkeypatch):
     out = tmp_path / "fig3d.png"
     heatmaps.plot_coattention(m, {"s0": bag}, emb, expr, expr * 0.5, genes, {"s0": "x.svs"}, ["s0"], out)
     assert out.stat().st_size > 1000 and out.with_suffix(".pdf").exists()
+
+
+def test_mcat_select_epoch_last_keeps_the_final_weights_val_loss_the_best():
+    from crossmodal.pathgen import predict
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    idx = [f"s{i}" for i in range(12)]
+    cases = pd.DataFrame({"sample": idx, "patient": idx, "split": ["train"] * 8 + ["val"] * 4,
+                          "grade": rng.integers(0, 2, 12), "time_bin": rng.integers(0, 4, 12), "censored": 0},
+                         index=idx)
+    bags = {s: torch.randn(3, 4) for s in idx}
+    hp = {"n_bins": 4, "d_model": 8, "n_heads": 2, "dropout": 0.0, "lr": 1e-2, "weight_decay": 0.0, "epochs": 6,
+          "lambda_survival": 0.3}
+    last, h = predict.train(cases, bags, None, None, hp, n_grades=2, seed=0)
+    ref, _ = predict.train(cases, bags, None, None, {**hp, "select_epoch": "last"}, n_grades=2, seed=0)
+    for a, b in zip(last.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)  # "last" is the default
+    best, h2 = predict.train(cases, bags, None, None, {**hp, "select_epoch": "val_loss"}, n_grades=2, seed=0)
+    pd.testing.assert_frame_equal(h, h2)
+    with torch.no_grad():
+        vl = np.mean([float(predict.total_loss(predict._forward(best, bags[s], None),
+                                               torch.tensor([int(cases.at[s, "grade"])]),
+                                               torch.tensor([int(cases.at[s, "time_bin"])]), torch.tensor([0]), 0.3))
+                      for s in idx[8:]])
+    assert vl == pytest.approx(h.val_loss.min(), rel=1e-4)
+    if h.val_loss.idxmin() != len(h) - 1:
+        assert any(not torch.equal(a, b) for a, b in zip(last.state_dict().values(), best.state_dict().values()))
+    with pytest.raises(ValueError, match="select_epoch"):
+        predict.train(cases, bags, None, None, {**hp, "select_epoch": "best"}, n_grades=2, seed=0)
