@@ -662,6 +662,8 @@ def check_toy_outputs(root) -> None:
     assert not summ[(summ.calibration == "real") & (summ.test == "synthesized")].valid.any()
     fair = pd.read_csv(r / "conformal/fairness.tsv", sep="\t")
     assert {"sex", "age_group", "level", "censorship", "grade_name", "time_bin"} <= set(fair.stratify)
+    sub = pd.read_csv(r / "conformal/tests.tsv", sep="\t")
+    assert {"all", "sex"} <= set(sub.stratify) and set(sub.quantity) >= {"p_true_grade", "risk_uncertainty"}
     rep = pd.read_csv(r / "reproduction.tsv", sep="\t")
     assert {"paper_gbmlgg", "paper_kirc", "ours", "note"} <= set(rep.columns)
     assert rep.note.str.contains("toy").all()
@@ -823,3 +825,34 @@ def test_mcat_select_epoch_last_keeps_the_final_weights_val_loss_the_best():
         assert any(not torch.equal(a, b) for a, b in zip(last.state_dict().values(), best.state_dict().values()))
     with pytest.raises(ValueError, match="select_epoch"):
         predict.train(cases, bags, None, None, {**hp, "select_epoch": "best"}, n_grades=2, seed=0)
+
+
+def test_tables_4_5_subgroup_tests_compare_real_and_synthesized_runs():
+    from crossmodal.pathgen import uncertainty
+
+    rng = np.random.default_rng(2)
+    n = 120
+    idx = [f"s{i}" for i in range(n)]
+    split = np.where(np.arange(n) < 60, "calibration", "test")
+    grade = rng.integers(0, 2, n)
+    cases = pd.DataFrame({"sample": idx, "patient": idx, "split": split, "grade": grade, "grade_name": grade.astype(str),
+                          "time_bin": rng.integers(0, 4, n), "censored": 0, "event": 1,
+                          "survival_time": rng.uniform(1, 50, n), "sex": np.where(np.arange(n) % 2, "m", "f"),
+                          "age_group": "a", "level": 1}, index=idx)
+    q = np.clip(0.5 + 0.3 * (2 * grade - 1) + 0.2 * rng.normal(size=n), 0.01, 0.99)
+    hp = {"alpha": 0.1, "n_bins": 4, "risk_min": -5.0, "risk_max": -1.0, "n_resplits": 5}
+    risk = -rng.uniform(0, 4, n)
+
+    def run(kind, pq, rk):
+        p = pd.DataFrame({"sample": idx, "split": split, "expression": kind, "risk": rk, "p_grade_0": 1 - pq,
+                          "p_grade_1": pq})
+        return uncertainty.conformal_tables(cases, p, kind, hp, seed=0)[0]
+
+    same = pd.concat([run("real", q, risk), run("synthesized", q, risk)])
+    t = uncertainty.subgroup_tests(same, cases)
+    assert set(t.stratify) == {"all", *uncertainty.FAIRNESS} and (t.p_value > 0.99).all()
+    assert t[(t.stratify == "all")].n_x.eq(60).all() and t[t.stratify == "sex"].n_x.eq(30).all()
+    worse = pd.concat([run("real", q, risk), run("synthesized", np.full(n, 0.5), risk - 2)])
+    t = uncertainty.subgroup_tests(worse, cases).set_index(["stratify", "quantity"])
+    assert t.loc[("all", "p_true_grade"), "p_value"] < 1e-3 and t.loc[("all", "risk_scaled"), "p_value"] < 1e-3
+    assert uncertainty.subgroup_tests(run("real", q, risk), cases).empty

@@ -214,6 +214,12 @@ rule compute_pathgen_conformal:
             category="PathGen",
             subcategory="Uncertainty and fairness",
         ),
+        tests=report(
+            "results/pathgen/conformal/tests.tsv",
+            caption="../report/pathgen_conformal_tests.rst",
+            category="PathGen",
+            subcategory="Uncertainty and fairness",
+        ),
         fairness=report(
             "results/pathgen/conformal/fairness.tsv",
             caption="../report/pathgen_fairness.rst",

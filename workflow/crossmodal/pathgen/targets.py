@@ -128,6 +128,7 @@ def default_targets(config: dict) -> list[str]:
     rt = [f"{R}/round_trip.tsv", f"{R}/figures/round_trip.png"] if round_trip_enabled(config) else []
     return rt + [f"{R}/table2.tsv", f"{R}/figures/fig2_synthesized_vs_real.png", f"{R}/prediction.tsv",
             f"{R}/prediction_tests.tsv", f"{R}/conformal/summary.tsv", f"{R}/conformal/fairness.tsv",
+            f"{R}/conformal/tests.tsv",
             f"{R}/figures/fig5b_fairness.png", f"{R}/figures/heatmaps.png", f"{R}/figures/fig3d_coattention.png",
             f"{R}/coattention.tsv",
             f"{R}/reproduction.tsv"]

@@ -16,7 +16,8 @@ magnification level of a patient is that of its first slide.
 Per-patient file ``conformal/cases.tsv``: run, calibration, test, valid, patient, n_slides,
 grade_set_size, grade_covered, grade_uncertainty (eq. 10), risk (MCAT's ``-sum_k S_k``, in
 [-n_bins, 0]), risk_scaled (the same on [risk_min, risk_max], the scale of eq. 12 and of the
-bounds), risk_lb, risk_ub, risk_covered, risk_uncertainty (eq. 12).
+bounds), risk_lb, risk_ub, risk_covered, risk_uncertainty (eq. 12), p_true_grade (predicted
+probability of the patient's grade).
 
 Fairness tables: coverage / mean set size / uncertainty, and the group's AUC (grade rows) or
 C-index (risk rows) as in Tables 4 / 5, by sex, age group, magnification level,
@@ -80,7 +81,8 @@ def conformal_tables(cases: pd.DataFrame, pred: pd.DataFrame, run: str, hp: dict
                                  "grade_covered": g_cov, "grade_uncertainty": r["grade_unc"],
                                  "risk": test.risk.to_numpy(), "risk_scaled": _scale(test.risk, hp),
                                  "risk_lb": r["lb"], "risk_ub": r["ub"],
-                                 "risk_covered": r_cov, "risk_uncertainty": r["uncertainty"]}))
+                                 "risk_covered": r_cov, "risk_uncertainty": r["uncertainty"],
+                                 "p_true_grade": probs[np.arange(len(y)), y]}))
         mc = _mc_coverage(pc, pt, cpp, hp, seed) if valid else {}
         summ.append({**label, "alpha": hp["alpha"], "n_calibration": len(cal), "n_test": len(test),
                      "grade_coverage": float(g_cov.mean()), "grade_uncertainty": float(r["grade_unc"].mean()),
@@ -104,6 +106,43 @@ def conformal_tables(cases: pd.DataFrame, pred: pd.DataFrame, run: str, hp: dict
     fairness = pd.concat(fair, ignore_index=True)
     fairness = fairness[~((fairness.group == "all") & fairness.duplicated(["run", "calibration", "test", "task", "group"]))]
     return pd.concat(per, ignore_index=True), pd.DataFrame(summ), fairness.reset_index(drop=True)
+
+
+def subgroup_tests(per_case: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
+    """Supplementary Tables 4 / 5 p-values: per group of each fairness stratification (and
+    ``all``), Wilcoxon rank-sum tests of WSI + real (tested on real) against WSI + synthesized
+    (tested on synthesized), both validly calibrated, on the per-patient predicted scores -
+    ``p_true_grade`` (grade) and ``risk_scaled`` (risk) - and on the per-patient uncertainties
+    (eq. 10 / 12).  Empty when either run is missing."""
+    from crossmodal import stats
+    from crossmodal.pathgen.predict import per_patient
+
+    d = per_case[per_case.valid.astype(str).str.lower() == "true"]
+    a = d[(d.run == "real") & (d.test == "real")].set_index("patient")
+    b = d[(d.run == "synthesized") & (d.test == "synthesized")].set_index("patient")
+    if a.empty or b.empty:
+        return pd.DataFrame(columns=["stratify", "group", "task", "quantity", "test", "statistic", "p_value",
+                                     "n_x", "n_y"])
+    cpp = per_patient(cases)
+    cpp = cpp.assign(censorship=np.where(cpp.censored == 1, "alive", "dead"))
+    rows = []
+    for col in ["all"] + FAIRNESS:
+        groups = [("all", list(a.index))] if col == "all" else [
+            (str(g), list(ix)) for g, ix in cpp.loc[a.index].groupby(cpp.loc[a.index, col].astype(str)).groups.items()]
+        for g, ix in groups:
+            for task, score, unc in (("grade", "p_true_grade", "grade_uncertainty"),
+                                     ("risk", "risk_scaled", "risk_uncertainty")):
+                for quantity in (score, unc):
+                    x, y = a.loc[ix, quantity].to_numpy(float), b.loc[b.index.intersection(ix), quantity].to_numpy(float)
+                    base = {"stratify": col, "group": g, "task": task, "quantity": quantity}
+                    if len(x) < 1 or len(y) < 1:
+                        rows.append({**base, "test": "wilcoxon_ranksum", "statistic": np.nan, "p_value": np.nan,
+                                     "n_x": len(x), "n_y": len(y)})
+                        continue
+                    r = stats.ranksum(x, y, label=f"{col}={g}: {quantity}, real vs synthesized")
+                    rows.append({**base, "test": r["test"], "statistic": r["statistic"], "p_value": r["p_value"],
+                                 "n_x": r["n_x"], "n_y": r["n_y"]})
+    return pd.DataFrame(rows)
 
 
 def _mc_coverage(pc, pt, cases, hp, seed) -> dict:
