@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -306,6 +307,7 @@ def test_evaluation_table_quotes_the_paper_and_labels_the_stand_in(data, trained
     assert gen_all["paper_fid"] == 23.36 and gen_all["paper_kid"] == 0.015 and gen_all["paper_is"] == 3.19
     assert "not comparable" in gen_all["comparability"] and gen_all["data"] == "planted test set"
     assert np.isfinite(gen_all["fid"]) and gen_all["n_other"] == 12
+    assert gen_all["paper_n"] == 50000 and (t[t.scope == COHORTS[0]]["paper_n"] == 10000).all()
     vae = data["root"] / "vae_metrics.tsv"
     pd.DataFrame({"split": ["train", "val", "test"], "rmse": [0.5, 0.6, 0.61], "mae": [0.4, 0.4, 0.41]}).to_csv(
         vae, sep="\t", index=False)
@@ -395,6 +397,7 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
     p = run_snakemake(tmp_path, "-n", "-p", "rna_cdm_all", configfile=REPO / "config" / "rna_cdm.yaml")
     out = p.stdout + p.stderr
     for rule in ("train_rna_cdm_base", "train_rna_cdm_sr", "generate_rna_cdm_tiles", "evaluate_rna_cdm",
+                 "generate_rna_cdm_evaluation_tiles", "results/rna_cdm/cells/generated_evaluation.tsv",
                  "plot_rna_cdm_cell_table", "summarise_rna_cdm", "generate_rna_cdm_external_tiles",
                  "deconvolve_rna_cdm", "perturb_rna_cdm", "classify_rna_cdm_downstream"):
         assert rule in out, rule
@@ -414,6 +417,8 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
     rc = merged["rna_cdm"]
     # toy values that once leaked through the merge (32 px SR crops, raw tiles, 4 SR-fidelity tiles)
     assert (rc["train"]["sr_crop"], rc["evaluate"]["sr_fidelity_tiles"]) == (None, 16)
+    # Results: FID50k etc. on 50k tiles, 10,000 per cancer type; the deconvolution's ten per patient
+    assert (rc["evaluate"]["tiles_per_cohort"], rc["generate"]["tiles_per_patient"]) == (10000, 10)
     assert merged["tiling"]["presets"]["tile256"]["format"] == "jpeg"
     assert (rc["base_unet"]["image_size"], rc["base_unet"]["dim"], rc["sr_unet"]["image_size"], rc["sr_unet"]["dim"]) \
         == (64, 256, 256, 128)
@@ -639,6 +644,79 @@ def test_deconvolve_and_perturb_steps(data, trained, tmp_path):
     assert not (tmp_path / "bad_table").exists()
 
 
+def test_tile_budget_spreads_each_cancer_types_tiles_over_its_patients():
+    """evaluate.tiles_per_cohort (paper: 10,000 per cancer type) split evenly over the test
+    patients, the remainder to the first ones; without it, tiles_per_patient each."""
+    from crossmodal.rna_cdm.steps import tile_budget
+
+    plan = pd.DataFrame({"cohort": ["A", "A", "A", "B", "B"], "patient": list("pqrst")},
+                        index=["a3", "a1", "a2", "b1", "b2"])
+    n = tile_budget(plan, 4, 7)
+    assert list(n.index) == list(plan.index)  # plan order: the LMDB follows it
+    assert n.to_dict() == {"a1": 3, "a2": 2, "a3": 2, "b1": 4, "b2": 3}
+    assert (tile_budget(plan, 4, None) == 4).all()
+    # the toy's value: 8 per type over 2 test patients = 4 each, the per-patient set's counts
+    two = plan[plan.cohort == "B"]
+    assert tile_budget(two, 4, 8).tolist() == tile_budget(two, 4, None).tolist() == [4, 4]
+    assert tile_budget(plan, 4, 2).to_dict() == {"a1": 1, "a2": 1, "a3": 0, "b1": 1, "b2": 1}
+    assert tile_budget(plan, 4, 10000).groupby(plan.cohort).sum().to_dict() == {"A": 10000, "B": 10000}
+    with pytest.raises(ValueError, match="tiles_per_cohort must be >= 1"):
+        tile_budget(plan, 4, 0)
+
+
+def test_generation_streams_batches_to_the_lmdb_with_the_cohort_budget(data, trained, monkeypatch):
+    """tiles_per_cohort: 3 tiles per cancer type over 2 patients (2 + 1); each sampling batch
+    (generate.batch_size 2) is written before the next is drawn; the tiles equal the all-at-once
+    cascade's."""
+    from crossmodal.data import TileWriter as TW
+
+    cfg, out = trained
+    cfg = dict(cfg, generate=dict(cfg["generate"], batch_size=2))
+    events = []
+    real_iter, real_add = cascade.iter_cascade, TW.add
+
+    def iter_spy(*a, **k):
+        for item in real_iter(*a, **k):
+            events.append("draw")
+            yield item
+
+    def add_spy(self, *a, **k):
+        events.append("add")
+        return real_add(self, *a, **k)
+
+    monkeypatch.setattr(cascade, "iter_cascade", iter_spy)
+    monkeypatch.setattr(TW, "add", add_spy)
+    gen = data["root"] / "gen_budget.lmdb"
+    steps.run("generate_rna_cdm_tiles", {"base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
+                                         "latent": data["latent"], "splits": data["splits"]},
+              {"tiles": str(gen)}, {"rna_cdm": cfg, "cohorts": COHORTS, "split": "train", "tiles_per_patient": 10,
+                                    "tiles_per_cohort": 3, "mpp": 2.0, "seed": 4, "device": "cpu"})
+    assert "".join(e[0] for e in events) == "daadaadaa"  # 6 tiles in batches of 2, each written at once
+    ds = TileDataset([gen])
+    metas = [ds.meta(i) for i in range(len(ds))]
+    assert [(m["sample"], m["replicate"]) for m in metas] == [
+        ("TCGA-AAA-0", 0), ("TCGA-AAA-0", 1), ("TCGA-AAA-1", 0), ("TCGA-BBB-0", 0), ("TCGA-BBB-0", 1),
+        ("TCGA-BBB-1", 0)]
+    monkeypatch.undo()
+    base, sr = cascade.load_model(out["base"] / "model.pt"), cascade.load_model(out["sr"] / "model.pt")
+    lat = cascade.read_latents(data["latent"])
+    whole = cascade.sample_cascade(base, sr, lat.loc[[m["sample"] for m in metas]].to_numpy(np.float32), cfg,
+                                   seed=4, batch_size=2)
+    np.testing.assert_array_equal(np.stack([ds[i] for i in range(len(ds))]), whole)
+
+
+def test_synthetic_need_covers_replacement_and_pretraining():
+    """Figure 4's synthetic tiles per class: 75% of the largest per-class training fold (A), or
+    the 100% pretraining set (the real set's size) over the classes (B) - the paper's 5,000
+    tiles, 5 folds: 600 vs 1,000 per class."""
+    from crossmodal.rna_cdm.downstream import synthetic_need
+
+    y = np.repeat(np.arange(5), 1000)
+    folds = [(np.flatnonzero(np.arange(5000) % 5 != f), np.flatnonzero(np.arange(5000) % 5 == f)) for f in range(5)]
+    assert synthetic_need(y, folds, [0, 0.25, 0.5, 0.75], [0.25, 0.5, 0.75, 1.0], 5) == 1000
+    assert synthetic_need(y, folds, [0, 0.75], [0.25], 5) == 600
+
+
 def test_replacement_keeps_size_and_class_balance():
     from crossmodal.rna_cdm import downstream as ds
 
@@ -664,7 +742,7 @@ def test_downstream_classifier_learns_the_planted_colours(data, generated, tmp_p
     c = validate({"downstream": {"image_size": 16, "n_tiles": 48, "folds": 2, "epochs": 6, "lr": 1e-3,
                                  "batch_size": 8, "pretrain_epochs": 2, "pretrain_val_fraction": 0.0,
                                  "finetune_epochs": 2, "finetune_lr": 1e-3, "real_splits": ["train"],
-                                 "replace_fractions": [0.0, 0.5, 0.75], "pretrain_fractions": [0.5, 1.0]}},
+                                 "replace_fractions": [0.0, 0.5, 0.75], "pretrain_fractions": [0.25, 0.4]}},
                  SCHEMA_DIR / "config" / "rna_cdm.schema.yaml", "rna_cdm")["downstream"]
     o = {"table": tmp_path / "summary.tsv", "folds": tmp_path / "folds.tsv", "figure": tmp_path / "acc.png",
          "confusion": tmp_path / "cm.png"}
@@ -672,10 +750,10 @@ def test_downstream_classifier_learns_the_planted_colours(data, generated, tmp_p
               {k: str(v) for k, v in o.items()}, {"downstream": c, "cohorts": COHORTS, "data_note": "planted", "seed": 0})
     t = pd.read_csv(o["table"], sep="\t").set_index("setting")
     assert list(t.index) == ["0% synthetic", "50% synthetic", "75% synthetic",
-                             "no pretraining", "pretrained on 50% synthetic", "pretrained on 100% synthetic"]
+                             "no pretraining", "pretrained on 25% synthetic", "pretrained on 40% synthetic"]
     assert t.loc["0% synthetic", "accuracy_mean"] > 0.9
-    assert t.loc["pretrained on 50% synthetic", "n_synthetic"] == 20  # 24 wanted, 10 generated per class
-    assert t.loc["pretrained on 100% synthetic", "n_synthetic"] == 20
+    assert t.loc["pretrained on 25% synthetic", "n_synthetic"] == 12  # shares of the 48 real tiles
+    assert t.loc["pretrained on 40% synthetic", "n_synthetic"] == 18  # 9 of the 10 generated per class
     assert np.isnan(t.loc["0% synthetic", "p_value_vs_baseline"])
     assert np.isfinite(t.loc["50% synthetic", "p_value_vs_baseline"])
     assert t.loc["no pretraining", "paper"] == "baseline" and (t["data"] == "planted").all()
@@ -687,6 +765,13 @@ def test_downstream_classifier_learns_the_planted_colours(data, generated, tmp_p
         assert (abs(share - frac) < 0.1).all(), share
     for p in (o["figure"], o["confusion"]):
         assert p.exists() and p.with_suffix(".pdf").exists()
+    # pretraining on 100% (24 per class) needs more than the 10 generated per class: refused before
+    # any training, naming the LMDB and the budget (it used to be capped silently)
+    o2 = {k: str(tmp_path / f"x_{v.name}") for k, v in o.items()}
+    with pytest.raises(ValueError, match=r"10 generated TCGA-AAA tiles.*need 24 per cancer type.*tiles_per_cohort"):
+        steps.run("downstream_rna_cdm", {"real": data["lmdbs"], "generated": generated, "splits": data["splits"]},
+                  o2, {"downstream": dict(c, pretrain_fractions=[1.0]), "cohorts": COHORTS, "seed": 0})
+    assert not any(Path(v).exists() for v in o2.values())
 
 
 def test_simclr_on_synthetic_then_binary_task(data, generated, tmp_path):

@@ -107,6 +107,41 @@ rule generate_rna_cdm_tiles:
         "../scripts/generate_rna_cdm_tiles.py"
 
 
+# the evaluation set: evaluate.tiles_per_cohort per cancer type over the test patients (planned
+# only when that is set; null = test.lmdb above is the evaluation set)
+rule generate_rna_cdm_evaluation_tiles:
+    input:
+        base="results/rna_cdm/unet/base/model.pt",
+        sr="results/rna_cdm/unet/sr/model.pt",
+        latent=lambda w: rct.latent(config, SAMPLES),
+        splits="results/splits/vae.tsv",
+    output:
+        tiles=directory("results/rna_cdm/generated/evaluation.lmdb"),
+    log:
+        "logs/generate_rna_cdm_evaluation_tiles/test.log",
+    benchmark:
+        "benchmarks/generate_rna_cdm_evaluation_tiles/test.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=32000,
+    params:
+        rna_cdm=rct.cascade_config(config, "sample"),
+        cohorts=RC["cohorts"],
+        split="test",
+        tiles_per_patient=RC["generate"]["tiles_per_patient"],
+        tiles_per_cohort=RC["evaluate"]["tiles_per_cohort"],
+        mpp=rct.tile_mpp(config),
+        source="test",
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/generate_rna_cdm_tiles.py"
+
+
 rule generate_rna_cdm_external_tiles:
     input:
         base="results/rna_cdm/unet/base/model.pt",
@@ -139,7 +174,7 @@ rule generate_rna_cdm_external_tiles:
 rule evaluate_rna_cdm:
     input:
         real=lambda w: rct.tile_lmdbs(config, SAMPLES),
-        generated="results/rna_cdm/generated/test.lmdb",
+        generated=rct.evaluation_tiles(config),
         splits="results/splits/vae.tsv",
         extractor_weights=rct.extractor_weights(config),
     output:
@@ -155,11 +190,16 @@ rule evaluate_rna_cdm:
     conda:
         "../../envs/torch.yaml"
     threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=64000,
     params:
         cohorts=RC["cohorts"],
         extractor=RC["evaluate"]["extractor"],
         max_images=RC["evaluate"]["max_images"],
         kid_subset_size=RC["evaluate"]["kid_subset_size"],
+        tiles_per_cohort=RC["evaluate"]["tiles_per_cohort"],
         data_note=rct.data_note(config),
         seed=config["seed"],
         device=config["device"],
@@ -235,17 +275,25 @@ rule plot_rna_cdm_tiles:
         "../scripts/plot_rna_cdm_tiles.py"
 
 
+# {set}: test (tiles_per_patient, for the deconvolution) or evaluation (tiles_per_cohort, Table 1)
 rule count_rna_cdm_cells:
     input:
-        lmdb="results/rna_cdm/generated/test.lmdb",
+        lmdb="results/rna_cdm/generated/{set}.lmdb",
     output:
-        counts="results/rna_cdm/cells/generated_test.tsv",
+        counts="results/rna_cdm/cells/generated_{set}.tsv",
     log:
-        "logs/count_rna_cdm_cells/test.log",
+        "logs/count_rna_cdm_cells/{set}.log",
     benchmark:
-        "benchmarks/count_rna_cdm_cells/test.tsv"
+        "benchmarks/count_rna_cdm_cells/{set}.tsv"
+    wildcard_constraints:
+        set="test|evaluation",
     conda:
         "../../envs/wsi.yaml"
+    threads: 2
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=32000,
     params:
         cells=rct.cell_params(config),
         seed=config["seed"],
@@ -257,7 +305,7 @@ rule count_rna_cdm_cells:
 rule plot_rna_cdm_cell_table:
     input:
         counts=lambda w: rct.real_cell_counts(config, SAMPLES),
-        synthetic_counts="results/rna_cdm/cells/generated_test.tsv",
+        synthetic_counts=rct.evaluation_cell_counts(config),
         truth=MET_TRUTH,
     output:
         table=report(
@@ -396,7 +444,7 @@ rule perturb_rna_cdm:
 rule classify_rna_cdm_downstream:
     input:
         real=lambda w: rct.tile_lmdbs(config, SAMPLES),
-        generated="results/rna_cdm/generated/test.lmdb",
+        generated=rct.evaluation_tiles(config),
         splits="results/splits/vae.tsv",
     output:
         table=report(
@@ -438,7 +486,7 @@ rule classify_rna_cdm_downstream:
 
 rule evaluate_rna_cdm_simclr:
     input:
-        generated="results/rna_cdm/generated/test.lmdb",
+        generated=rct.evaluation_tiles(config),
         real=lambda w: rct.tile_lmdbs(config, SAMPLES),
         splits="results/splits/vae.tsv",
         labels=rct.simclr_labels(config),

@@ -288,13 +288,32 @@ def sample_stage(net, edm: EDM, shape, cfg: dict, *, sampler: str = "karras", ge
 def sample_cascade(base: UNet, sr: UNet, latents: np.ndarray, cfg: dict, *, seed: int, sampler: str = "karras",
                    batch_size: int = 64, device="cpu", return_lowres: bool = False):
     """Tiles for each row of ``latents`` ``(N, d)``: base stage, then super-resolution of the
-    upsampled, blurred base image.  Returns RGB uint8 ``(N, S, S, 3)`` (and the base tiles)."""
+    upsampled, blurred base image.  Returns RGB uint8 ``(N, S, S, 3)`` (and the base tiles).
+    Holds every tile in memory: large sets stream through :func:`iter_cascade`."""
+    b_size, s_size = int(base.cfg.image_size), int(sr.cfg.image_size)
+    outs, lows = [], []
+    for _, hi, lo in iter_cascade(base, sr, latents, cfg, seed=seed, sampler=sampler, batch_size=batch_size,
+                                  device=device):
+        outs.append(hi)
+        lows.append(lo)
+    out = np.concatenate(outs) if outs else np.zeros((0, s_size, s_size, 3), np.uint8)
+    if return_lowres:
+        return out, (np.concatenate(lows) if lows else np.zeros((0, b_size, b_size, 3), np.uint8))
+    return out
+
+
+@torch.no_grad()
+def iter_cascade(base: UNet, sr: UNet, latents: np.ndarray, cfg: dict, *, seed: int, sampler: str = "karras",
+                 batch_size: int = 64, device="cpu"):
+    """:func:`sample_cascade` one batch at a time: yields ``(offset, tiles, base tiles)`` (RGB
+    uint8) for rows ``offset:offset + batch_size`` of ``latents``, so a caller can write each
+    batch before the next is drawn.  Batch ``k`` is seeded from ``(seed, offset)``: the tiles do
+    not depend on how the batches are consumed."""
     edm = make_edm(cfg)
     b_size, s_size = int(base.cfg.image_size), int(sr.cfg.image_size)
     lat = torch.as_tensor(np.asarray(latents, np.float32))
     if lat.ndim != 2 or lat.shape[1] != base.cfg.cond_dim:
         raise ValueError(f"rna_cdm: latents have shape {tuple(lat.shape)}, the model expects (N, {base.cfg.cond_dim})")
-    outs, lows = [], []
     for k in range(0, len(lat), batch_size):
         z = lat[k:k + batch_size].to(device)
         g = torch.Generator().manual_seed(int(seed) * 7919 + k)
@@ -303,12 +322,7 @@ def sample_cascade(base: UNet, sr: UNet, latents: np.ndarray, cfg: dict, *, seed
         up = prepare_lowres(lo, s_size, float(cfg["lowres_blur_sigma"]), int(cfg["lowres_blur_kernel"]))
         hi = sample_stage(sr, edm, (len(z), 3, s_size, s_size), cfg, sampler=sampler, generator=g, device=device,
                           cond=z, lowres=up)
-        outs.append(to_uint8(hi))
-        lows.append(to_uint8(lo))
-    out = np.concatenate(outs) if outs else np.zeros((0, s_size, s_size, 3), np.uint8)
-    if return_lowres:
-        return out, (np.concatenate(lows) if lows else np.zeros((0, b_size, b_size, 3), np.uint8))
-    return out
+        yield k, to_uint8(hi), to_uint8(lo)
 
 
 @torch.no_grad()

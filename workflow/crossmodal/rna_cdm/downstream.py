@@ -72,18 +72,45 @@ def real_tiles(lmdbs, splits: pd.DataFrame, cohorts: list[str], which: list[str]
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 
-def synthetic_tiles(lmdb, cohorts: list[str], size: int):
-    """All RNA-CDM tiles of ``lmdb`` whose cohort is one of ``cohorts``: tiles, class index."""
+def synthetic_tiles(lmdb, cohorts: list[str], size: int, per_class: int | None = None, seed: int = 0):
+    """RNA-CDM tiles of ``lmdb`` whose cohort is one of ``cohorts``: tiles, class index.  All of
+    them, or ``per_class`` random ones of each cohort (only those are decoded); a cohort with
+    fewer raises, naming the LMDB and the budget that sets its size."""
     from crossmodal.data import TileDataset
     from crossmodal.rna_gan.evaluate import resize_uint8
 
     ds = TileDataset(_list(lmdb))
-    coh = [ds.meta(i).get("cohort") for i in range(len(ds))]
-    idx = [i for i, c in enumerate(coh) if c in cohorts]
-    if not idx:
+    coh = np.array([ds.meta(i).get("cohort") for i in range(len(ds))], dtype=object)
+    idx = np.flatnonzero(np.isin(coh, cohorts))
+    if not len(idx):
         raise ValueError(f"{lmdb}: no generated tile of cohorts {cohorts}")
-    x = resize_uint8(np.stack([ds[i] for i in idx]), size)
+    if per_class is not None:
+        rng = np.random.default_rng(seed)
+        keep = []
+        for c in cohorts:
+            ii = np.flatnonzero(coh == c)
+            if len(ii) < per_class:
+                raise ValueError(f"{lmdb}: {len(ii)} generated {c} tiles, the downstream experiments need "
+                                 f"{per_class} per cancer type (raise rna_cdm.evaluate.tiles_per_cohort, or "
+                                 f"generate.tiles_per_patient where it is null)")
+            keep.append(ii if len(ii) == per_class else np.sort(rng.choice(ii, int(per_class), replace=False)))
+        idx = np.sort(np.concatenate(keep))
+    x = resize_uint8(np.stack([ds[int(i)] for i in idx]), size)
     return x, np.array([cohorts.index(coh[i]) for i in idx])
+
+
+def synthetic_need(y: np.ndarray, folds, replace_fractions, pretrain_fractions, n_classes: int) -> int:
+    """Synthetic tiles per class Figure 4 draws at most: the largest replacement of a fold's
+    real training tiles of one class (A) and the largest pretraining set split over the classes
+    (B; a share of the whole real set, as in the paper: 100% = 5,000 tiles)."""
+    need = 0
+    for tr, _ in folds:
+        for frac in replace_fractions:
+            for c in np.unique(y[tr]):
+                need = max(need, int(round(float(frac) * int((y[tr] == c).sum()))))
+    for frac in pretrain_fractions:
+        need = max(need, int(round(float(frac) * len(y))) // n_classes)
+    return need
 
 
 def take_per_class(y: np.ndarray, n_per_class: dict, rng) -> np.ndarray:
@@ -167,10 +194,11 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
     x, y, groups = real_tiles(inputs["real"], splits, cohorts, list(c["real_splits"]), n_tiles // len(cohorts),
                               size, seed)
-    sx, sy = synthetic_tiles(inputs["generated"], cohorts, size)
-    lg.info("downstream: %d real tiles (%d patients), %d synthetic tiles, %d classes", len(y),
-            len(set(groups)), len(sy), len(cohorts))
     folds = _folds(y, groups, int(c["folds"]), seed)
+    need = synthetic_need(y, folds, c["replace_fractions"], c["pretrain_fractions"], len(cohorts))
+    sx, sy = synthetic_tiles(inputs["generated"], cohorts, size, per_class=need, seed=seed + 2)
+    lg.info("downstream: %d real tiles (%d patients), %d synthetic tiles (%d per class), %d classes", len(y),
+            len(set(groups)), len(sy), need, len(cohorts))
     rng = np.random.default_rng(seed)
     dev = params.get("device", "cpu")
     s_scratch = _settings(c, epochs=c["epochs"], lr=c["lr"], device=dev)
@@ -181,10 +209,7 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     pretrained = {}
     for frac in c["pretrain_fractions"]:
         want = int(round(float(frac) * len(y)))
-        per = {k: min(want // len(cohorts), int((sy == k).sum())) for k in range(len(cohorts))}
-        if sum(per.values()) < want - len(cohorts):
-            lg.warning("pretraining %.0f%%: %d synthetic tiles wanted, %d available", 100 * frac, want,
-                       sum(per.values()))
+        per = {k: want // len(cohorts) for k in range(len(cohorts))}  # synthetic_need loaded enough
         ii = take_per_class(sy, per, np.random.default_rng(seed + 1))
         net, _ = clf.train(make(), sx[ii], sy[ii], s_pre, seed=seed, progress=False)
         pretrained[frac] = (net.state_dict(), len(ii))

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 #: RNA-CDM Results ("RNA-CDM generates realistic tiles"): metrics over 50k tiles, Inception-V3
 PAPER = {"fid": 23.36, "is": 3.19, "kid": 0.015, "fid_TCGA-COAD": 31.70}
+#: tiles per set behind those numbers: "we generated 50k tiles (10,000 per cancer type), and
+#: compared them with the same amount of real tiles" (five cancer types)
+PAPER_N = 50000
 
 
 def _list(x) -> list[str]:
@@ -113,10 +116,34 @@ def generation_plan(lat: pd.DataFrame, splits: pd.DataFrame | None, cohorts, spl
     return plan.sort_index()
 
 
+def tile_budget(plan: pd.DataFrame, tiles_per_patient: int, tiles_per_cohort: int | None = None) -> pd.Series:
+    """Tiles to generate for each sample of ``plan`` (index sample, column ``cohort``), in plan
+    order: ``tiles_per_patient`` each, or - with ``tiles_per_cohort`` - that many per cancer type
+    spread evenly over its samples (the first ``tiles_per_cohort % n`` samples in sample order
+    draw one more).  A cohort with more samples than its budget gets one tile for each of the
+    first ``tiles_per_cohort`` samples and none for the rest."""
+    if tiles_per_cohort is None:
+        if int(tiles_per_patient) < 1:
+            raise ValueError(f"rna_cdm: tiles_per_patient must be >= 1, got {tiles_per_patient}")
+        return pd.Series(int(tiles_per_patient), index=plan.index, dtype=int)
+    budget = int(tiles_per_cohort)
+    if budget < 1:
+        raise ValueError(f"rna_cdm.evaluate.tiles_per_cohort must be >= 1 (or null), got {tiles_per_cohort}")
+    out = pd.Series(0, index=plan.index, dtype=int)
+    for _, members in plan.groupby("cohort", sort=False).groups.items():
+        members = sorted(members)
+        q, r = divmod(budget, len(members))
+        out.loc[members] = [q + (i < r) for i in range(len(members))]
+    return out
+
+
 @step("generate_rna_cdm_tiles")
 def generate_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
-    """``tiles_per_patient`` tiles per sample through the cascade (Karras sampler, EMA weights)
-    from the sample's β-VAE latent, into a tile LMDB (metadata: sample, patient, cohort)."""
+    """Tiles through the cascade (Karras sampler, EMA weights) from each sample's β-VAE latent,
+    into a tile LMDB (metadata: sample, patient, cohort, replicate): ``tiles_per_patient`` per
+    sample, or ``tiles_per_cohort`` per cancer type spread over its samples (:func:`tile_budget`).
+    Each sampling batch is written before the next is drawn (the paper's 50k tiles do not fit
+    in memory at 256 px)."""
     from crossmodal.data import TileWriter
 
     _threads(threads)
@@ -126,21 +153,26 @@ def generate_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
     lat = cascade.read_latents(inputs["latent"])
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str) if inputs.get("splits") else None
     plan = generation_plan(lat, splits, params["cohorts"], params.get("split"), params.get("sample_cohort"))
-    n = int(params["tiles_per_patient"])
-    z = np.repeat(lat.loc[plan.index].to_numpy(np.float32), n, axis=0)
+    counts = tile_budget(plan, int(params["tiles_per_patient"]), params.get("tiles_per_cohort"))
+    samples = np.repeat(plan.index.to_numpy(), counts.to_numpy())
+    replicate = np.concatenate([np.arange(n) for n in counts.to_numpy()]) if len(samples) else np.zeros(0, int)
+    z = lat.loc[samples].to_numpy(np.float32)
     t0 = time.time()
-    tiles = cascade.sample_cascade(base, sr, z, cfg, seed=seed, batch_size=int(cfg["generate"]["batch_size"]),
-                                   device=dev)
-    dt = time.time() - t0
     s = int(sr.cfg.image_size)
     with TileWriter(outputs["tiles"], {"mpp": params.get("mpp"), "encoding": "png", "tile_size": s,
                                        "generator": "rna_cdm", "source": params.get("source", "test")}) as w:
-        for k, t in enumerate(tiles):
-            sample = plan.index[k // n]
-            w.add(t, {"sample": sample, "patient": str(plan.loc[sample, "patient"]),
-                      "cohort": str(plan.loc[sample, "cohort"]), "replicate": k % n})
-    logging.getLogger(__name__).info("%d tiles (%d px) from %d samples in %.1f s (%.3f s/tile, %s)", len(tiles), s,
-                                     len(plan), dt, dt / max(len(tiles), 1), dev)
+        for k, tiles, _ in cascade.iter_cascade(base, sr, z, cfg, seed=seed,
+                                                batch_size=int(cfg["generate"]["batch_size"]), device=dev):
+            for j, tile in enumerate(tiles):
+                sample = samples[k + j]
+                w.add(tile, {"sample": sample, "patient": str(plan.loc[sample, "patient"]),
+                             "cohort": str(plan.loc[sample, "cohort"]), "replicate": int(replicate[k + j])})
+            logging.getLogger(__name__).info("%d / %d tiles written", k + len(tiles), len(z))
+    dt = time.time() - t0
+    per = plan.assign(n=counts).groupby("cohort")["n"].agg(["sum", "size"])
+    logging.getLogger(__name__).info(
+        "%d tiles (%d px) from %d samples in %.1f s (%.3f s/tile, %s); per cancer type: %s", len(z), s, len(plan), dt,
+        dt / max(len(z), 1), dev, ", ".join(f"{c} {r['sum']} tiles / {r['size']} samples" for c, r in per.iterrows()))
 
 
 # --------------------------------------------------------------------------------------
@@ -198,8 +230,11 @@ def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     def row(scope, a, b, what):
         r = image.compare(a, b, ext, kid_subset_size=int(params.get("kid_subset_size", 1000)), seed=seed)
         paper_fid = PAPER["fid"] if scope == "all" else PAPER.get(f"fid_{scope}", float("nan"))
+        gen_row = what.startswith("real vs RNA-CDM")
+        # the paper's n per set: 50k tiles, 10,000 per cancer type (Results), real and generated
+        paper_n = (PAPER_N if scope == "all" else PAPER_N // 5) if gen_row else float("nan")
         rows.append({"comparison": what, "scope": scope, "n_real": r["n_a"], "n_other": r["n_b"],
-                     "tile_px": size, "fid": r["fid"], "paper_fid": paper_fid if what.startswith("real vs RNA-CDM") else float("nan"),
+                     "paper_n": paper_n, "tile_px": size, "fid": r["fid"], "paper_fid": paper_fid if what.startswith("real vs RNA-CDM") else float("nan"),
                      "kid": r["kid_mean"], "kid_std": r["kid_std"],
                      "paper_kid": PAPER["kid"] if scope == "all" and what.startswith("real vs RNA-CDM") else float("nan"),
                      "is_generated": r["is_b_mean"], "is_real": r["is_a_mean"],

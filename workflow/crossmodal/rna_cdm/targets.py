@@ -60,6 +60,21 @@ def tile_mpp(config: dict) -> float | None:
     return None if mpp is None else float(mpp) * int(p["tile_size"]) / int(config["rna_cdm"]["sr_unet"]["image_size"])
 
 
+def evaluation_set(config: dict) -> str:
+    """Name of the generated set the evaluations read (FID / KID / IS, Table 1, Fig. 4, Suppl.
+    Fig. 5): ``evaluation`` (evaluate.tiles_per_cohort per cancer type) or, when that is null,
+    ``test`` (the generate.tiles_per_patient set the deconvolution reads)."""
+    return "test" if config["rna_cdm"]["evaluate"]["tiles_per_cohort"] is None else "evaluation"
+
+
+def evaluation_tiles(config: dict) -> str:
+    return f"{R}/generated/{evaluation_set(config)}.lmdb"
+
+
+def evaluation_cell_counts(config: dict) -> str:
+    return f"{R}/cells/generated_{evaluation_set(config)}.tsv"
+
+
 def extractor_weights(config: dict) -> list[str]:
     ext = config["rna_cdm"]["evaluate"]["extractor"]
     if ext == "cohort-ssl":
