@@ -419,6 +419,8 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
     assert (rc["train"]["sr_crop"], rc["evaluate"]["sr_fidelity_tiles"]) == (None, 16)
     # Results: FID50k etc. on 50k tiles, 10,000 per cancer type; the deconvolution's ten per patient
     assert (rc["evaluate"]["tiles_per_cohort"], rc["generate"]["tiles_per_patient"]) == (10000, 10)
+    # the paper's ~190 node-hours (8 days on 4 A100) fit the training rules' 1 + 3 retries jobs
+    assert rc["train"]["runtime_min"] <= 72 * 60 and 4 * rc["train"]["runtime_min"] >= 190 * 60
     assert merged["tiling"]["presets"]["tile256"]["format"] == "jpeg"
     assert (rc["base_unet"]["image_size"], rc["base_unet"]["dim"], rc["sr_unet"]["image_size"], rc["sr_unet"]["dim"]) \
         == (64, 256, 256, 128)
