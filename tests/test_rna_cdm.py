@@ -918,3 +918,49 @@ def test_toy_generated_cell_mix_follows_the_planted_fractions(toy_run):
     r = {t: pearsonr(pct[c], truth.loc[pct.index, t]).statistic
          for c, t in (("neoplastic", "tumour"), ("inflammatory", "lymphocyte"))}
     assert min(r.values()) > 0.5, r
+
+
+def test_vae_umap_figure_separates_planted_cancer_types(tmp_path):
+    """plot_rna_cdm_vae_umap on a tiny β-VAE of three planted expression programs: the test
+    samples' input and reconstruction cluster by cancer type (silhouette > 0.3); a split with
+    one cancer type is refused, naming the split table."""
+    from crossmodal.models import vae as vae_lib
+
+    rng = np.random.default_rng(0)
+    types = ["TCGA-AAA", "TCGA-BBB", "TCGA-CCC"]
+    programs = rng.normal(0, 2, (3, 40))
+    rows, expr = [], {}
+    for k, c in enumerate(types):
+        for i in range(20):
+            s = f"{c}-{i}"
+            expr[s] = programs[k] + rng.normal(0, 0.5, 40)
+            rows.append({"patient": s, "sample": s, "cohort": c, "dataset": "tcga",
+                         "split": "test" if i < 6 else ("val" if i < 9 else "train")})
+    expr = pd.DataFrame(expr).T.rename_axis("sample")
+    expr.columns = [f"G{j}" for j in range(40)]
+    z_path, sp_path = tmp_path / "z_vae.tsv.gz", tmp_path / "splits.tsv"
+    expr.to_csv(z_path, sep="\t")
+    splits = pd.DataFrame(rows)
+    splits.to_csv(sp_path, sep="\t", index=False)
+    train = splits[splits.split == "train"]["sample"]
+    val = splits[splits.split == "val"]["sample"]
+    settings = vae_lib.VAESettings(hidden=[32], latent=4, lr=3e-3, batch_size=16, max_epochs=60, warmup_epochs=2)
+    model, _ = vae_lib.fit(expr.loc[train].to_numpy(np.float32), expr.loc[val].to_numpy(np.float32), settings, seed=0)
+    vae_lib.save(model, tmp_path / "model.pt", list(expr.columns))
+    o = {"figure": str(tmp_path / "umap.png"), "table": str(tmp_path / "sil.tsv")}
+    inputs = {"model": str(tmp_path / "model.pt"), "expression": [str(z_path)], "splits": str(sp_path)}
+    params = {"cohorts": None, "split": "test", "umap_neighbors": 5, "data_note": "planted", "seed": 0}
+    steps.run("plot_rna_cdm_vae_umap", inputs, o, params)
+    t = pd.read_csv(o["table"], sep="\t").set_index("representation")
+    assert (t["n_samples"] == 18).all() and (t["n_cancer_types"] == 3).all() and (t["data"] == "planted").all()
+    assert t.loc["input expression", "silhouette_cancer_type"] > 0.3
+    assert t.loc["reconstructed expression", "silhouette_cancer_type"] > 0.3
+    assert t.loc["UMAP of reconstruction", "silhouette_cancer_type"] > 0.3
+    assert (tmp_path / "umap.png").stat().st_size > 1000 and (tmp_path / "umap.pdf").exists()
+    splits.loc[splits.split == "test", "split"] = "val"
+    splits.loc[splits["sample"] == "TCGA-AAA-0", "split"] = "test"
+    splits.to_csv(sp_path, sep="\t", index=False)
+    bad = {k: str(tmp_path / f"x_{k}") for k in o}
+    with pytest.raises(ValueError, match=r"splits.tsv: the test split has 1 samples of 1 cancer type"):
+        steps.run("plot_rna_cdm_vae_umap", inputs, bad, params)
+    assert not any(Path(v).exists() for v in bad.values())

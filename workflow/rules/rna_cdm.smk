@@ -1,13 +1,43 @@
 # RNA-CDM (Carrillo-Perez et al.): cascaded 64 -> 256 px diffusion conditioned on β-VAE
 # latents (VAE: rules train_vae / encode_expression with paper=rna_cdm in vae.smk), EDM
-# training, Karras sampling, FID/KID/IS, cell-type table, sampler benchmark, deconvolution and
+# training, Karras sampling, β-VAE UMAP (Fig. 2), FID/KID/IS, cell-type table, sampler benchmark, deconvolution and
 # perturbation (Suppl. Figs 3-4), downstream classifiers (Fig. 4), SimCLR (Suppl. Fig. 5),
 # reproduction table.
 # Logic: crossmodal.rna_cdm (input functions in crossmodal.rna_cdm.targets).
 from crossmodal.rna_cdm import targets as rct
+from crossmodal.models import vae as vae_lib
 from crossmodal.training import gpu_request
 
 RC = config["rna_cdm"]
+
+
+rule plot_rna_cdm_vae_umap:
+    input:
+        model="results/rna_cdm/vae/main/model.pt",
+        expression=lambda w: vae_lib.expression_inputs(config, "rna_cdm", "main"),
+        splits="results/splits/vae.tsv",
+    output:
+        figure=report(
+            "results/rna_cdm/figures/vae_umap.png",
+            caption="../report/rna_cdm_vae_umap.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/figures/vae_umap.pdf",
+        table="results/rna_cdm/vae/main/umap_silhouette.tsv",
+    log:
+        "logs/plot_rna_cdm_vae_umap/test.log",
+    benchmark:
+        "benchmarks/plot_rna_cdm_vae_umap/test.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        cohorts=RC["vae"]["cohorts"],
+        split="test",
+        umap_neighbors=RC["evaluate"]["umap_neighbors"],
+        data_note=rct.data_note(config),
+        seed=config["seed"],
+    script:
+        "../scripts/plot_rna_cdm_vae_umap.py"
 
 
 rule train_rna_cdm_base:

@@ -12,6 +12,7 @@ from crossmodal.fileio import write_table
 from crossmodal.rna_cdm import cascade
 from crossmodal.rna_cdm import deconvolution as _deconvolution  # noqa: F401  (registers its steps)
 from crossmodal.rna_cdm import downstream as _downstream  # noqa: F401  (registers its steps)
+from crossmodal.rna_cdm import vae_figure as _vae_figure  # noqa: F401  (registers its step)
 from crossmodal.steps import step
 
 log = logging.getLogger(__name__)

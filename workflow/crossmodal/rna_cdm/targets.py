@@ -148,7 +148,8 @@ def targets(config: dict, samples: pd.DataFrame) -> list[str]:
     rc = config["rna_cdm"]
     if not rc["enabled"]:
         return []
-    out = [f"{R}/vae/main/test_metrics.tsv", f"{R}/fid.tsv", f"{R}/figures/generated_tiles.png",
+    out = [f"{R}/vae/main/test_metrics.tsv", f"{R}/figures/vae_umap.png", f"{R}/fid.tsv",
+           f"{R}/figures/generated_tiles.png",
            f"{R}/cells/table1.tsv", f"{R}/reproduction.tsv"]
     out += [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
     if rc["evaluate"]["sr_fidelity_tiles"] > 0:
