@@ -964,3 +964,18 @@ def test_vae_umap_figure_separates_planted_cancer_types(tmp_path):
     with pytest.raises(ValueError, match=r"splits.tsv: the test split has 1 samples of 1 cancer type"):
         steps.run("plot_rna_cdm_vae_umap", inputs, bad, params)
     assert not any(Path(v).exists() for v in bad.values())
+
+
+def test_simclr_paper_column_quotes_both_models_and_the_200_tile_contradiction():
+    """Suppl. Fig. 5: 73.42 ± 1.5 (SimCLR) and 66.06 ± 2.1 (from scratch) at 4,000 tiles, the
+    11.8-point gap at 1,000, and at 200 tiles the Results (from scratch ahead) vs the caption
+    (SimCLR always ahead)."""
+    from crossmodal.rna_cdm.downstream import simclr_paper_value
+
+    assert simclr_paper_value("SimCLR on RNA-CDM tiles", 4000) == "73.42 ± 1.5 % (4000 tiles)"
+    assert simclr_paper_value("from scratch", 4000) == "66.06 ± 2.1 % (4000 tiles)"
+    assert "11.8 points" in simclr_paper_value("from scratch", 1000)
+    for init in ("SimCLR on RNA-CDM tiles", "from scratch"):
+        v = simclr_paper_value(init, 200)
+        assert "from scratch ahead at 200 tiles (Results)" in v and "caption" in v
+    assert simclr_paper_value("from scratch", 2000) == "behind SimCLR"

@@ -343,8 +343,16 @@ rule plot_rna_cdm_cell_table:
             caption="../report/rna_cdm_cell_table.rst",
             category="RNA-CDM",
         ),
-        correlations="results/rna_cdm/cells/counted_vs_planted.tsv",
-        figure="results/rna_cdm/cells/counted_vs_planted.png",
+        correlations=report(
+            "results/rna_cdm/cells/counted_vs_planted.tsv",
+            caption="../report/rna_cdm_counted_vs_planted.rst",
+            category="RNA-CDM",
+        ),
+        figure=report(
+            "results/rna_cdm/cells/counted_vs_planted.png",
+            caption="../report/rna_cdm_counted_vs_planted.rst",
+            category="RNA-CDM",
+        ),
         figure_pdf="results/rna_cdm/cells/counted_vs_planted.pdf",
     log:
         "logs/plot_rna_cdm_cell_table/all.log",
