@@ -461,6 +461,10 @@ def test_toy_chain_outputs_and_tables(toy_run):
     row = fid[(fid.scope == "all") & fid.comparison.str.startswith("real vs RNA-CDM")].iloc[0]
     assert row["paper_fid"] == 23.36 and np.isfinite(row["fid"])
     assert "not comparable" in row["comparability"] and "toy" in row["data"]
+    # toy: evaluate.tiles_per_cohort null -> the per-patient set is the evaluation set (same tiles as before)
+    assert cfg["rna_cdm"]["evaluate"]["tiles_per_cohort"] is None and row["n_other"] == len(gen) and row["paper_n"] == 50000
+    umap = pd.read_csv(toy_run / "results/rna_cdm/vae/main/umap_silhouette.tsv", sep="\t")
+    assert (umap["n_cancer_types"] == 5).all() and (umap["split"] == "test").all()
     t1 = pd.read_csv(toy_run / "results/rna_cdm/cells/table1.tsv", sep="\t")
     assert set(t1["Tile type"]) == {"Real", "Synthetic"}
     rep = pd.read_csv(toy_run / "results/rna_cdm/reproduction.tsv", sep="\t")
