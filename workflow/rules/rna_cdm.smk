@@ -319,7 +319,6 @@ rule count_rna_cdm_cells:
         set="test|evaluation",
     conda:
         "../../envs/wsi.yaml"
-    threads: 2
     resources:
         gpu=gpu_request(config, 1),
         runtime=720,
