@@ -51,5 +51,5 @@ rule render_reproduction_table:
 ALL_TARGETS.extend(
     t.replace("reproduction.tsv", "reproduction.html")
     for t in list(ALL_TARGETS)
-    if str(t).endswith("/reproduction.tsv")
+    if Path(str(t)).name == "reproduction.tsv"
 )
