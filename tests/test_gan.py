@@ -28,6 +28,25 @@ def test_bad_size_is_an_error():
         gan.Generator(8, 48)
 
 
+def test_default_widths_are_torchgans_and_max_channels_caps_them():
+    """TorchGAN's DCGAN (the authors' network, step_channels 64) at 256 px: generator widths
+    64 * 2**5 = 2048 halving to 64, critic 64 doubling to 2048, no cap."""
+    def conv_widths(m):
+        return [l.out_channels for l in m.net if isinstance(l, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+    g, d = gan.Generator(16, 256, ngf=64), gan.Critic(256, ndf=64)
+    assert conv_widths(g) == [2048, 1024, 512, 256, 128, 64, 3]
+    assert conv_widths(d) == [64, 128, 256, 512, 1024, 2048, 1]
+    g, d = gan.Generator(16, 256, ngf=64, max_channels=512), gan.Critic(256, ndf=64, max_channels=512)
+    assert conv_widths(g) == [512, 512, 512, 256, 128, 64, 3]
+    assert conv_widths(d) == [64, 128, 256, 512, 512, 512, 1]
+    m = gan.WGANGP("gan", 8, 64, ngf=8, ndf=8, max_channels=16)
+    assert max(m.G.widths) == 16 and max(m.D.widths) == 16
+    for bad in (0, 2.5, "512"):
+        with pytest.raises(ValueError, match="max_channels"):
+            gan.Generator(8, 16, max_channels=bad)
+
+
 def test_narrow_noise_stays_in_the_paper_range():
     z = gan.narrow_noise(1000, 64, std=0.1, clip=0.3, generator=torch.Generator().manual_seed(0))
     assert float(z.abs().max()) <= 0.3 + 1e-7

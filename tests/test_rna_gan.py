@@ -510,3 +510,23 @@ def _toy_config():
     from crossmodal.config import load_config
 
     return load_config(path=REPO / "config" / "config.yaml")
+
+
+def test_saved_generator_reloads_with_the_width_cap_it_was_trained_with(tmp_path):
+    from crossmodal.rna_gan.generators import build_model, load_generator, save_model
+
+    cfg = {"image_size": 64, "ngf": 8, "ndf": 8, "max_channels": 16, "noise_dim": 4, "lr_g": 1e-3, "lr_d": 4e-3,
+           "betas": [0.5, 0.999], "gp_lambda": 10.0, "n_critic": 1, "noise_std": 0.1, "noise_clip": 0.3}
+    m = build_model("gan", cfg, 4, seed=0)
+    assert m.G.widths == [16, 16, 16, 8]
+    save_model(m, tmp_path / "g.pt", {})
+    back = load_generator(tmp_path / "g.pt", {**cfg, "max_channels": None})  # the checkpoint's cap wins
+    assert back.G.widths == [16, 16, 16, 8]
+    assert np.array_equal(back.generate(2, seed=3), m.generate(2, seed=3))
+    # a checkpoint from before the cap was configurable was built with the hardcoded 512
+    wide = {**cfg, "image_size": 16, "ngf": 512, "ndf": 8, "max_channels": 512}
+    save_model(build_model("gan", wide, 4, seed=0), tmp_path / "old.pt", {})
+    ck = torch.load(tmp_path / "old.pt", weights_only=False)
+    del ck["max_channels"]
+    torch.save(ck, tmp_path / "old.pt")
+    assert load_generator(tmp_path / "old.pt", {**wide, "max_channels": None}).G.widths == [512, 512]

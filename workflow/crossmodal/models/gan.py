@@ -13,6 +13,22 @@ model per tissue.  Generator inputs (``variant``):
 
 The authors' public code standardises the generator input per batch, over batches drawn from
 one slide, which removes the patient's expression signal; we feed the latent as it is.
+
+Differences from the authors' network (TorchGAN ``DCGANGenerator`` / ``DCGANDiscriminator`` with
+``step_channels`` 64, ``nonlinearity`` LeakyReLU(0.2), their src/histopathology_gan.py; the paper
+itself says only "DCGAN" and "Torchgan"):
+
+- widths: TorchGAN doubles the width per resolution step without a cap - at 256 px the generator
+  runs 2048, 1024, ..., 64 channels from 4x4 to 128x128 and the critic 64, ..., 2048 from 128x128
+  to 4x4.  ``max_channels`` caps both; ``None`` (the config default) reproduces TorchGAN's widths
+  (about 112 M generator and 45 M critic parameters at 256 px), an integer caps them (the classic
+  DCGAN's 512, which this module hardcoded before).  The toy's widths (ngf = ndf = 8 at 64 px,
+  at most 64) are below any cap.
+- generator activation: ReLU (Radford et al.'s DCGAN) instead of TorchGAN's LeakyReLU(0.2).
+- critic normalisation: InstanceNorm (affine) instead of TorchGAN's BatchNorm: the gradient
+  penalty is computed per sample, and batch statistics couple the samples of a batch (Gulrajani
+  et al. recommend no batch norm in the critic).  The critic's score is linear; TorchGAN's
+  discriminator ends in LeakyReLU(0.2) (the authors' ``last_nonlinearity``).
 """
 from __future__ import annotations
 
@@ -29,15 +45,21 @@ VARIANTS = ("gan", "rna_gan", "control")
 
 
 class Generator(nn.Module):
-    """DCGAN generator: z (nz) -> 4x4 -> ... -> image_size x image_size x 3 in [-1, 1]."""
+    """DCGAN generator: z (nz) -> 4x4 -> ... -> image_size x image_size x 3 in [-1, 1].
 
-    def __init__(self, nz: int, image_size: int = 256, ngf: int = 64, max_channels: int = 512):
+    Widths ``ngf * 2**k`` from 4x4 (widest) to image_size/2 (``ngf``), capped at ``max_channels``
+    (``None``: no cap, TorchGAN's widths); ReLU activations (TorchGAN: LeakyReLU(0.2))."""
+
+    def __init__(self, nz: int, image_size: int = 256, ngf: int = 64, max_channels: int | None = None):
         super().__init__()
         n_up = int(round(math.log2(image_size))) - 2
         if image_size < 8 or 2 ** (n_up + 2) != image_size:
             raise ValueError(f"Generator: image_size must be a power of 2 >= 8, got {image_size}")
         self.nz, self.image_size = nz, image_size
-        ch = [min(ngf * 2 ** (n_up - 1 - i), max_channels) for i in range(n_up)]  # widths at 4x4 .. size/2
+        _check_cap(max_channels)
+        cap = max_channels or float("inf")
+        ch = [int(min(ngf * 2 ** (n_up - 1 - i), cap)) for i in range(n_up)]  # widths at 4x4 .. size/2
+        self.widths = ch
         layers: list[nn.Module] = [nn.ConvTranspose2d(nz, ch[0], 4, 1, 0, bias=False),
                                    nn.BatchNorm2d(ch[0]), nn.ReLU(True)]
         for a, b in zip(ch[:-1], ch[1:]):
@@ -52,14 +74,19 @@ class Generator(nn.Module):
 
 class Critic(nn.Module):
     """DCGAN discriminator used as a WGAN critic (no batch norm: the gradient penalty is per
-    sample, so instance norm replaces it, as recommended by Gulrajani et al.)."""
+    sample, so instance norm replaces it, as recommended by Gulrajani et al.; TorchGAN's DCGAN
+    discriminator uses BatchNorm).  Widths ``ndf * 2**k`` from image_size/2 to 4x4, capped at
+    ``max_channels`` (``None``: TorchGAN's widths); linear score (TorchGAN: LeakyReLU(0.2))."""
 
-    def __init__(self, image_size: int = 256, ndf: int = 64, max_channels: int = 512):
+    def __init__(self, image_size: int = 256, ndf: int = 64, max_channels: int | None = None):
         super().__init__()
         n_down = int(round(math.log2(image_size))) - 2
         if image_size < 8 or 2 ** (n_down + 2) != image_size:
             raise ValueError(f"Critic: image_size must be a power of 2 >= 8, got {image_size}")
-        ch = [min(ndf * 2 ** i, max_channels) for i in range(n_down)]
+        _check_cap(max_channels)
+        cap = max_channels or float("inf")
+        ch = [int(min(ndf * 2 ** i, cap)) for i in range(n_down)]  # widths at size/2 .. 4x4
+        self.widths = ch
         layers: list[nn.Module] = [nn.Conv2d(3, ch[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
         for a, b in zip(ch[:-1], ch[1:]):
             layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.InstanceNorm2d(b, affine=True),
@@ -70,6 +97,12 @@ class Critic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).view(len(x))
+
+
+def _check_cap(max_channels) -> None:
+    if max_channels is not None and (isinstance(max_channels, bool) or not isinstance(max_channels, int)
+                                     or max_channels < 1):
+        raise ValueError(f"max_channels must be a positive integer or None (no cap), got {max_channels!r}")
 
 
 def _dcgan_init(m: nn.Module) -> None:
@@ -139,7 +172,8 @@ class WGANGP:
     on the CPU from the model's seeded stream and then moved, so they do not depend on the device.
     """
 
-    def __init__(self, variant: str, nz: int, image_size: int, *, ngf=64, ndf=64, lr_g=1e-3, lr_d=4e-3,
+    def __init__(self, variant: str, nz: int, image_size: int, *, ngf=64, ndf=64, max_channels=None,
+                 lr_g=1e-3, lr_d=4e-3,
                  betas=(0.5, 0.999), gp_lambda=10.0, n_critic=1, noise_std=0.1, noise_clip=0.3, seed=0,
                  device="cpu"):
         if variant not in VARIANTS:
@@ -149,8 +183,9 @@ class WGANGP:
         self.variant, self.nz, self.image_size = variant, nz, image_size
         self.gp_lambda, self.n_critic = gp_lambda, n_critic
         self.noise_std, self.noise_clip = noise_std, noise_clip
-        self.G = Generator(nz, image_size, ngf).to(self.device)
-        self.D = Critic(image_size, ndf).to(self.device)
+        self.max_channels = max_channels
+        self.G = Generator(nz, image_size, ngf, max_channels).to(self.device)
+        self.D = Critic(image_size, ndf, max_channels).to(self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=tuple(betas))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=tuple(betas))
         self.gen = torch.Generator().manual_seed(seed + 1)

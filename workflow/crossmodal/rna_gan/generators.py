@@ -52,7 +52,7 @@ def training_tiles(lmdbs: list[str], splits: pd.DataFrame, tissue: str, train_sp
 def build_model(variant: str, gan_cfg: dict, latent_dim: int, seed: int, device="cpu") -> gan_lib.WGANGP:
     nz = latent_dim if variant in ("rna_gan", "control") else int(gan_cfg["noise_dim"])
     return gan_lib.WGANGP(variant, nz, int(gan_cfg["image_size"]), ngf=gan_cfg["ngf"], ndf=gan_cfg["ndf"],
-                          lr_g=gan_cfg["lr_g"], lr_d=gan_cfg["lr_d"], betas=gan_cfg["betas"],
+                          max_channels=gan_cfg.get("max_channels"), lr_g=gan_cfg["lr_g"], lr_d=gan_cfg["lr_d"], betas=gan_cfg["betas"],
                           gp_lambda=gan_cfg["gp_lambda"], n_critic=gan_cfg["n_critic"],
                           noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed,
                           device=device)
@@ -63,13 +63,16 @@ def save_model(model: gan_lib.WGANGP, path, info: dict) -> None:
 
     with atomic_path(path) as tmp:
         torch.save({"G": gan_lib.cpu_state(model.G.state_dict()), "variant": model.variant, "nz": model.nz,
-                    "image_size": model.image_size, "info": info}, tmp)
+                    "image_size": model.image_size, "max_channels": model.max_channels, "info": info}, tmp)
 
 
 def load_generator(path, gan_cfg: dict, seed: int = 0, device="cpu") -> gan_lib.WGANGP:
-    """A saved generator (CPU checkpoint) on ``device``, in eval mode."""
+    """A saved generator (CPU checkpoint) on ``device``, in eval mode.  Its width cap is the one
+    it was trained with (checkpoints written before ``max_channels`` was saved had the old
+    hardcoded 512)."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     m = gan_lib.WGANGP(ck["variant"], ck["nz"], ck["image_size"], ngf=gan_cfg["ngf"], ndf=gan_cfg["ndf"],
+                       max_channels=ck.get("max_channels", 512),
                        noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed, device=device)
     m.G.load_state_dict(ck["G"])
     m.G.eval()
