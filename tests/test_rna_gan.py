@@ -530,3 +530,45 @@ def test_saved_generator_reloads_with_the_width_cap_it_was_trained_with(tmp_path
     del ck["max_channels"]
     torch.save(ck, tmp_path / "old.pt")
     assert load_generator(tmp_path / "old.pt", {**wide, "max_channels": None}).G.widths == [512, 512]
+
+
+def test_simclr_cv_keeps_one_confusion_matrix_per_fold_and_plots_them(monkeypatch, tmp_path):
+    """Same folds and scores as classifier.cross_validate, but one confusion matrix per fold
+    (Figure S4 shows the five test splits' matrices); the figure has one panel per fold and
+    initialisation, each titled with that fold's accuracy and F1."""
+    from crossmodal.models import classifier as clf
+    from crossmodal.rna_gan import simclr
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    x = (rng.normal(size=(60, 2, 2, 3)) + y[:, None, None, None] * 0.8).astype(np.float32)
+    groups = np.array([f"p{i // 3}" for i in range(60)], dtype=object)
+
+    def fake_train(model, tiles, yy, s, seed=0, progress=True, **kw):  # a threshold "network"
+        return {"thr": float(tiles.mean()) + 0.05 * (seed % 3)}, []
+
+    def fake_proba(model, tiles, image_size, batch_size=64):
+        p1 = 1 / (1 + np.exp(-4 * (tiles.reshape(len(tiles), -1).mean(1) - model["thr"])))
+        return np.stack([1 - p1, p1], 1)
+
+    monkeypatch.setattr(clf, "train", fake_train)
+    monkeypatch.setattr(clf, "predict_proba", fake_proba)
+    s = clf.TrainSettings(epochs=1, lr=1e-3, weight_decay=0.0, batch_size=4, val_fraction=0.0, image_size=2)
+    ref_rows, ref_cm = clf.cross_validate(x, y, lambda: None, s, folds=3, seed=5, groups=groups, progress=False)
+    rows, cms = simclr.cross_validate_by_fold(x, y, lambda: None, s, folds=3, seed=5, groups=groups)
+    assert rows == ref_rows and len(cms) == 3
+    assert np.array_equal(sum(cms), ref_cm)
+    for r, cm in zip(rows, cms):
+        assert cm.sum() == r["n"] and np.isclose(np.trace(cm) / cm.sum(), r["accuracy"])
+    assert len({cm.tobytes() for cm in cms}) > 1  # the folds differ: not one matrix repeated
+
+    figs = []
+    monkeypatch.setattr(simclr, "save_figure", lambda fig, path: figs.append(fig))
+    all_rows = [{**r, "init": "ssl"} for r in rows] + [{**r, "init": "scratch"} for r in rows]
+    simclr.plot_fold_confusions(tmp_path / "cm.png", {"ssl": cms, "scratch": cms}, all_rows, ["GBM", "LUAD"])
+    axes = [a for a in figs[0].axes if a.images]
+    assert len(axes) == 6
+    titles = [a.get_title() for a in axes]
+    for r, t in zip(rows + rows, titles):
+        assert t == f"fold {r['fold']}: acc {100 * r['accuracy']:.1f}%, F1 {100 * r['f1']:.1f}%"
+    assert "SimCLR" in axes[0].get_ylabel() and "scratch" in axes[3].get_ylabel()

@@ -90,15 +90,82 @@ def _sample_of(p: str) -> str:
     return n[:-5] if n.endswith(".lmdb") else n
 
 
-@step("simclr_cv")
-def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
-    """Stratified k-fold CV (folds grouped by patient) of the two-class real-tile task with
-    the SimCLR weights as initialisation vs from scratch; per-fold scores + confusion matrices."""
+def cross_validate_by_fold(tiles: np.ndarray, y: np.ndarray, make_model, s, *, folds: int, seed: int,
+                           groups: np.ndarray | None = None) -> tuple[list[dict], list[np.ndarray]]:
+    """:func:`crossmodal.models.classifier.cross_validate` (same folds, seeds and scores) keeping
+    one confusion matrix per fold (rows true, columns predicted): the paper shows the matrices of
+    the five test splits side by side (Figure S4), not their sum."""
+    from sklearn.metrics import confusion_matrix
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    from crossmodal.models import classifier as clf
+
+    y = np.asarray(y)
+    k = len(np.unique(y))
+    if groups is not None:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(tiles, y, groups)
+    else:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(tiles, y)
+    rows, cms = [], []
+    for f, (tr, te) in enumerate(splitter):
+        torch.manual_seed(seed + f)  # the initial weights (train() seeds only what follows)
+        model, _ = clf.train(make_model(), tiles[tr], y[tr], s, seed=seed + f)
+        p = clf.predict_proba(model, tiles[te], s.image_size)
+        sc = clf.scores(y[te], p)
+        sc["fold"] = f + 1
+        rows.append(sc)
+        cms.append(confusion_matrix(y[te], p.argmax(1), labels=np.arange(k)))
+        log.info("fold %d/%d: accuracy %.3f F1 %.3f", f + 1, folds, sc["accuracy"], sc["f1"])
+    return rows, cms
+
+
+def plot_fold_confusions(path, cms: dict, rows: list[dict], classes: list[str]) -> None:
+    """Figure S4 layout: one confusion matrix per fold (columns) for each initialisation (rows:
+    SimCLR on synthetic tiles, from scratch), accuracy and F1 of that fold in each panel's title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    inits = [i for i in ("ssl", "scratch") if i in cms]
+    nf = max(len(cms[i]) for i in inits)
+    fig, axes = plt.subplots(len(inits), nf, figsize=(2.6 * nf + 0.8, 2.7 * len(inits) + 0.5), squeeze=False)
+    names = {"ssl": "SimCLR on synthetic", "scratch": "from scratch"}
+    for r, init in enumerate(inits):
+        sc = [q for q in rows if q["init"] == init]
+        for f in range(nf):
+            ax = axes[r, f]
+            if f >= len(cms[init]):
+                ax.axis("off")
+                continue
+            cm, q = cms[init][f], sc[f]
+            ax.imshow(cm, cmap="Blues", vmin=0)
+            for (i, j), v in np.ndenumerate(cm):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                        color="white" if v > 0.6 * cm.max() else "black")
+            ax.set_xticks(range(len(classes)), classes, fontsize=6)
+            ax.set_yticks(range(len(classes)), classes, fontsize=6)
+            ax.set_title(f"fold {q['fold']}: acc {100 * q['accuracy']:.1f}%, F1 {100 * q['f1']:.1f}%", fontsize=8)
+            if f == 0:
+                ax.set_ylabel(f"{names[init]}\ntrue", fontsize=8)
+            if r == len(inits) - 1:
+                ax.set_xlabel("predicted", fontsize=8)
+    summary = []
+    for init in inits:
+        acc = [q["accuracy"] for q in rows if q["init"] == init]
+        sd = np.std(acc, ddof=1) if len(acc) > 1 else float("nan")
+        summary.append(f"{names[init]} {100 * np.mean(acc):.1f}% ± {100 * sd:.1f}%")
+    fig.suptitle("Test-split confusion matrices per fold (Fig. S4); accuracy " + " vs ".join(summary), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+@step("simclr_cv")
+def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
+    """Stratified k-fold CV (folds grouped by patient) of the two-class real-tile task with
+    the SimCLR weights as initialisation vs from scratch; per-fold scores and one confusion
+    matrix per fold and initialisation (Figure S4)."""
     from crossmodal.models import classifier as clf
     from crossmodal.models import ssl
 
@@ -117,7 +184,7 @@ def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
         make = (lambda: clf.make_resnet(c["arch"], len(cohorts), backbone)) if init == "ssl" else \
             (lambda: clf.make_resnet(c["arch"], len(cohorts), None))
         torch.manual_seed(seed)  # the first fold's fresh head / network (cross_validate seeds only training)
-        r, cm = clf.cross_validate(x, y, make, s, folds=int(c["folds"]), seed=seed, groups=groups)
+        r, cm = cross_validate_by_fold(x, y, make, s, folds=int(c["folds"]), seed=seed, groups=groups)
         for row in r:
             row["init"] = init
         rows += r
@@ -125,15 +192,4 @@ def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
         acc = [q["accuracy"] for q in r]
         logging.getLogger(__name__).info("%s: accuracy %.3f ± %.3f over %d folds", init, np.mean(acc), np.std(acc, ddof=1), len(r))
     write_table(outputs["cv"], pd.DataFrame(rows)[["init", "fold", "accuracy", "f1", "auc", "n"]], index=False)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
-    for ax, init in zip(axes, ("ssl", "scratch")):
-        ax.imshow(cms[init], cmap="Blues")
-        for (i, j), v in np.ndenumerate(cms[init]):
-            ax.text(j, i, str(v), ha="center", va="center")
-        ax.set_xticks(range(len(cohorts)), cohorts, fontsize=7); ax.set_yticks(range(len(cohorts)), cohorts, fontsize=7)
-        ax.set_xlabel("predicted"); ax.set_ylabel("true")
-        accs = [q["accuracy"] for q in rows if q["init"] == init]
-        ax.set_title(f"{'SimCLR on synthetic' if init == 'ssl' else 'from scratch'}: "
-                     f"acc {100 * np.mean(accs):.1f}% ± {100 * np.std(accs, ddof=1):.1f}%", fontsize=9)
-    save_figure(fig, outputs["figure"])
-    plt.close(fig)
+    plot_fold_confusions(outputs["figure"], cms, rows, cohorts)
