@@ -399,7 +399,8 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
     out = p.stdout + p.stderr
     for rule in ("train_rna_cdm_base", "train_rna_cdm_sr", "generate_rna_cdm_tiles", "evaluate_rna_cdm",
                  "generate_rna_cdm_evaluation_tiles", "results/rna_cdm/cells/generated_evaluation.tsv",
-                 "plot_rna_cdm_cell_table", "summarise_rna_cdm", "generate_rna_cdm_external_tiles",
+                 "plot_rna_cdm_cell_table", "results/rna_cdm/figures/cell_distributions.png", "summarise_rna_cdm",
+                 "generate_rna_cdm_external_tiles",
                  "deconvolve_rna_cdm", "perturb_rna_cdm", "classify_rna_cdm_downstream"):
         assert rule in out, rule
     # the paper's MSI tiles (Kather et al., Kaggle) are not in the sample sheet: SimCLR is not planned
@@ -983,3 +984,39 @@ def test_simclr_paper_column_quotes_both_models_and_the_200_tile_contradiction()
         v = simclr_paper_value(init, 200)
         assert "from scratch ahead at 200 tiles (Results)" in v and "caption" in v
     assert simclr_paper_value("from scratch", 2000) == "behind SimCLR"
+
+
+# ------------------------------------------- Figure 3A: cell-type distributions, real vs synthetic
+def test_cell_distribution_figure_from_real_and_synthetic_counts(tmp_path):
+    """Per-tile percentages in long form (tiles without nuclei dropped) and the Figure 3A
+    output of the Table 1 step, on a small planted count table."""
+    from crossmodal import cells
+
+    def counts(path, sample, rows):
+        df = pd.DataFrame(rows, columns=cells.CLASSES)
+        df.insert(0, "sample", sample)
+        df.to_csv(path, sep="\t", index=False)
+        return str(path)
+
+    real = [counts(tmp_path / "r1.tsv", "A-1", [[8, 2, 0, 0, 0], [6, 2, 2, 0, 0], [0, 0, 0, 0, 0]]),
+            counts(tmp_path / "r2.tsv", "B-1", [[0, 10, 0, 0, 0], [1, 3, 0, 0, 0]])]
+    synth = counts(tmp_path / "s.tsv", "A-1", [[5, 5, 0, 0, 0], [0, 0, 0, 0, 4]])
+    pct = cells.percentages(pd.concat([pd.read_csv(p, sep="\t").assign(tile_type=k, cohort=c) for p, k, c in
+                                       ((real[0], "Real", "A"), (real[1], "Real", "B"), (synth, "Synthetic", "A"))],
+                                      ignore_index=True))
+    long = cells.distribution_long(pct)
+    assert len(long) == 6 * len(cells.CLASSES)  # the empty real tile of A-1 is left out
+    tumour = long[(long.cohort == "A") & (long.cell_type == "Tumor")].groupby("tile_type")["pct"].apply(list)
+    assert tumour["Real"] == [80.0, 60.0] and tumour["Synthetic"] == [50.0, 0.0]
+    assert list(long["cell_type"].cat.categories) == ["Tumor", "Lymphocytes", "Connective", "Dead", "Normal"]
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['tile_type'\]"):
+        cells.distribution_long(pct.drop(columns="tile_type"))
+    out = {k: str(tmp_path / f"{k}.{ext}") for k, ext in
+           (("table", "tsv"), ("correlations", "tsv"), ("figure", "png"), ("distribution", "png"))}
+    steps.run("plot_cell_table", {"counts": real, "synthetic_counts": synth},
+              out, {"cells": {"method": "classical"}, "cohorts": {"A-1": "A", "B-1": "B"}})
+    for k in ("figure", "distribution"):
+        assert Path(out[k]).stat().st_size > 0 and Path(out[k]).with_suffix(".pdf").exists()
+    t1 = pd.read_csv(out["table"], sep="\t")
+    assert list(zip(t1["cohort"], t1["Tile type"], t1["n_tiles"])) == [("A", "Real", 2), ("A", "Synthetic", 2),
+                                                                      ("B", "Real", 2)]

@@ -38,7 +38,8 @@ Two counters:
 
 Public names: ``CLASSES``, ``TABLE1_NAMES``, ``TOY_TRUTH``, ``PAPER_TABLE1``,
 ``segment_nuclei``, ``classify_nuclei``, ``count_tile``, ``build_hovernet``, ``load_hovernet``,
-``hovernet_instances``, ``count_tiles_hovernet``, ``percentages``, ``table1``; steps
+``hovernet_instances``, ``count_tiles_hovernet``, ``percentages``, ``table1``,
+``distribution_long``, ``distribution_figure`` (RNA-CDM Fig. 3A); steps
 ``count_cells`` and ``plot_cell_table``.
 """
 from __future__ import annotations
@@ -417,6 +418,67 @@ def table1(tile_pct, group: str = "cohort", kind: str = "tile_type", *, paper: b
     return pd.DataFrame(rows)
 
 
+def distribution_long(tile_pct, group: str = "cohort", kind: str = "tile_type"):
+    """Per-tile percentages in long form (``group``, ``kind``, ``cell_type`` - the Table 1 name -,
+    ``pct``) for the RNA-CDM Figure 3A panels; tiles without any counted nucleus are left out."""
+    import pandas as pd
+
+    missing = [c for c in [group, kind, *CLASSES] if c not in tile_pct.columns]
+    if missing:
+        raise ValueError(f"cell distributions: per-tile table lacks column(s) {missing}")
+    d = tile_pct.dropna(subset=CLASSES, how="all")
+    long = d.melt(id_vars=[group, kind], value_vars=CLASSES, var_name="cell_type", value_name="pct")
+    long["cell_type"] = pd.Categorical(long["cell_type"].map(TABLE1_NAMES),
+                                       categories=[TABLE1_NAMES[c] for c in CLASSES])
+    return long.sort_values([group, kind, "cell_type"], kind="stable").reset_index(drop=True)
+
+
+def distribution_figure(long, title: str, group: str = "cohort", kind: str = "tile_type"):
+    """RNA-CDM Figure 3A: one panel per cancer type, per cell type the per-tile percentage of
+    real and synthetic tiles side by side (boxes: quartiles, whiskers 1.5 IQR, white dot: mean)."""
+    import matplotlib.pyplot as plt
+
+    groups = sorted(long[group].unique())
+    if not groups:
+        raise ValueError("cell distributions: no tile with counted nuclei to plot")
+    kinds = [k for k in ("Real", "Synthetic") if k in set(long[kind])] or sorted(long[kind].unique())
+    colours = {"Real": "#4c72b0", "Synthetic": "#dd8452"}
+    types = list(long["cell_type"].cat.categories)
+    ncol = min(len(groups), 3)
+    nrow = -(-len(groups) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False, sharey=True)
+    width = 0.8 / len(kinds)
+    for ax, g in zip(axes.flat, groups):
+        dg = long[long[group] == g]
+        for j, k in enumerate(kinds):
+            dk = dg[dg[kind] == k]
+            vals = [dk.loc[dk["cell_type"] == t, "pct"].dropna().to_numpy() for t in types]
+            pos = [i + (j - (len(kinds) - 1) / 2) * width for i in range(len(types))]
+            n = int(dk.groupby("cell_type", observed=False).size().max()) if len(dk) else 0
+            ok = [(p_, v) for p_, v in zip(pos, vals) if len(v)]
+            if ok:
+                bp = ax.boxplot([v for _, v in ok], positions=[p_ for p_, _ in ok], widths=width * 0.9,
+                                patch_artist=True, showfliers=False, showmeans=True, medianprops={"color": "black"},
+                                meanprops={"marker": "o", "markerfacecolor": "white", "markeredgecolor": "black",
+                                           "markersize": 3})
+                for b in bp["boxes"]:
+                    b.set_facecolor(colours.get(k, "grey"))
+                    b.set_alpha(0.8)
+            ax.plot([], [], "s", c=colours.get(k, "grey"), label=f"{k} (n = {n} tiles)")
+        ax.set_xticks(range(len(types)))
+        ax.set_xticklabels(types, fontsize=8, rotation=20)
+        ax.set_title(str(g), fontsize=9)
+        ax.set_ylim(-2, 102)
+        ax.legend(fontsize=7, loc="upper right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("% of nuclei in the tile", fontsize=8)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------------------
 # steps
 # --------------------------------------------------------------------------------------
@@ -512,6 +574,12 @@ def plot_cell_table(inputs, outputs, params, *, threads=1, log=None):
     if inputs.get("truth"):
         t1.insert(2, "data", "toy cohort (planted fractions) - not comparable to the paper's TCGA tiles")
     write_table(outputs["table"], t1, index=False)
+    if outputs.get("distribution"):  # RNA-CDM Figure 3A (only the RNA-CDM rule asks for it)
+        data = " - toy cohort, not comparable to the paper" if inputs.get("truth") else ""
+        fig = distribution_figure(distribution_long(pct),
+                                  f"Cell-type percentages per tile, real vs synthetic ({label}{data})")
+        save_figure(fig, outputs["distribution"])
+        plt.close(fig)
 
     # counted vs planted fractions, per patient (all of its counted tiles pooled)
     corr_rows = []

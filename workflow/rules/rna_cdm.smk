@@ -353,6 +353,12 @@ rule plot_rna_cdm_cell_table:
             category="RNA-CDM",
         ),
         figure_pdf="results/rna_cdm/cells/counted_vs_planted.pdf",
+        distribution=report(
+            "results/rna_cdm/figures/cell_distributions.png",
+            caption="../report/rna_cdm_cell_distributions.rst",
+            category="RNA-CDM",
+        ),
+        distribution_pdf="results/rna_cdm/figures/cell_distributions.pdf",
     log:
         "logs/plot_rna_cdm_cell_table/all.log",
     benchmark:

@@ -150,7 +150,7 @@ def targets(config: dict, samples: pd.DataFrame) -> list[str]:
         return []
     out = [f"{R}/vae/main/test_metrics.tsv", f"{R}/figures/vae_umap.png", f"{R}/fid.tsv",
            f"{R}/figures/generated_tiles.png",
-           f"{R}/cells/table1.tsv", f"{R}/reproduction.tsv"]
+           f"{R}/cells/table1.tsv", f"{R}/figures/cell_distributions.png", f"{R}/reproduction.tsv"]
     out += [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
     if rc["evaluate"]["sr_fidelity_tiles"] > 0:
         out += [f"{R}/cells/super_resolution.tsv", f"{R}/figures/super_resolution.png"]
