@@ -95,6 +95,28 @@ def test_training_writes_models_and_the_edm_loss_decreases(trained):
         assert net.cfg.lowres_channels == (3 if stage == "sr" else 0)
 
 
+def test_done_json_records_training_throughput(trained):
+    """done.json: steps run in this job x global batch over the step-loop seconds, device, processes."""
+    import json
+
+    cfg, out = trained
+    for stage in cascade.STAGES:
+        d = json.loads((out[stage] / "done.json").read_text())
+        assert d["steps_this_job"] == 150 and d["global_batch"] == 16  # 24 training tiles >= batch 16
+        assert d["tiles_this_job"] == 150 * 16
+        assert 0 < d["seconds_training_steps"] <= d["seconds_this_job"]
+        assert d["tiles_per_s"] == pytest.approx(d["tiles_this_job"] / d["seconds_training_steps"], rel=1e-2)
+        assert d["device"] == "cpu" and d["num_processes"] == 1
+        assert d["all_jobs"]["jobs"] == 1 and d["all_jobs"]["tiles"] == 2400
+    # a marker from before throughput was recorded is reported as such, not retrained
+    from crossmodal.rna_cdm.steps import training_throughput
+
+    old = out["base"].parent / "old_done.json"
+    old.write_text(json.dumps({"finished": True, "stage": "sr", "steps": 150, "seconds_this_job": 1.15}))
+    ours, src = training_throughput(str(out["base"] / "done.json"), str(old), "note")
+    assert ours.endswith(" / -") and "predates the throughput fields" in src and ours != "- / -"
+
+
 def _generate(data, trained, name: str, *, tiles_per_patient: int, seed: int):
     """Run the generation step on the test patients of the planted problem; the LMDB path."""
     cfg, out = trained
@@ -166,6 +188,11 @@ def test_kill_and_resume_repeats_and_skips_no_step(data, monkeypatch):
     monkeypatch.setattr(cascade.TileBatches, "__call__", orig)
     _train(data, "base", cfg, killed, log_every=1)
     assert (killed / "done.json").exists()
+    import json
+
+    done = json.loads((killed / "done.json").read_text())  # throughput: this job resumed at 8
+    assert done["steps_this_job"] == 4 and done["tiles_this_job"] == 4 * done["global_batch"]
+    assert done["all_jobs"]["jobs"] == 2 and done["all_jobs"]["steps"] == 12
     h = pd.read_csv(killed / "history.tsv", sep="\t")
     assert list(h["step"]) == list(range(1, 13))  # every step once, across the kill
     assert np.allclose(h["loss"], pd.read_csv(ref / "history.tsv", sep="\t")["loss"])
@@ -311,11 +338,24 @@ def test_evaluation_table_quotes_the_paper_and_labels_the_stand_in(data, trained
     vae = data["root"] / "vae_metrics.tsv"
     pd.DataFrame({"split": ["train", "val", "test"], "rmse": [0.5, 0.6, 0.61], "mae": [0.4, 0.4, 0.41]}).to_csv(
         vae, sep="\t", index=False)
+    from crossmodal.models import vae as vae_lib
+
+    vae_model = data["root"] / "vae_model.pt"
+    vae_lib.save(vae_lib.BetaVAE(37, [8], 2), vae_model, [f"g{i}" for i in range(37)], extra={"cohorts": COHORTS})
     rep = data["root"] / "reproduction.tsv"
-    steps.run("rna_cdm_reproduction", {"vae_metrics": str(vae), "base": str(out["base"] / "model.pt"),
-                                       "sr": str(out["sr"] / "model.pt"), "fid": str(table), "samplers": []},
+    steps.run("rna_cdm_reproduction", {"vae_metrics": str(vae), "vae_model": str(vae_model),
+                                       "base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
+                                       "base_done": str(out["base"] / "done.json"),
+                                       "sr_done": str(out["sr"] / "done.json"), "fid": str(table), "samplers": []},
               {"table": str(rep)}, {"data_note": "planted test set"})
     r = pd.read_csv(rep, sep="\t").set_index("quantity")
+    assert r.loc["β-VAE input genes", "paper"] == "17,655" and r.loc["β-VAE input genes", "ours"] == "37"
+    thr = r.loc["training throughput (tiles/s), base / SR"]
+    assert thr["paper"].startswith("≈ 29.3 ")  # 79,000 x 256 / (8 x 86,400 s)
+    import json
+
+    want = " / ".join(f"{json.loads((out[s] / 'done.json').read_text())['tiles_per_s']:.2f}" for s in cascade.STAGES)
+    assert thr["ours"] == want and "150 steps x 16 tiles" in thr["source"] and "on cpu x1" in thr["source"]
     assert r.loc["FID50k (all)", "paper"] == "23.36" and float(r.loc["FID50k (all)", "ours"]) == gen_all["fid"]
     assert "n = 12 generated vs 24 real tiles (paper: 50,000 vs 50,000)" in r.loc["FID50k (all)", "source"]
     assert r.loc["β-VAE test RMSE", "ours"] == "0.61" and "planted test set" in r.loc["β-VAE test RMSE", "source"]
@@ -469,7 +509,8 @@ def test_toy_chain_outputs_and_tables(toy_run):
     t1 = pd.read_csv(toy_run / "results/rna_cdm/cells/table1.tsv", sep="\t")
     assert set(t1["Tile type"]) == {"Real", "Synthetic"}
     rep = pd.read_csv(toy_run / "results/rna_cdm/reproduction.tsv", sep="\t")
-    assert {"FID50k (all)", "β-VAE test RMSE", "parameters of the cascade (paper-size config)"} <= set(rep["quantity"])
+    assert {"FID50k (all)", "β-VAE test RMSE", "parameters of the cascade (paper-size config)", "β-VAE input genes",
+            "training throughput (tiles/s), base / SR"} <= set(rep["quantity"])
     assert rep["quantity"].str.startswith("beyond the paper: inflammatory %").any()
     smp = pd.read_csv(toy_run / "results/rna_cdm/samplers.tsv", sep="\t").set_index("sampler")
     assert smp.loc["karras", "network_evaluations_per_stage"] == 63

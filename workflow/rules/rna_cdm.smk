@@ -571,8 +571,11 @@ rule evaluate_rna_cdm_simclr:
 rule summarise_rna_cdm:
     input:
         vae_metrics="results/rna_cdm/vae/main/test_metrics.tsv",
+        vae_model="results/rna_cdm/vae/main/model.pt",
         base="results/rna_cdm/unet/base/model.pt",
         sr="results/rna_cdm/unet/sr/model.pt",
+        base_done="results/rna_cdm/unet/base/done.json",
+        sr_done="results/rna_cdm/unet/sr/done.json",
         fid="results/rna_cdm/fid.tsv",
         samplers=(
             ["results/rna_cdm/samplers.tsv"] if RC["benchmark"]["enabled"] else []

@@ -19,7 +19,10 @@ RNG state and step) and multi-GPU through :func:`crossmodal.training.relaunch_un
 """
 from __future__ import annotations
 
+import json
 import logging
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,7 +172,13 @@ class History:
 
 def train_stage(batches: TileBatches, ucfg: dict, cfg: dict, *, seed: int, ckpt_dir, device: str = "auto",
                 time_limit_s: float | None = None, meta: dict | None = None, log_every: int = 10):
-    """Train one stage; returns ``(ema_module, history_rows, accelerator, run)``.
+    """Train one stage; returns ``(ema_module, history_rows, accelerator, run, throughput)``.
+
+    ``throughput`` (:func:`throughput_record`) covers the steps run in this job: steps, global
+    batch, tiles, seconds of the step loop (checkpoint saves included), tiles/s, device and
+    processes.  Each job's record (also one stopped early by SIGTERM / walltime) is appended to
+    :data:`THROUGHPUT_FILE` in ``ckpt_dir``, so :func:`throughput_all_jobs` sums a run that
+    spanned several jobs.
 
     Batches depend only on the step (:func:`crossmodal.training.step_batch`) and the EDM noise
     on ``(seed, step)``, so a killed-and-resumed run repeats or skips no step and, on CPU,
@@ -207,38 +216,115 @@ def train_stage(batches: TileBatches, ucfg: dict, cfg: dict, *, seed: int, ckpt_
         raise ValueError(f"rna_cdm.train.sr_crop {crop} is not divisible by 2^{len(ucfg['dim_mults']) - 1} "
                          f"(the super-resolution U-Net's levels)")
     net.train()
-    for step in range(start, steps):
-        b = training.step_batch(step, n=n, batch_size=gbs, seed=seed)
-        b = np.array_split(b, world)[rank]
-        x, lat, low = batches(b)
-        if crop and low is not None and crop < x.shape[-1]:
-            # Imagen trains its super-resolution stages on random crops (the U-Net is convolutional
-            # and samples full tiles); one offset per step, from (seed, step) so resumes repeat it
-            gc = torch.Generator().manual_seed(int(seed) * 3_000_017 + step)
-            i, j = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=gc))
-            x, low = x[..., i:i + crop, j:j + crop], low[..., i:i + crop, j:j + crop]
-        x, lat = x.to(acc.device), lat.to(acc.device)
-        cond = {"cond": lat}
-        if drop > 0:  # conditioning dropout for classifier-free guidance (Imagen)
-            cond["cond_mask"] = (torch.rand(len(lat), generator=torch.Generator().manual_seed(
-                int(seed) * 7_777_777 + step * 31 + rank)) >= drop).to(acc.device)
-        if low is not None:
-            cond["lowres"] = low.to(acc.device)
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + step * 101 + rank)
-        with acc.autocast():
-            loss = edm.loss(net, x, generator=g, **cond)
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        if clip:
-            acc.clip_grad_norm_(net.parameters(), float(clip))
-        opt.step()
-        ema.update_parameters(acc.unwrap_model(net))
-        if step % log_every == 0 or step == steps - 1:
-            lv = float(acc.reduce(loss.detach(), reduction="mean").item()) if world > 1 else float(loss.item())
-            hist.rows.append({"step": step + 1, "loss": lv})
-            log.info("step %d/%d loss %.4f", step + 1, steps, lv)
-        run.step_done(step + 1, objects)
-    return ema.module, hist.rows, acc, run
+    t_loop, done = time.time(), start
+
+    def record():
+        rec = throughput_record(acc, done - start, gbs, time.time() - t_loop)
+        if acc.is_main_process:
+            _append_throughput(ckpt_dir, {"from_step": start, "to_step": done, **rec})
+        log.info("this job: %d steps x %d tiles = %d tiles in %.1f s -> %s tiles/s on %s (%d process(es), %s)",
+                 rec["steps_this_job"], gbs, rec["tiles_this_job"], rec["seconds_training_steps"],
+                 "-" if rec["tiles_per_s"] is None else f"{rec['tiles_per_s']:.2f}", rec["device"],
+                 rec["num_processes"], rec["mixed_precision"])
+        return rec
+
+    try:
+        for step in range(start, steps):
+            b = training.step_batch(step, n=n, batch_size=gbs, seed=seed)
+            b = np.array_split(b, world)[rank]
+            x, lat, low = batches(b)
+            if crop and low is not None and crop < x.shape[-1]:
+                # Imagen trains its super-resolution stages on random crops (the U-Net is convolutional
+                # and samples full tiles); one offset per step, from (seed, step) so resumes repeat it
+                gc = torch.Generator().manual_seed(int(seed) * 3_000_017 + step)
+                i, j = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=gc))
+                x, low = x[..., i:i + crop, j:j + crop], low[..., i:i + crop, j:j + crop]
+            x, lat = x.to(acc.device), lat.to(acc.device)
+            cond = {"cond": lat}
+            if drop > 0:  # conditioning dropout for classifier-free guidance (Imagen)
+                cond["cond_mask"] = (torch.rand(len(lat), generator=torch.Generator().manual_seed(
+                    int(seed) * 7_777_777 + step * 31 + rank)) >= drop).to(acc.device)
+            if low is not None:
+                cond["lowres"] = low.to(acc.device)
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + step * 101 + rank)
+            with acc.autocast():
+                loss = edm.loss(net, x, generator=g, **cond)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            if clip:
+                acc.clip_grad_norm_(net.parameters(), float(clip))
+            opt.step()
+            ema.update_parameters(acc.unwrap_model(net))
+            if step % log_every == 0 or step == steps - 1:
+                lv = float(acc.reduce(loss.detach(), reduction="mean").item()) if world > 1 else float(loss.item())
+                hist.rows.append({"step": step + 1, "loss": lv})
+                log.info("step %d/%d loss %.4f", step + 1, steps, lv)
+            run.step_done(step + 1, objects)
+            done = step + 1
+    except SystemExit as e:  # stopped early (checkpoint saved): keep this job's throughput
+        if e.code == 75:
+            done = run.last_saved or done
+            record()
+        raise
+    return ema.module, hist.rows, acc, run, record()
+
+
+#: per-job throughput records (JSON lines) kept beside the checkpoints of a training run
+THROUGHPUT_FILE = "throughput.jsonl"
+
+
+def device_name(device) -> str:
+    """``cpu`` or e.g. ``cuda:0 (NVIDIA A100-SXM4-40GB)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def throughput_record(acc, steps_run: int, global_batch: int, seconds: float) -> dict:
+    """Tiles processed and tiles/s of ``steps_run`` optimisation steps of ``global_batch`` tiles
+    (all processes together) in ``seconds``; ``tiles_per_s`` is None when no step ran."""
+    if torch.device(acc.device).type == "cuda":
+        torch.cuda.synchronize(acc.device)
+    steps_run, global_batch = int(steps_run), int(global_batch)
+    tiles = steps_run * global_batch
+    return {"steps_this_job": steps_run, "global_batch": global_batch, "tiles_this_job": tiles,
+            "seconds_training_steps": round(float(seconds), 3),
+            "tiles_per_s": round(tiles / seconds, 3) if steps_run > 0 and seconds > 0 else None,
+            "device": device_name(acc.device), "num_processes": int(acc.num_processes),
+            "mixed_precision": str(acc.mixed_precision)}
+
+
+def _read_throughput(ckpt_dir) -> list[dict]:
+    f = Path(ckpt_dir) / THROUGHPUT_FILE
+    if not f.is_file():
+        return []
+    out = []
+    for i, line in enumerate(f.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{f}: line {i} is not JSON ({e}); delete the file to restart the tally") from None
+    return out
+
+
+def _append_throughput(ckpt_dir, rec: dict) -> None:
+    from crossmodal.fileio import write_text
+
+    lines = [json.dumps(r, sort_keys=True) for r in _read_throughput(ckpt_dir) + [rec]]
+    write_text(Path(ckpt_dir) / THROUGHPUT_FILE, "\n".join(lines) + "\n")
+
+
+def throughput_all_jobs(ckpt_dir) -> dict:
+    """Steps, tiles, seconds and tiles/s summed over every job of the run in ``ckpt_dir``."""
+    recs = _read_throughput(ckpt_dir)
+    steps = sum(int(r["steps_this_job"]) for r in recs)
+    tiles = sum(int(r["tiles_this_job"]) for r in recs)
+    secs = sum(float(r["seconds_training_steps"]) for r in recs)
+    return {"jobs": len(recs), "steps": steps, "tiles": tiles, "seconds_training_steps": round(secs, 3),
+            "tiles_per_s": round(tiles / secs, 3) if steps > 0 and secs > 0 else None,
+            "devices": sorted({f"{r['device']} x{r['num_processes']}" for r in recs})}
 
 
 def save_model(path, net: torch.nn.Module, ucfg: dict, info: dict) -> None:

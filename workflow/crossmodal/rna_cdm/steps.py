@@ -50,7 +50,10 @@ def train_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
 
     Resumable: checkpoints in ``params["checkpoints"]``; SIGTERM / walltime -> exit 75, rerun
     resumes.  ``params["num_processes"]`` > 1 relaunches under ``accelerate launch`` (DDP,
-    bf16 on GPUs that support it)."""
+    bf16 on GPUs that support it).  ``done.json`` records the throughput of the steps run in
+    this job (``steps_this_job`` x ``global_batch`` = ``tiles_this_job`` in
+    ``seconds_training_steps`` -> ``tiles_per_s``, ``device``, ``num_processes``) and, under
+    ``all_jobs``, summed over every job of the run."""
     from crossmodal import training
     from crossmodal.data import TileDataset
 
@@ -81,7 +84,7 @@ def train_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
             "n_tiles": int(len(idx)), "blur": [cfg["lowres_blur_sigma"], cfg["lowres_blur_kernel"]]}
     runtime = params.get("runtime_min")
     t0 = time.time()
-    ema, rows, acc, run = cascade.train_stage(batches, ucfg, cfg, seed=seed, ckpt_dir=params["checkpoints"],
+    ema, rows, acc, run, thr = cascade.train_stage(batches, ucfg, cfg, seed=seed, ckpt_dir=params["checkpoints"],
                                               device=params.get("device", "auto"),
                                               time_limit_s=60.0 * float(runtime) if runtime else None, meta=meta,
                                               log_every=int(params.get("log_every", 10)))
@@ -90,8 +93,10 @@ def train_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
         cascade.save_model(outputs["model"], ema, ucfg, {"stage": stage, "steps": cascade.stage_steps(cfg, stage),
                                                         "parameters": n_par, "n_tiles": int(len(idx))})
         write_table(outputs["history"], pd.DataFrame(rows, columns=["step", "loss"]), index=False)
+    # throughput of the steps run in this job (none when it resumed a finished run) and of all jobs
     run.finish(outputs["done"], {"stage": stage, "steps": cascade.stage_steps(cfg, stage),
-                                 "seconds_this_job": round(time.time() - t0, 2)})
+                                 "seconds_this_job": round(time.time() - t0, 2), **thr,
+                                 "all_jobs": cascade.throughput_all_jobs(params["checkpoints"])})
 
 
 # --------------------------------------------------------------------------------------
@@ -507,6 +512,9 @@ def rna_cdm_reproduction(inputs, outputs, params, *, threads=1, log=None):
     vae = pd.read_csv(inputs["vae_metrics"], sep="\t").set_index("split")
     add("β-VAE test RMSE", 0.2475, float(vae.loc["test", "rmse"]), note)
     add("β-VAE test MAE", 0.1471, float(vae.loc["test", "mae"]), note)
+    vae_model = _list(inputs.get("vae_model"))
+    if vae_model:
+        add("β-VAE input genes", "17,655", *vae_gene_count(vae_model[0], note))
     paper_par = cascade.paper_param_counts()
     ours = sum(int(torch.load(p, map_location="cpu", weights_only=False)["info"]["parameters"])
                for p in (inputs["base"], inputs["sr"]))
@@ -514,6 +522,10 @@ def rna_cdm_reproduction(inputs, outputs, params, *, threads=1, log=None):
         f"our paper-size U-Nets (base {cascade.fmt_params(paper_par['base'])} + SR "
         f"{cascade.fmt_params(paper_par['sr'])}): one projected latent replaces Imagen's text cross-attention")
     add("parameters of the cascade (this run)", "-", cascade.fmt_params(ours), note)
+    done = {k: _list(inputs.get(f"{k}_done")) for k in cascade.STAGES}
+    if all(done.values()):
+        add("training throughput (tiles/s), base / SR", PAPER_TILES_PER_S,
+            *training_throughput(done["base"][0], done["sr"][0], note))
     fid = pd.read_csv(inputs["fid"], sep="\t")
     gen = fid[fid["comparison"].str.startswith("real vs RNA-CDM")].set_index("scope")
     src = f"{note}; extractor {gen['extractor'].iloc[0]} ({gen['comparability'].iloc[0]})"
@@ -550,6 +562,57 @@ def rna_cdm_reproduction(inputs, outputs, params, *, threads=1, log=None):
                     "; ".join(x for x in (note, f"counter: {r['counter']}") if x))
     _experiment_rows(inputs, add, note)
     write_table(outputs["table"], pd.DataFrame(rows), index=False)
+
+
+#: RNA-CDM Methods ("Training details"): 79k steps of batch 64 per GPU on 4 A100-SXM4-40GB
+#: (effective batch 256) in about 8 days -> 79,000 x 256 / (8 x 86,400 s) = 29.3 tiles/s.
+#: The paper does not say whether the 79k steps and 8 days cover both U-Nets.
+PAPER_STEPS, PAPER_GLOBAL_BATCH, PAPER_DAYS = 79_000, 64 * 4, 8
+PAPER_TILES_PER_S = (f"≈ {PAPER_STEPS * PAPER_GLOBAL_BATCH / (PAPER_DAYS * 86_400):.1f} "
+                     f"(79k steps x 64 x 4 A100 / ~8 days)")
+
+
+def training_throughput(base_done: str, sr_done: str, note: str) -> tuple[str, str]:
+    """``(ours, source)`` of the throughput row from the two stages' ``done.json``: this job's
+    tiles/s, or - when the job only resumed a finished run - the tally over all its jobs."""
+    import json
+
+    vals, srcs = [], []
+    for stage, path in (("base", base_done), ("SR", sr_done)):
+        try:
+            d = json.loads(open(path).read())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a training done.json ({e})") from None
+        if "tiles_per_s" not in d:  # an older marker: say so rather than retrain a finished model
+            vals.append("-")
+            srcs.append(f"{stage}: not recorded ({path} predates the throughput fields)")
+        elif d["tiles_per_s"] is not None:
+            vals.append(f"{d['tiles_per_s']:.2f}")
+            srcs.append(f"{stage}: {d['steps_this_job']} steps x {d['global_batch']} tiles in "
+                        f"{d['seconds_training_steps']:.0f} s on {d['device']} x{d['num_processes']} "
+                        f"({d['mixed_precision']})")
+        elif (d.get("all_jobs") or {}).get("tiles_per_s") is not None:
+            a = d["all_jobs"]
+            vals.append(f"{a['tiles_per_s']:.2f}")
+            srcs.append(f"{stage}: no step in the last job; {a['steps']} steps over {a['jobs']} jobs in "
+                        f"{a['seconds_training_steps']:.0f} s on {', '.join(a['devices'])}")
+        else:
+            vals.append("-")
+            srcs.append(f"{stage}: no training step recorded")
+    return " / ".join(vals), "; ".join(x for x in (note, *srcs) if x)
+
+
+def vae_gene_count(model_path: str, note: str) -> tuple[int, str]:
+    """``(genes, source)``: the input genes of the trained β-VAE checkpoint."""
+    import pickle
+
+    try:
+        ck = torch.load(model_path, map_location="cpu", weights_only=False, mmap=True)
+        genes, cohorts = ck["genes"], ck.get("extra", {}).get("cohorts", [])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{model_path}: not a β-VAE checkpoint with a gene list ({e})") from None
+    src = f"genes in {model_path} (common to the expression tables it was trained on; {len(cohorts)} cancer types)"
+    return len(genes), "; ".join(x for x in (note, src) if x)
 
 
 def _experiment_rows(inputs, add, note: str) -> None:
