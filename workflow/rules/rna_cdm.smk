@@ -1,6 +1,6 @@
 # RNA-CDM (Carrillo-Perez et al.): cascaded 64 -> 256 px diffusion conditioned on β-VAE
 # latents (VAE: rules train_vae / encode_expression with paper=rna_cdm in vae.smk), EDM
-# training, Karras sampling, β-VAE UMAP (Fig. 2), FID/KID/IS, cell-type table, sampler benchmark, deconvolution and
+# training, Karras sampling, β-VAE UMAP (Fig. 2), FID/KID/IS, cell-type table and Fig. 3A, sampler benchmark, deconvolution and
 # perturbation (Suppl. Figs 3-4), downstream classifiers (Fig. 4), SimCLR (Suppl. Fig. 5),
 # reproduction table.
 # Logic: crossmodal.rna_cdm (input functions in crossmodal.rna_cdm.targets).
