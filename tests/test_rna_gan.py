@@ -480,6 +480,9 @@ def test_toy_reproduction_table(toy_run):
     assert (t["data"] == "toy").all()
     assert t["claim"].str.contains("FID RNA-GAN < GAN").any()
     assert t["claim"].str.contains("SimCLR").any()
+    assert t["claim"].str.startswith("generated tiles keep the tissues apart").any()
+    sil = pd.read_csv(toy_run / R / "tile_silhouette.tsv", sep="\t")
+    assert list(sil["source"]) == ["real", "gan", "rna_gan", "control"]
 
 
 def test_toy_rna_gan_is_conditioned_on_expression(toy_run, monkeypatch):
@@ -572,3 +575,76 @@ def test_simclr_cv_keeps_one_confusion_matrix_per_fold_and_plots_them(monkeypatc
     for r, t in zip(rows + rows, titles):
         assert t == f"fold {r['fold']}: acc {100 * r['accuracy']:.1f}%, F1 {100 * r['f1']:.1f}%"
     assert "SimCLR" in axes[0].get_ylabel() and "scratch" in axes[3].get_ylabel()
+
+
+def _source_feats(seed=0, n=30, d=6):
+    """Features of two tissues per source: real and rna_gan separated along one axis, the
+    control's tissues drawn from one distribution (mixed)."""
+    rng = np.random.default_rng(seed)
+    sep = {"real": 4.0, "gan": 2.0, "rna_gan": 4.0, "control": 0.0}
+    return {(t, s): rng.normal(size=(n + 3 * k, d)) + np.eye(d)[0] * sep[s] * k
+            for s in sep for k, t in enumerate(["L", "B"])}
+
+
+def test_tile_silhouette_by_tissue_per_source_on_the_features():
+    from crossmodal.rna_gan.evaluate import tissue_silhouettes
+
+    feats = _source_feats()
+    sil = tissue_silhouettes(feats, ["L", "B"], ["real", "gan", "rna_gan", "control"]).set_index("source")
+    s = sil["silhouette_by_tissue"]
+    assert s["real"] > 0.3 and s["rna_gan"] > 0.3 and abs(s["control"]) < 0.1
+    assert s["real"] > s["gan"] > s["control"]
+    assert sil.loc["real", "n_tiles"] == "L:30,B:33" and sil.loc["real", "n_scored"] == 63
+    sub = tissue_silhouettes(feats, ["L", "B"], ["real"], max_tiles=20, seed=1).iloc[0]
+    assert sub["n_scored"] == 20 and sub["silhouette_by_tissue"] > 0.2
+    one = {("L", "real"): feats[("L", "real")], ("B", "real"): feats[("B", "real")][:1]}
+    assert np.isnan(tissue_silhouettes(one, ["L", "B"], ["real"]).iloc[0]["silhouette_by_tissue"])
+    with pytest.raises(ValueError, match="no gan features of B"):
+        tissue_silhouettes({("L", "gan"): feats[("L", "gan")]}, ["L", "B"], ["gan"])
+
+
+def test_tile_umap_is_one_joint_seeded_embedding_with_a_panel_per_source(monkeypatch, tmp_path):
+    from crossmodal.rna_gan import evaluate
+    from crossmodal.rna_gan.evaluate import joint_tile_umap, plot_tile_umap, tissue_silhouettes
+
+    feats = _source_feats(n=20)
+    sources = ["real", "gan", "rna_gan", "control"]
+    emb, tis, src = joint_tile_umap(feats, ["L", "B"], sources, seed=3)
+    assert emb.shape == (sum(len(v) for v in feats.values()), 2)
+    assert (src == "control").sum() == 43 and ((src == "real") & (tis == "B")).sum() == 23
+    emb2, _, _ = joint_tile_umap(feats, ["L", "B"], sources, seed=3)
+    assert np.allclose(emb, emb2)  # seeded
+    # one embedding: the well-separated real tissues land apart in the shared coordinates
+    c = [emb[(src == "real") & (tis == t)].mean(0) for t in ("L", "B")]
+    assert np.linalg.norm(c[0] - c[1]) > 1.0
+    figs = []
+    monkeypatch.setattr(evaluate, "save_figure", lambda fig, path: figs.append(fig))
+    sil = tissue_silhouettes(feats, ["L", "B"], sources)
+    plot_tile_umap(tmp_path / "u.png", emb, tis, src, ["L", "B"], sources, sil, "x")
+    axes = figs[0].axes
+    assert len(axes) == 4
+    assert [a.get_title().split("\n")[0] for a in axes] == [evaluate.SOURCE_TITLES[s] for s in sources]
+    assert all("silhouette by tissue" in a.get_title() for a in axes)
+    assert axes[0].get_xlim() == axes[3].get_xlim()  # shared coordinates
+    assert [t.get_text() for t in axes[2].get_legend().get_texts()] == ["L (20)", "B (23)"]
+
+
+def test_reproduction_row_for_tissue_separation_of_generated_tiles():
+    sil = pd.DataFrame({"source": ["real", "gan", "rna_gan", "control"],
+                        "silhouette_by_tissue": [0.3, 0.2, 0.25, -0.01]})
+    t = reproduction.build(*_frames(), data="toy", extractor_note="features: x", silhouette=sil)
+    row = t[t["claim"] == "generated tiles keep the tissues apart (silhouette by tissue, RNA-GAN vs real)"].iloc[0]
+    assert row["direction_holds"] is True and row["this_run"].startswith("RNA-GAN 0.25 vs real 0.3")
+    assert "GAN 0.2" in row["this_run"] and "control -0.01" in row["this_run"]
+    assert "Figures 3B/C, 4B" in row["paper_section"] and "preserved" in row["paper_value"]
+    assert "more than the real tiles" not in row["note"]
+    t2 = reproduction.build(*_frames(), data="toy", extractor_note="", silhouette=sil.assign(
+        silhouette_by_tissue=[0.01, 0.2, -0.05, 0.0]))
+    assert t2[t2["claim"].str.startswith("generated tiles keep")].iloc[0]["direction_holds"] is False
+    t3 = reproduction.build(*_frames(), data="toy", extractor_note="", silhouette=sil.assign(
+        silhouette_by_tissue=[0.01, 0.2, 0.15, 0.0]))
+    assert "more than the real tiles" in t3[t3["claim"].str.startswith("generated tiles keep")].iloc[0]["note"]
+    assert not reproduction.build(*_frames(), data="toy", extractor_note="")["claim"].str.startswith(
+        "generated tiles keep").any()  # no table, no row
+    with pytest.raises(ValueError, match="real and rna_gan"):
+        reproduction.build(*_frames(), data="toy", extractor_note="", silhouette=sil.iloc[:2])

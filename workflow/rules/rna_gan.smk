@@ -175,6 +175,12 @@ rule evaluate_rna_gan_generators:
             category="RNA-GAN",
             subcategory="Figures 3-4: generated tiles",
         ),
+        silhouette=report(
+            "results/rna_gan/tile_silhouette.tsv",
+            caption="../report/rna_gan_tile_silhouette.rst",
+            category="RNA-GAN",
+            subcategory="Figures 3-4: generated tiles",
+        ),
     log:
         "logs/evaluate_rna_gan_generators/all.log",
     benchmark:
@@ -189,6 +195,7 @@ rule evaluate_rna_gan_generators:
         extractor=RG["features"]["extractor"],
         max_tiles=RG["features"]["max_tiles"],
         real_splits=RG["features"]["real_splits"],
+        silhouette_max_tiles=RG["features"]["silhouette_max_tiles"],
         device=config["device"],
         seed=config["seed"],
     script:
@@ -373,6 +380,7 @@ rule summarise_rna_gan_reproduction:
         multi_metrics="results/rna_gan/vae/multi_tissue/test_metrics.tsv",
         checks="results/rna_gan/vae/latent_checks.tsv",
         fid="results/rna_gan/fid.tsv",
+        silhouette="results/rna_gan/tile_silhouette.tsv",
         external="results/rna_gan/external_classifier.tsv",
         simclr=(["results/rna_gan/simclr/cv.tsv"] if RG["simclr"]["enabled"] else []),
     output:

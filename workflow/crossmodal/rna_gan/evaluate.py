@@ -1,5 +1,6 @@
-"""RNA-GAN evaluation: Inception-feature UMAPs and FID of generated vs real tiles per tissue
-(Figures 3B/C, 4B; Results "GAN 87.85 vs RNA-GAN 83.89"), the real-trained ResNet-18 on tiles
+"""RNA-GAN evaluation: FID of generated vs real tiles per tissue (Results "GAN 87.85 vs RNA-GAN
+83.89"), one joint UMAP of the Inception (or stand-in) features of real and generated tiles of
+both tissues with the silhouette by tissue of each source (Figures 3B/C, 4B), the real-trained ResNet-18 on tiles
 generated from the external cohort (Figure 4D; 80.5% / 79.7% / 0.805), tiles of both
 generators at the same epoch (Figure 5) and SimCLR pretraining on synthetic tiles (Figure S4)."""
 from __future__ import annotations
@@ -141,16 +142,94 @@ def fid(a: np.ndarray, b: np.ndarray) -> float:
     return float(image.fid_from_features(a, b))
 
 
-@step("evaluate_tile_generators")
-def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
-    """FID of each tissue's GAN / RNA-GAN / control tiles (generated for its patients of the
-    configured splits, rule generate_rna_gan_tiles) against the real tiles of the same patients,
-    and a UMAP of the tile features per tissue (real vs each generator)."""
+SOURCE_TITLES = {"real": "real tiles (Fig. 3B)", "gan": "GAN (Fig. 3C)", "rna_gan": "RNA-GAN (Fig. 4B)",
+                 "control": "narrow-noise control (Fig. 4C)"}
+
+
+def tissue_silhouettes(feats: dict, tissues: list[str], sources: list[str], *, max_tiles: int | None = None,
+                       seed: int = 0) -> pd.DataFrame:
+    """Silhouette by tissue of each source's tile features (``feats[(tissue, source)]``: (n, d)
+    extractor features; Euclidean, on the features, not on a UMAP): how far apart the tissues lie
+    among that source's tiles (real; each generator).  ``max_tiles``: score a seeded subset of
+    at most that many tiles per source, spread evenly over the tissues (the score is O(n²));
+    nan where a tissue has fewer than 2 tiles."""
+    from sklearn.metrics import silhouette_score
+
+    rows = []
+    for k, src in enumerate(sources):
+        missing = [t for t in tissues if (t, src) not in feats]
+        if missing:
+            raise ValueError(f"silhouette by tissue: no {src} features of {', '.join(missing)}")
+        x = np.concatenate([feats[(t, src)] for t in tissues])
+        lab = np.concatenate([[t] * len(feats[(t, src)]) for t in tissues]).astype(object)
+        counts = {t: int((lab == t).sum()) for t in tissues}
+        if max_tiles is not None and len(x) > max_tiles:
+            keep = spread_pick(lab, int(max_tiles), seed + k)
+            x, lab = x[keep], lab[keep]
+        ok = len(tissues) >= 2 and all((lab == t).sum() >= 2 for t in tissues)
+        sil = float(silhouette_score(x, lab)) if ok else float("nan")
+        rows.append({"source": src, "silhouette_by_tissue": sil, "n_scored": int(len(x)),
+                     "n_tiles": ",".join(f"{t}:{counts[t]}" for t in tissues)})
+    return pd.DataFrame(rows)
+
+
+def joint_tile_umap(feats: dict, tissues: list[str], sources: list[str], seed: int, n_neighbors: int = 15):
+    """One UMAP (seeded) fitted on the features of every source and tissue together, so that the
+    panels of real and generated tiles share coordinates.  Returns (embedding (n, 2), tissue of
+    each row, source of each row)."""
+    import umap
+
+    keys = [(t, src) for src in sources for t in tissues]
+    x = np.concatenate([feats[k] for k in keys])
+    tissue = np.concatenate([[k[0]] * len(feats[k]) for k in keys]).astype(object)
+    source = np.concatenate([[k[1]] * len(feats[k]) for k in keys]).astype(object)
+    if len(x) < 4:
+        raise ValueError(f"tile UMAP: {len(x)} tiles in all, too few to embed")
+    nn_ = max(2, min(int(n_neighbors), len(x) - 1))
+    emb = umap.UMAP(n_neighbors=nn_, random_state=seed,
+                    init="spectral" if len(x) > nn_ + 2 else "random").fit_transform(x)
+    return emb, tissue, source
+
+
+def plot_tile_umap(path, emb: np.ndarray, tissue: np.ndarray, source: np.ndarray, tissues: list[str],
+                   sources: list[str], sil: pd.DataFrame | None = None, features: str = "") -> None:
+    """One panel per source (real, GAN, RNA-GAN, control) of the joint embedding, the source's
+    tiles coloured by tissue over every tile in grey (shared axes); silhouette by tissue in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = plt.get_cmap("tab10")
+    s_of = sil.set_index("source")["silhouette_by_tissue"] if sil is not None else {}
+    fig, axes = plt.subplots(1, len(sources), figsize=(4 * len(sources), 4.2), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, src in zip(axes[0], sources):
+        ax.scatter(emb[:, 0], emb[:, 1], s=3, color="#dddddd", rasterized=True)
+        for i, t in enumerate(tissues):
+            m = (source == src) & (tissue == t)
+            ax.scatter(emb[m, 0], emb[m, 1], s=6, alpha=0.7, color=colours(i), label=f"{t} ({int(m.sum())})",
+                       rasterized=True)
+        title = SOURCE_TITLES.get(src, src)
+        if src in s_of:
+            title += f"\nsilhouette by tissue {s_of[src]:.2f}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("UMAP 1")
+        ax.legend(fontsize=7, markerscale=2, frameon=False)
+    axes[0, 0].set_ylabel("UMAP 2")
+    fig.suptitle(f"One UMAP of the {features} features of real and generated tiles of both tissues; "
+                 "one panel per source, coloured by tissue", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+@step("evaluate_tile_generators")
+def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
+    """FID of each tissue's GAN / RNA-GAN / control tiles (generated for its patients of the
+    configured splits, rule generate_rna_gan_tiles) against the real tiles of the same patients;
+    the silhouette by tissue of each source's features (``silhouette``); one UMAP of every
+    source's features of both tissues, one panel per source coloured by tissue (Figures 3B/C, 4B)."""
     torch.set_num_threads(max(int(threads), 1))
     lg = logging.getLogger(__name__)
     tissues, variants = list(params["tissues"]), list(params["variants"])
@@ -194,24 +273,15 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
                     rows[-1]["within_patient_sd"], real_sd)
     write_table(outputs["fid"], pd.DataFrame(rows), index=False)
 
-    import umap
-
-    colours = {"real": "#222222", "gan": "#1f77b4", "rna_gan": "#d62728", "control": "#2ca02c"}
-    fig, axes = plt.subplots(1, len(tissues), figsize=(5 * len(tissues), 4.5), squeeze=False)
-    for ax, t in zip(axes[0], tissues):
-        keys = [(t, "real")] + [(t, v) for v in variants]
-        x = np.concatenate([feats[k] for k in keys])
-        lab = np.concatenate([[k[1]] * len(feats[k]) for k in keys])
-        nn_ = max(2, min(15, len(x) - 1))
-        emb = umap.UMAP(n_neighbors=nn_, random_state=seed, init="spectral" if len(x) > nn_ + 2 else "random").fit_transform(x)
-        for k in ["real"] + variants:
-            m = lab == k
-            ax.scatter(emb[m, 0], emb[m, 1], s=6, alpha=0.6, color=colours.get(k), label=k)
-        ax.set_title(f"{t}: {ext} features", fontsize=10)
-        ax.set_xlabel("UMAP 1"); ax.set_ylabel("UMAP 2")
-        ax.legend(fontsize=7, markerscale=2, frameon=False)
-    save_figure(fig, outputs["umap"])
-    plt.close(fig)
+    sources = ["real"] + variants
+    sil = tissue_silhouettes(feats, tissues, sources, max_tiles=params.get("silhouette_max_tiles"), seed=seed)
+    sil["extractor"], sil["comparable"] = ext, note
+    for r in sil.itertuples():
+        lg.info("%s tiles: silhouette by tissue %.3f (%s features, %d tiles scored)", r.source,
+                r.silhouette_by_tissue, ext, r.n_scored)
+    write_table(outputs["silhouette"], sil, index=False)
+    emb, tis, src = joint_tile_umap(feats, tissues, sources, seed)
+    plot_tile_umap(outputs["umap"], emb, tis, src, tissues, sources, sil, ext)
 
 
 def tile_rows(snapshots: dict, tissues, variants, same_epoch: dict,

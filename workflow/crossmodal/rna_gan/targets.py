@@ -115,7 +115,7 @@ def targets(config: dict) -> list[str]:
         return []
     out = [f"{R}/figures/fig2_{p}.png" for p in FIG2]
     out += [f"{R}/vae/main/test_metrics.tsv", f"{R}/vae/multi_tissue/test_metrics.tsv",
-            f"{R}/vae/latent_checks.tsv", f"{R}/fid.tsv", f"{R}/figures/tile_umap.png",
+            f"{R}/vae/latent_checks.tsv", f"{R}/fid.tsv", f"{R}/figures/tile_umap.png", f"{R}/tile_silhouette.tsv",
             f"{R}/figures/fig5_same_epoch.png", f"{R}/figures/fig4d_external_tiles.png",
             f"{R}/external_classifier.tsv", f"{R}/reproduction.tsv"]
     if config["rna_gan"]["simclr"]["enabled"]:
