@@ -164,7 +164,8 @@ def cross_validate(tiles: np.ndarray, y: np.ndarray, make_model, s: TrainSetting
     """Stratified k-fold CV (by ``groups`` with StratifiedGroupKFold when given, so tiles of one
     patient never sit in both train and test).  ``make_model()`` builds a fresh network per fold,
     after ``torch.manual_seed(seed + fold)``, so its initial weights are reproducible too.
-    Returns per-fold scores and the summed confusion matrix."""
+    Returns per-fold scores (each row's ``confusion`` holds that fold's confusion matrix, rows
+    true, columns predicted) and the summed confusion matrix."""
     from sklearn.metrics import confusion_matrix
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -181,7 +182,8 @@ def cross_validate(tiles: np.ndarray, y: np.ndarray, make_model, s: TrainSetting
         p = predict_proba(model, tiles[te], s.image_size)
         sc = scores(y[te], p)
         sc["fold"] = f + 1
+        sc["confusion"] = confusion_matrix(y[te], p.argmax(1), labels=np.arange(k))
         rows.append(sc)
-        cm += confusion_matrix(y[te], p.argmax(1), labels=np.arange(k))
+        cm += sc["confusion"]
         log.info("fold %d/%d: accuracy %.3f F1 %.3f", f + 1, folds, sc["accuracy"], sc["f1"])
     return rows, cm

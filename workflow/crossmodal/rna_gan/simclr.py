@@ -90,35 +90,6 @@ def _sample_of(p: str) -> str:
     return n[:-5] if n.endswith(".lmdb") else n
 
 
-def cross_validate_by_fold(tiles: np.ndarray, y: np.ndarray, make_model, s, *, folds: int, seed: int,
-                           groups: np.ndarray | None = None) -> tuple[list[dict], list[np.ndarray]]:
-    """:func:`crossmodal.models.classifier.cross_validate` (same folds, seeds and scores) keeping
-    one confusion matrix per fold (rows true, columns predicted): the paper shows the matrices of
-    the five test splits side by side (Figure S4), not their sum."""
-    from sklearn.metrics import confusion_matrix
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    from crossmodal.models import classifier as clf
-
-    y = np.asarray(y)
-    k = len(np.unique(y))
-    if groups is not None:
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(tiles, y, groups)
-    else:
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(tiles, y)
-    rows, cms = [], []
-    for f, (tr, te) in enumerate(splitter):
-        torch.manual_seed(seed + f)  # the initial weights (train() seeds only what follows)
-        model, _ = clf.train(make_model(), tiles[tr], y[tr], s, seed=seed + f)
-        p = clf.predict_proba(model, tiles[te], s.image_size)
-        sc = clf.scores(y[te], p)
-        sc["fold"] = f + 1
-        rows.append(sc)
-        cms.append(confusion_matrix(y[te], p.argmax(1), labels=np.arange(k)))
-        log.info("fold %d/%d: accuracy %.3f F1 %.3f", f + 1, folds, sc["accuracy"], sc["f1"])
-    return rows, cms
-
-
 def plot_fold_confusions(path, cms: dict, rows: list[dict], classes: list[str]) -> None:
     """Figure S4 layout: one confusion matrix per fold (columns) for each initialisation (rows:
     SimCLR on synthetic tiles, from scratch), accuracy and F1 of that fold in each panel's title."""
@@ -184,11 +155,11 @@ def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
         make = (lambda: clf.make_resnet(c["arch"], len(cohorts), backbone)) if init == "ssl" else \
             (lambda: clf.make_resnet(c["arch"], len(cohorts), None))
         torch.manual_seed(seed)  # the first fold's fresh head / network (cross_validate seeds only training)
-        r, cm = cross_validate_by_fold(x, y, make, s, folds=int(c["folds"]), seed=seed, groups=groups)
+        r, _ = clf.cross_validate(x, y, make, s, folds=int(c["folds"]), seed=seed, groups=groups)
         for row in r:
             row["init"] = init
         rows += r
-        cms[init] = cm
+        cms[init] = [row["confusion"] for row in r]  # Figure S4: one matrix per fold, not their sum
         acc = [q["accuracy"] for q in r]
         logging.getLogger(__name__).info("%s: accuracy %.3f ± %.3f over %d folds", init, np.mean(acc), np.std(acc, ddof=1), len(r))
     write_table(outputs["cv"], pd.DataFrame(rows)[["init", "fold", "accuracy", "f1", "auc", "n"]], index=False)
