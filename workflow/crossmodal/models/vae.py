@@ -169,7 +169,7 @@ def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: 
     model = BetaVAE(x_train.shape[1], s.hidden, s.latent, s.negative_slope, s.input_dropout).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: warmup_cosine(e, s.warmup_epochs, s.max_epochs))
-    xt = torch.from_numpy(x_train).to(dev)
+    xt = torch.tensor(x_train, device=dev)  # a copy: the input may be a read-only view
     best, best_state, since, rows = math.inf, None, 0, []
     bar = tqdm(range(s.max_epochs), desc="β-VAE", disable=not progress, mininterval=2)
     for epoch in bar:
