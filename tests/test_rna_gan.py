@@ -315,35 +315,6 @@ def _stub_real_cohort(wd):
     (wd / "config" / "samples_rna_gan.tsv").write_text("\n".join(rows) + "\n")
 
 
-def _leaves(d, prefix=()):
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            yield from _leaves(v, prefix + (k,))
-        else:
-            yield prefix + (k,)
-
-
-def test_paper_config_restates_every_toy_override():
-    """--configfile merges config/rna_gan.yaml into config/config.yaml, so any rna_gan key the
-    toy config sets and the paper config does not would silently keep its toy value."""
-    import yaml
-
-    from conftest import REPO
-
-    toy = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["rna_gan"]
-    paper = yaml.safe_load((REPO / "config" / "rna_gan.yaml").read_text())["rna_gan"]
-
-    def has(d, path):
-        for k in path:
-            if not isinstance(d, dict) or k not in d:
-                return False
-            d = d[k]
-        return True
-
-    leaked = [".".join(p) for p in _leaves(toy) if not has(paper, p)]
-    assert not leaked, f"config/rna_gan.yaml must restate rna_gan keys the toy config sets: {leaked}"
-
-
 def test_paper_config_plans_the_real_gtex_run(tmp_path):
     """config/rna_gan.yaml (merged into config/config.yaml by --configfile) plans the real-data
     chain with the paper's sizes, not the toy overrides of config/config.yaml."""
