@@ -156,9 +156,9 @@ def table1(lat: pd.DataFrame, gens: dict, *, stand_in: str = "") -> pd.DataFrame
 
 def _embed2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
     if method == "umap" and len(x) > 4:
-        import umap
+        from crossmodal.embedding import umap_2d
 
-        return umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=seed, n_jobs=1).fit_transform(x)
+        return umap_2d(x, 15, seed)
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2, random_state=seed).fit_transform(x)

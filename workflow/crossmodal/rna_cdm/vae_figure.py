@@ -31,7 +31,7 @@ def plot_rna_cdm_vae_umap(inputs, outputs, params, *, threads=1, log=None):
     import matplotlib.pyplot as plt
     import torch
 
-    from crossmodal.rna_gan.latent import _umap
+    from crossmodal.embedding import umap_2d
 
     torch.set_num_threads(max(int(threads), 1))
     seed, split = int(params["seed"]), str(params.get("split", "test"))
@@ -48,7 +48,7 @@ def plot_rna_cdm_vae_umap(inputs, outputs, params, *, threads=1, log=None):
     x = vae_lib.align_genes(expr.loc[sp.index], genes, "plot_rna_cdm_vae_umap")
     z = vae_lib.encode(model, x)
     recon = vae_lib.decode(model, z)
-    emb = _umap(np.concatenate([x, recon]), int(params["umap_neighbors"]), seed)
+    emb = umap_2d(np.concatenate([x, recon]), int(params["umap_neighbors"]), seed)
     n = len(x)
     logging.getLogger(__name__).info("UMAP of %d %s samples (%d cancer types) and their reconstructions", n, split,
                                      len(set(cohort)))

@@ -177,7 +177,7 @@ def joint_tile_umap(feats: dict, tissues: list[str], sources: list[str], seed: i
     """One UMAP (seeded) fitted on the features of every source and tissue together, so that the
     panels of real and generated tiles share coordinates.  Returns (embedding (n, 2), tissue of
     each row, source of each row)."""
-    import umap
+    from crossmodal.embedding import umap_2d
 
     keys = [(t, src) for src in sources for t in tissues]
     x = np.concatenate([feats[k] for k in keys])
@@ -185,10 +185,7 @@ def joint_tile_umap(feats: dict, tissues: list[str], sources: list[str], seed: i
     source = np.concatenate([[k[1]] * len(feats[k]) for k in keys]).astype(object)
     if len(x) < 4:
         raise ValueError(f"tile UMAP: {len(x)} tiles in all, too few to embed")
-    nn_ = max(2, min(int(n_neighbors), len(x) - 1))
-    emb = umap.UMAP(n_neighbors=nn_, random_state=seed,
-                    init="spectral" if len(x) > nn_ + 2 else "random").fit_transform(x)
-    return emb, tissue, source
+    return umap_2d(x, n_neighbors, seed), tissue, source
 
 
 def plot_tile_umap(path, emb: np.ndarray, tissue: np.ndarray, source: np.ndarray, tissues: list[str],

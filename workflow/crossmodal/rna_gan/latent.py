@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from crossmodal.embedding import umap_2d
 from crossmodal.fileio import save_figure, write_table
 from crossmodal.models import vae as vae_lib
 from crossmodal.steps import step
@@ -34,15 +35,6 @@ def synthetic_latents(cents: dict[str, np.ndarray], n: int, latent: int, seed: i
         zs.append(mu + rng.standard_normal((n, latent)).astype(np.float32))
         labs += [c] * n
     return np.concatenate(zs), np.asarray(labs)
-
-
-def _umap(x: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
-    import umap
-
-    n = len(x)
-    k = max(2, min(neighbors, n - 1))
-    init = "spectral" if n > k + 2 else "random"
-    return umap.UMAP(n_neighbors=k, random_state=seed, init=init).fit_transform(x)
 
 
 def _scatter(ax, emb, tissue, kind, kinds, title):
@@ -107,7 +99,7 @@ def plot_vae_latents(inputs, outputs, params, *, threads=1, log=None):
     kinds = np.array(["real"] * len(x) + ["reconstructed"] * len(recon) + ["generated"] * len(gen)
                      + ["shifted"] * len(shifted))
     tis = np.concatenate([tissue, tissue, tg, shift_to])
-    emb = _umap(np.concatenate([x, recon, gen, shifted]), int(fig_cfg["umap_neighbors"]), seed)
+    emb = umap_2d(np.concatenate([x, recon, gen, shifted]), int(fig_cfg["umap_neighbors"]), seed)
 
     def panel(out, kinds_shown, title):
         fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -148,7 +140,7 @@ def plot_vae_latents(inputs, outputs, params, *, threads=1, log=None):
     mzg, mtg = synthetic_latents(mcents, int(fig_cfg["n_synthetic"]), mm.latent, seed + 1)
     mgen = vae_lib.decode(mm, mzg)
     mk = np.array(["real"] * len(mx) + ["reconstructed"] * len(mrec) + ["generated"] * len(mgen))
-    memb = _umap(np.concatenate([mx, mrec, mgen]), int(fig_cfg["umap_neighbors"]), seed)
+    memb = umap_2d(np.concatenate([mx, mrec, mgen]), int(fig_cfg["umap_neighbors"]), seed)
     fig, ax = plt.subplots(figsize=(6, 5))
     _scatter(ax, memb, np.concatenate([mt, mt, mtg]), mk, ["real", "reconstructed", "generated"],
              f"Multi-tissue β-VAE ({len(mcents)} tissues, Fig. 2C)")
