@@ -66,7 +66,8 @@ def test_reproduction_table_renders_as_an_escaped_coloured_page(tmp_path):
     from crossmodal.steps import run
 
     t = pd.DataFrame({"claim": ["FID RNA-GAN < GAN", "accuracy <b>bold</b>"], "paper_value": ["83.89 vs 87.85", "80.5%"],
-                      "this_run": ["44.17 vs 27.38", "77.1%"], "direction_holds": ["False", "True"]})
+                      "paper_section": ["Discussion", "Figure 4D"], "this_run": ["44.17 vs 27.38", "77.1%"],
+                      "data": ["toy", "toy"], "direction_holds": ["False", "True"], "note": ["", ""]})
     src = tmp_path / "rna_gan" / "reproduction.tsv"
     src.parent.mkdir()
     t.to_csv(src, sep="\t", index=False)
@@ -84,10 +85,23 @@ def test_reproduction_table_renders_as_an_escaped_coloured_page(tmp_path):
     with pytest.raises(ValueError, match=r"pathgen/reproduction.tsv"):
         report.render_reproduction_table({"table": str(empty)}, {"html": str(bad_out)}, {"wildcards": {"paper": "pathgen"}})
     assert not bad_out.exists() and not list(bad_out.parent.glob(".tmp-*"))
+    # a table in another layout (no paper section, no data, no verdict) is refused too
+    t[["claim", "paper_value", "this_run"]].to_csv(empty, sep="\t", index=False)
+    with pytest.raises(ValueError, match=r"pathgen/reproduction.tsv: columns must start with claim"):
+        report.render_reproduction_table({"table": str(empty)}, {"html": str(bad_out)}, {"wildcards": {"paper": "pathgen"}})
+    assert not bad_out.exists()
 
 
 def test_toy_run_renders_every_reproduction_table(toy_run):
+    """All four papers' tables share one layout (crossmodal.reproduction): claim, paper value and
+    section, this run, data, whether the direction holds, note - and each has checkable claims."""
+    from crossmodal import reproduction
+
     for paper in ("rna_gan", "rna_cdm", "pathgen", "coherent"):
         page = (toy_run / "results" / paper / "reproduction.html").read_text()
-        rows = pd.read_csv(toy_run / "results" / paper / "reproduction.tsv", sep="\t")
+        rows = pd.read_csv(toy_run / "results" / paper / "reproduction.tsv", sep="\t", dtype=str, keep_default_na=False)
+        reproduction.check(rows, paper)
+        assert set(rows["data"]) == {"toy"}, paper
+        assert (rows["paper_section"].str.strip() != "").all(), paper
+        assert reproduction.tally(rows)[1] >= 3, paper  # claims whose direction this run checks
         assert page.count("<tr") == len(rows) + 1, paper

@@ -110,8 +110,9 @@ def render_reproduction_table(inputs, outputs, params, *, threads=1, log=None):
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
         raise ValueError(f"render_reproduction_table: {path}: not a readable TSV ({e})") from e
-    if table.empty:
-        raise ValueError(f"render_reproduction_table: {path}: no rows")
+    from crossmodal.reproduction import check
+
+    check(table, f"render_reproduction_table: {path}")
     title = f"Reproduction table - {PAPER_TITLES.get(paper, paper)}"
     write_text(outputs["html"], reproduction_html(table, title))
     logging.getLogger(__name__).info("%s: %d claims rendered", outputs["html"], len(table))
