@@ -374,7 +374,7 @@ rule cross_validate_rna_gan_simclr:
         "../scripts/simclr_cv.py"
 
 
-rule summarise_rna_gan_reproduction:
+rule build_rna_gan_reproduction:
     input:
         vae_metrics="results/rna_gan/vae/main/test_metrics.tsv",
         multi_metrics="results/rna_gan/vae/multi_tissue/test_metrics.tsv",
@@ -391,9 +391,9 @@ rule summarise_rna_gan_reproduction:
             subcategory="Reproduction table",
         ),
     log:
-        "logs/summarise_rna_gan_reproduction/all.log",
+        "logs/build_rna_gan_reproduction/all.log",
     benchmark:
-        "benchmarks/summarise_rna_gan_reproduction/all.tsv"
+        "benchmarks/build_rna_gan_reproduction/all.tsv"
     conda:
         "../../envs/base.yaml"
     params:
@@ -401,7 +401,7 @@ rule summarise_rna_gan_reproduction:
         extractor_note=f"features: {RG['features']['extractor']}",
         epochs=rg.epochs_by_tissue_variant(config),
     script:
-        "../scripts/rna_gan_reproduction.py"
+        "../scripts/build_rna_gan_reproduction.py"
 
 
 rule rna_gan_all:

@@ -1,5 +1,6 @@
 """results/rna_gan/reproduction.tsv: one row per claim of the RNA-GAN paper, the paper's value
-and section, this run's value, the data it ran on and whether the direction of the claim holds."""
+and section, this run's value, the data it ran on and whether the direction of the claim holds
+(the layout every paper shares, :mod:`crossmodal.reproduction`)."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from crossmodal.fileio import write_table
+from crossmodal.reproduction import COLUMNS, Claims, fmt, holds, tally  # noqa: F401 (COLUMNS: the layout)
 from crossmodal.steps import step
 
 log = logging.getLogger(__name__)
@@ -17,11 +19,6 @@ SILHOUETTE_MIN = 0.3
 
 SOURCE_NAMES = {"gan": "GAN", "control": "control", "rna_gan": "RNA-GAN", "real": "real"}
 
-COLUMNS = ["claim", "paper_value", "paper_section", "this_run", "data", "direction_holds", "note"]
-
-
-def _f(x, nd=4) -> str:
-    return "nan" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}g}"
 
 
 def control_note(f: pd.DataFrame, div: pd.DataFrame | None, real_div: pd.Series | None, t: str) -> str:
@@ -30,13 +27,13 @@ def control_note(f: pd.DataFrame, div: pd.DataFrame | None, real_div: pd.Series 
             "the paper's TorchGAN DCGAN, so the generator is invariant to the scale of its input: the "
             "narrow-noise control is a GAN with truncated-normal noise (expected: FID control ~ GAN")
     if "gan" in f.columns:
-        note += f"; here {_f(f.loc[t, 'control'])} vs {_f(f.loc[t, 'gan'])}"
+        note += f"; here {fmt(f.loc[t, 'control'])} vs {fmt(f.loc[t, 'gan'])}"
     note += ")"
     if div is not None and {"rna_gan", "control"} <= set(div.columns):
         sd_r, sd_c = float(div.loc[t, "rna_gan"]), float(div.loc[t, "control"])
-        nums = f"pixel sd within a donor: RNA-GAN {_f(sd_r, 3)}, control {_f(sd_c, 3)}"
+        nums = f"pixel sd within a donor: RNA-GAN {fmt(sd_r, 3)}, control {fmt(sd_c, 3)}"
         if real_div is not None and t in real_div.index:
-            nums += f", real {_f(real_div.loc[t], 3)}"
+            nums += f", real {fmt(real_div.loc[t], 3)}"
         if sd_r < 0.5 * sd_c:
             note += (f"; RNA-GAN's tiles of one donor are near copies ({nums}): the narrow noise (values in "
                      "[-0.3, 0.3]) is small next to the spread of the latent means, so the generator draws about "
@@ -53,19 +50,16 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
     'fewer epochs' row, which reports the configuration (nothing measures convergence);
     ``silhouette``: optional tile_silhouette.tsv (silhouette by tissue per source) for the
     'generated tiles keep the tissues apart' row."""
-    rows = []
-
-    def add(claim, paper, section, this, holds, note=""):
-        rows.append({"claim": claim, "paper_value": paper, "paper_section": section, "this_run": this,
-                     "data": data, "direction_holds": holds, "note": note})
+    claims = Claims(data)
+    add = claims.add
 
     mt = multi_metrics.set_index("split").loc["test"]
     add("β-VAE test RMSE (multi-tissue)", "0.631", "Results: A β-VAE model can build a representative latent space",
-        _f(mt["rmse"]), "n/a", "a value, not a direction; scale depends on the cohort and gene count")
+        fmt(mt["rmse"]), "n/a", "a value, not a direction; scale depends on the cohort and gene count")
     if "mae" in mt.index:
         add("β-VAE test mean absolute error percentage (multi-tissue)", "39%",
             "Results: A β-VAE model can build a representative latent space",
-            f"not computed (test MAE {_f(mt['mae'])} in z-score units)", "n/a",
+            f"not computed (test MAE {fmt(mt['mae'])} in z-score units)", "n/a",
             "the paper does not define the percentage; a percentage error of z-scored expression (values "
             "near 0) is not defined, so no equivalent is computed - the MAE is shown instead, not comparable")
     for name, m, paper, fig in ((("two tissues", vae_metrics, "two separated clusters (Fig. 2A)", "Figure 2A"),
@@ -73,19 +67,19 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
         te = m.set_index("split").loc["test"]
         sil = float(te["silhouette_cohort"])
         sil_in = float(te["silhouette_cohort_input"]) if "silhouette_cohort_input" in te.index else float("nan")
-        note = (f"silhouette by cohort of the latent means of the test split (input expression: {_f(sil_in, 3)}); "
+        note = (f"silhouette by cohort of the latent means of the test split (input expression: {fmt(sil_in, 3)}); "
                 f"direction = silhouette > {SILHOUETTE_MIN} (issue 5's threshold)")
         if not np.isfinite(sil):
             note += f"; undefined - {int(te['n'])} test samples"
         add(f"β-VAE latents separate the tissues ({name}, test split)", paper, f"Results; {fig}",
-            f"silhouette {_f(sil, 3)}", bool(sil > SILHOUETTE_MIN) if np.isfinite(sil) else "n/a", note)
+            f"silhouette {fmt(sil, 3)}", holds(sil > SILHOUETTE_MIN, sil), note)
     ck = checks.set_index(["model", "check"])["value"]
     g = float(ck.loc[("main", "generated_in_target_tissue")])
     add("centroid + random draw gives profiles of the chosen tissue", "fall in the tissue's cluster (Fig. 2A)",
-        "Results; Figure 2A", f"{_f(100 * g, 3)}% nearest the target centroid", bool(g > 0.5))
+        "Results; Figure 2A", f"{fmt(100 * g, 3)}% nearest the target centroid", bool(g > 0.5))
     sh = float(ck.loc[("main", "shifted_in_target_tissue")])
     add("centroid difference shifts profiles to the other tissue", "shifted profiles join the other cluster (Fig. 2B)",
-        "Results; Figure 2B", f"{_f(100 * sh, 3)}% nearest the target centroid", bool(sh > 0.5))
+        "Results; Figure 2B", f"{fmt(100 * sh, 3)}% nearest the target centroid", bool(sh > 0.5))
     if "comparable" in fid.columns and len(fid):  # the metrics package's label of the extractor
         extractor_note = "; ".join(x for x in (extractor_note, str(fid["comparable"].iloc[0])) if x)
     f = fid.pivot(index="tissue", columns="variant", values="fid")
@@ -96,11 +90,11 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
     for t in f.index:
         if {"gan", "rna_gan"} <= set(f.columns):
             add(f"FID RNA-GAN < GAN ({t})", "83.89 vs 87.85 (lung, FID 60k)", "Discussion",
-                f"{_f(f.loc[t, 'rna_gan'])} vs {_f(f.loc[t, 'gan'])}", bool(f.loc[t, "rna_gan"] < f.loc[t, "gan"]),
+                f"{fmt(f.loc[t, 'rna_gan'])} vs {fmt(f.loc[t, 'gan'])}", bool(f.loc[t, "rna_gan"] < f.loc[t, "gan"]),
                 extractor_note)
         if {"control", "rna_gan"} <= set(f.columns):
             add(f"noise-only control is worse than RNA-GAN ({t})", "no quality samples (Fig. 4C)",
-                "Results; Figure 4C", f"FID control {_f(f.loc[t, 'control'])} vs RNA-GAN {_f(f.loc[t, 'rna_gan'])}",
+                "Results; Figure 4C", f"FID control {fmt(f.loc[t, 'control'])} vs RNA-GAN {fmt(f.loc[t, 'rna_gan'])}",
                 bool(f.loc[t, "control"] > f.loc[t, "rna_gan"]),
                 "; ".join(x for x in (extractor_note, control_note(f, div, real_div, t)) if x))
     if silhouette is not None and len(silhouette):
@@ -108,7 +102,7 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
         if "rna_gan" not in sl.index or "real" not in sl.index:
             raise ValueError(f"tile silhouette table: needs sources real and rna_gan, has {', '.join(sl.index)}")
         r, real = float(sl["rna_gan"]), float(sl["real"])
-        others = ", ".join(f"{SOURCE_NAMES.get(k, k)} {_f(float(sl[k]), 3)}" for k in sl.index
+        others = ", ".join(f"{SOURCE_NAMES.get(k, k)} {fmt(float(sl[k]), 3)}" for k in sl.index
                            if k not in ("rna_gan", "real"))
         note = ("silhouette by tissue of the tile features (not the UMAP) of each source's tiles of both tissues; "
                 "direction = RNA-GAN's > 0 (a generated tile lies nearer, on average, to its own tissue's "
@@ -122,8 +116,8 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
         add("generated tiles keep the tissues apart (silhouette by tissue, RNA-GAN vs real)",
             "the differences between the tissues were preserved (Fig. 4B); GAN tiles: two well-differentiated "
             "clusters (Fig. 3C)", "Results; Figures 3B/C, 4B; Discussion",
-            f"RNA-GAN {_f(r, 3)} vs real {_f(real, 3)}" + (f" ({others})" if others else ""),
-            bool(r > 0) if np.isfinite(r) else "n/a", note)
+            f"RNA-GAN {fmt(r, 3)} vs real {fmt(real, 3)}" + (f" ({others})" if others else ""),
+            holds(r > 0, r), note)
     ev = (external.set_index("evaluation") if "evaluation" in external.columns
           else pd.DataFrame([external.iloc[0]], index=["external"]))
     for key, what in (("external", "external-cohort RNA-GAN tiles"),
@@ -131,7 +125,7 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
         if key not in ev.index:
             continue
         e = ev.loc[key]
-        note = (f"direction = above chance ({_f(100 * e['chance'], 3)}%); {e.get('arch', 'ResNet')} on "
+        note = (f"direction = above chance ({fmt(100 * e['chance'], 3)}%); {e.get('arch', 'ResNet')} on "
                 f"{e.get('n_train_tiles', '?')} real tiles")
         if float(e.get("majority_share", 0)) >= 1.0:
             note += (f"; the classifier calls every one of these tiles {e['majority_call']}, so the accuracy is "
@@ -140,16 +134,16 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
             note += ("; tiles generated from the expression of the test-split donors, whose real tiles "
                      "the classifier never saw (stand-in for the healthy GSE120795 cohort)")
             if "real_heldout" in ev.index:
-                note += f"; on those donors' real tiles: {_f(100 * ev.loc['real_heldout', 'accuracy'], 3)}%"
+                note += f"; on those donors' real tiles: {fmt(100 * ev.loc['real_heldout', 'accuracy'], 3)}%"
         elif data == "toy":
             note += ("; the toy's external cohort is cancer-like (TCGA-LUAD / TCGA-GBM profiles, z-scored "
                      "with TCGA statistics) fed to the GTEx-trained β-VAE and GANs, not healthy lung / brain "
                      "as GSE120795")
         add(f"real-trained ResNet-18 classifies {what}: accuracy", "80.5%", "Results; Figure 4D",
-            f"{_f(100 * e['accuracy'], 3)}%", bool(e["accuracy"] > e["chance"]), note)
-        add("... F1", "79.7%", "Results; Figure 4D", f"{_f(100 * e['f1'], 3)}%", "n/a")
-        add("... AUC", "0.805", "Results; Figure 4D", _f(e["auc"], 3),
-            bool(e["auc"] > 0.5) if np.isfinite(e["auc"]) else "n/a")
+            f"{fmt(100 * e['accuracy'], 3)}%", bool(e["accuracy"] > e["chance"]), note)
+        add("... F1", "79.7%", "Results; Figure 4D", f"{fmt(100 * e['f1'], 3)}%", "n/a")
+        add("... AUC", "0.805", "Results; Figure 4D", fmt(e["auc"], 3),
+            holds(e["auc"] > 0.5, e["auc"]))
     if epochs:
         for t in sorted(epochs):
             e = epochs[t]
@@ -165,7 +159,7 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
                      else f"{int((simclr['init'] == 'ssl').sum())}-fold CV")
 
             def ms(init, k):
-                return f"{_f(100 * m.loc[init, (k, 'mean')], 3)}% ± {_f(100 * m.loc[init, (k, 'std')], 2)}%"
+                return f"{fmt(100 * m.loc[init, (k, 'mean')], 3)}% ± {fmt(100 * m.loc[init, (k, 'std')], 2)}%"
 
             acc_s, acc_0 = m.loc["ssl", ("accuracy", "mean")], m.loc["scratch", ("accuracy", "mean")]
             add(f"SimCLR on synthetic tiles beats training from scratch (accuracy, {folds})",
@@ -175,11 +169,11 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
             add("... F1", "85.49% ± 1.54% vs 76.67% ± 4.52%", "Results; Figure S4",
                 f"{ms('ssl', 'f1')} vs {ms('scratch', 'f1')}",
                 bool(m.loc["ssl", ("f1", "mean")] > m.loc["scratch", ("f1", "mean")]), "mean ± sd over folds")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return claims.frame()
 
 
-@step("rna_gan_reproduction")
-def rna_gan_reproduction(inputs, outputs, params, *, threads=1, log=None):
+@step("build_rna_gan_reproduction")
+def build_rna_gan_reproduction(inputs, outputs, params, *, threads=1, log=None):
     """Collect every RNA-GAN claim into results/rna_gan/reproduction.tsv."""
     def rd(k):
         v = inputs[k]
@@ -189,8 +183,7 @@ def rna_gan_reproduction(inputs, outputs, params, *, threads=1, log=None):
     table = build(rd("vae_metrics"), rd("multi_metrics"), rd("checks"), rd("fid"), rd("external"), simclr,
                   params["data"], params.get("extractor_note", ""), epochs=params.get("epochs"),
                   silhouette=rd("silhouette") if inputs.get("silhouette") else None)
-    held = table["direction_holds"].map(lambda v: v is True).sum()
-    tested = table["direction_holds"].map(lambda v: isinstance(v, bool)).sum()
+    held, tested = tally(table)
     logging.getLogger(__name__).info("RNA-GAN reproduction: %d of %d directional claims hold (%s data)",
                                      held, tested, params["data"])
     write_table(outputs["table"], table, index=False)
