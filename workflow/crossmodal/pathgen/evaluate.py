@@ -8,7 +8,6 @@ aggregate expression of the group - the mean over the group's genes - real vs sy
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from crossmodal import stats
@@ -26,20 +25,22 @@ def per_patient(values: pd.DataFrame, cases: pd.DataFrame, samples) -> pd.DataFr
 
 def table2(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples) -> pd.DataFrame:
     """Table 2 rows over ``samples`` (rows of ``real`` / ``synth``; pass patient-level rows,
-    :func:`per_patient`, so that a patient counts once)."""
-    samples = list(samples)
-    rows = []
-    groups = list(dict.fromkeys(genes.group))
-    for name, cols in [(g, list(genes.gene[genes.group == g])) for g in groups] + [("all genes", list(genes.gene))]:
-        r = real.loc[samples, cols].to_numpy().ravel()
-        s = synth.loc[samples, cols].to_numpy().ravel()
-        rho = stats.correlation(r, s, method="spearman", label=name)
+    :func:`per_patient`, so that a patient counts once): Spearman and MAE from the metrics module
+    (:func:`crossmodal.metrics.tabular.spearman_mae_by_group`), plus the t-test of each group's
+    aggregate expression."""
+    from crossmodal.metrics.tabular import spearman_mae_by_group
+
+    samples, genes_all = list(samples), list(genes.gene)
+    t = spearman_mae_by_group(real.loc[samples, genes_all], synth.loc[samples, genes_all], genes.group.to_numpy())
+    t = t.rename(columns={"n_features": "n_genes", "n_samples": "n_cases"})
+    tests = []
+    for name in t.group:
+        cols = genes_all if name == "all genes" else list(genes.gene[genes.group == name])
         # aggregate expression of the group per case (mean over its genes), real vs synthesized
-        t = stats.ttest(real.loc[samples, cols].mean(axis=1), synth.loc[samples, cols].mean(axis=1), label=name)
-        rows.append({"group": name, "n_genes": len(cols), "n_cases": len(samples), "mae": float(np.abs(r - s).mean()),
-                     "spearman": rho["statistic"], "spearman_p": rho["p_value"],
-                     "ttest_statistic": t["statistic"], "ttest_p": t["p_value"]})
-    return pd.DataFrame(rows)
+        r = stats.ttest(real.loc[samples, cols].mean(axis=1), synth.loc[samples, cols].mean(axis=1), label=name)
+        tests.append({"ttest_statistic": r["statistic"], "ttest_p": r["p_value"]})
+    return pd.concat([t, pd.DataFrame(tests)], axis=1)[
+        ["group", "n_genes", "n_cases", "mae", "spearman", "spearman_p", "ttest_statistic", "ttest_p"]]
 
 
 def plot(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples, table: pd.DataFrame, path,
