@@ -466,43 +466,86 @@ def test_magnification_is_drawn_per_slide_reproducibly_and_levels_rank_by_mpp():
 # ----------------------------------------------------------------------------- reproduction table
 def test_reproduction_table_quotes_paper_next_to_ours_and_flags_stand_ins(tmp_path):
     from crossmodal.pathgen.reproduction import build
+    from crossmodal.reproduction import COLUMNS
 
     f = {k: tmp_path / f"{k}.tsv" for k in ("table2", "prediction", "conformal", "coattention", "embed_summary")}
-    pd.DataFrame({"group": ["oncogene", "all genes"], "n_cases": 5, "spearman": [0.6, 0.5],
-                  "mae": [0.4, 0.5]}).to_csv(f["table2"], sep="\t", index=False)
+    pd.DataFrame({"group": ["oncogene", "all genes"], "n_cases": 5, "spearman": [0.6, 0.5], "spearman_p": 0.01,
+                  "mae": [0.4, 0.5], "ttest_p": [0.4, 0.01]}).to_csv(f["table2"], sep="\t", index=False)
     pd.DataFrame({"run": ["wsi", "synthesized", "real"], "n_test": 5, "auc": [0.6, 0.7, 0.8],
                   "c_index": [0.55, 0.6, 0.7]}).to_csv(f["prediction"], sep="\t", index=False)
     pd.DataFrame({"run": ["real", "synthesized", "synthesized"], "calibration": ["real", "synthesized", "real"],
                   "test": ["real", "synthesized", "synthesized"], "valid": [True, True, False], "alpha": 0.1,
                   "n_calibration": 10, "n_test": 10, "grade_coverage": 0.9, "grade_uncertainty": 0.3,
                   "risk_coverage": 0.9, "risk_uncertainty": 0.4, "mc_grade_coverage": 0.91,
-                  "mc_risk_coverage": 0.92}).to_csv(f["conformal"], sep="\t", index=False)
+                  "mc_risk_coverage": [0.92, 0.6, 0.92]}).to_csv(f["conformal"], sep="\t", index=False)
     pd.DataFrame({"group": ["all genes"], "n_cases": 5, "spearman": [0.8], "mae": [0.01]}).to_csv(
         f["coattention"], sep="\t", index=False)
     pd.DataFrame({"sample": ["a"], "encoder": ["cohort-ssl ResNet-10 SimCLR (stand-in for UNI)"]}).to_csv(
         f["embed_summary"], sep="\t", index=False)
     f["tests"] = tmp_path / "tests.tsv"
+    # U of the first sample (out of 5 x 5): 3 -> WSI + synthesized ranks higher; 20 -> WSI only does
     pd.DataFrame({"test": "wilcoxon_ranksum", "label": [f"{sc} per patient: {a} vs {b}" for sc in
                                                          ("p(true grade)", "concordance share")
                                                          for a, b in (("wsi", "synthesized"), ("synthesized", "real"))],
-                  "p_value": [0.01, 0.5, 0.02, 0.6], "n_x": 5}).to_csv(f["tests"], sep="\t", index=False)
-    t = build({k: str(v) for k, v in f.items()}, {"toy": True})
-    row = t[t.claim == "grade coverage (target >= 1 - alpha = 0.9), WSI + synthesized"].iloc[0]
-    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (0.981, 0.948, 0.9)
-    row = t[t.claim == "risk coverage (target >= 1 - alpha = 0.9), WSI + real"].iloc[0]
-    assert (row.paper_gbmlgg, row.paper_kirc) == (0.933, 0.882) and "0.920" in row.note
+                  "statistic": [3.0, 12.0, 20.0, 13.0], "p_value": [0.01, 0.5, 0.02, 0.6], "n_x": 5,
+                  "n_y": 5}).to_csv(f["tests"], sep="\t", index=False)
+    t = build({k: str(v) for k, v in f.items()}, {"toy": True, "data": "toy"})
+    assert list(t.columns) == COLUMNS + ["paper_gbmlgg", "paper_kirc", "n"]
+    assert (t.data == "toy").all() and t.paper_section.str.strip().astype(bool).all()
+    r = t.set_index("claim")
+    row = r.loc["grade coverage (target >= 1 - alpha = 0.9), WSI + synthesized"]
+    assert (row.paper_gbmlgg, row.paper_kirc, row.this_run) == (0.981, 0.948, "0.9")
+    assert row.paper_value == "0.981 (GBMLGG) / 0.948 (KIRC)"
+    assert row.paper_section == "Results 2.5.1; supplementary Tables 4-5"
+    assert row.direction_holds is True and "Monte-Carlo" in row.note  # 0.91 >= 0.9 - 3 sqrt(0.09 / 20)
+    row = r.loc["risk coverage (target >= 1 - alpha = 0.9), WSI + real"]
+    assert (row.paper_gbmlgg, row.paper_kirc) == (0.933, 0.882) and "0.92" in row.note and row.direction_holds is True
+    assert r.loc["risk coverage (target >= 1 - alpha = 0.9), WSI + synthesized", "direction_holds"] is False  # MC 0.6
+    assert r.loc["risk uncertainty (eq. 12), WSI + real", "direction_holds"] == "n/a"
     sig = t[t.claim.str.contains("rank-sum")].set_index("claim")
     assert len(sig) == 4
     row = sig.loc["survival Wilcoxon rank-sum p, WSI + synthesized vs WSI + real, paper: p > 0.05 (no difference)"]
-    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (0.604, 0.300, 0.6)
-    row = t[t.claim == "co-attention maps real vs synthesized: MAE, all genes"].iloc[0]
-    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (2.069, 0.591, 0.01)
-    row = t[t.claim == "Spearman real vs synthesized: Oncogenes"].iloc[0]
-    assert (row.paper_gbmlgg, row.paper_kirc, row.ours) == (0.770, 0.817, 0.6)
-    row = t[t.claim == "grading AUC, WSI + synthesized"].iloc[0]
-    assert (row.paper_gbmlgg, row.ours) == (0.890, 0.7)
+    assert (row.paper_gbmlgg, row.paper_kirc, row.this_run) == (0.604, 0.300, "0.6") and row.direction_holds is True
+    assert row.paper_section == "Results 2.3.2; supplementary Tables 4-5" and "direction = p > 0.05" in row.note
+    imp = "Wilcoxon rank-sum p, WSI only vs WSI + synthesized, paper: p < 0.05 (improvement)"
+    assert sig.loc[f"grading {imp}", "direction_holds"] is True
+    assert sig.loc[f"survival {imp}", "direction_holds"] is False  # p 0.02, but WSI only ranks higher
+    row = r.loc["co-attention maps real vs synthesized: MAE, all genes"]
+    assert (row.paper_gbmlgg, row.paper_kirc, row.this_run, row.direction_holds) == (2.069, 0.591, "0.01", "n/a")
+    assert r.loc["co-attention maps real vs synthesized: Spearman, all genes", "direction_holds"] is True
+    row = r.loc["Spearman real vs synthesized: Oncogenes"]
+    assert (row.paper_gbmlgg, row.paper_kirc, row.this_run, row.direction_holds) == (0.770, 0.817, "0.6", True)
+    assert row.paper_value == "0.770 (GBMLGG) / 0.817 (KIRC)" and "direction = rho > 0.5" in row.note
+    assert row.paper_section == "Results 2.2; supplementary Table 2"
+    assert r.loc["Spearman real vs synthesized: All genes", "direction_holds"] is False  # rho 0.5 is not > 0.5
+    assert r.loc["MAE real vs synthesized: All genes", "direction_holds"] == "n/a"
+    ttest = "no significant difference in group expression, real vs synthesized (unpaired t-test): "
+    assert r.loc[ttest + "Oncogenes", "direction_holds"] is True
+    assert r.loc[ttest + "All genes", "direction_holds"] is False  # p 0.01
+    row = r.loc["grading AUC, WSI + synthesized"]
+    assert (row.paper_gbmlgg, row.this_run, row.direction_holds) == (0.890, "0.7", True)
+    assert row.paper_section == "Results 2.3.1; Figures 2.a.ii, 2.b.ii" and "above WSI only" in row.note
+    assert r.loc["grading AUC, WSI only", "direction_holds"] == "n/a"
+    assert r.loc["survival C-index, WSI + real", "direction_holds"] is True  # 0.7 >= 0.6
     assert t.note.str.contains("stand-in for UNI").all() and t.note.str.contains("toy").all()
     assert (t.claim.str.contains("co-attention")).sum() == 2
+    assert (t.n == 5).sum() > 0 and t.n.notna().all()
+    # a real cohort: data names it; a table without the optional columns still builds
+    pd.DataFrame({"group": ["all genes"], "n_cases": 5, "spearman": [0.6], "mae": [0.5]}).to_csv(
+        f["table2"], sep="\t", index=False)
+    t = build({k: str(v) for k, v in f.items() if k != "tests"}, {"toy": False, "data": "TCGA-GBM + TCGA-LGG"})
+    assert (t.data == "TCGA-GBM + TCGA-LGG").all() and not t.claim.str.contains("rank-sum|t-test").any()
+    assert t.set_index("claim").loc["Spearman real vs synthesized: All genes", "direction_holds"] is True
+
+
+def test_reproduction_data_names_the_cohort():
+    from crossmodal.pathgen import targets
+
+    assert targets.data_label({"cohort": {"source": "toy"}, "pathgen": {"cohorts": ["X"]}}) == "toy"
+    cfg = {"cohort": {"source": "sheet"}, "pathgen": {"dataset": "tcga", "cohorts": ["TCGA-GBM", "TCGA-LGG"]}}
+    assert targets.data_label(cfg) == "TCGA-GBM + TCGA-LGG"
+    cfg["pathgen"]["cohorts"] = None
+    assert targets.data_label(cfg) == "tcga"
 
 
 # ----------------------------------------------------------------------------- the toy chain
@@ -588,9 +631,10 @@ def check_round_trip(root) -> None:
     test = set(cases.index[cases.split == "test"])
     assert set(vals.index) <= test and len(vals) == int(t.n_cases.iloc[0]) and (meta.source == "round_trip").all()
     assert (r / "figures/round_trip.png").stat().st_size > 1000 and (r / "figures/round_trip.pdf").exists()
-    rep = pd.read_csv(r / "reproduction.tsv", sep="\t")
-    beyond = rep[rep.section == "beyond the paper"]
+    rep = pd.read_csv(r / "reproduction.tsv", sep="\t", dtype={"direction_holds": str}, keep_default_na=False)
+    beyond = rep[rep.paper_section.str.startswith("beyond the paper")]
     assert len(beyond) == 2 and beyond.note.str.contains("none of the papers measures this").all()
+    assert (beyond.direction_holds == "n/a").all()
 
 
 def toy_signal(root) -> dict:
@@ -611,8 +655,10 @@ def check_toy_conformal_coverage(root) -> None:
     binomial proportion over the calibration + test cases)."""
     summ = toy_signal(root)["conformal"]
     assert len(summ) >= 2
+    from crossmodal.pathgen.uncertainty import coverage_tolerance
+
     for _, s in summ.iterrows():
-        eps = 3 * np.sqrt(s.alpha * (1 - s.alpha) / (s.n_calibration + s.n_test))
+        eps = coverage_tolerance(s.alpha, s.n_calibration + s.n_test)
         for task in ("grade", "risk"):
             cov = s[f"mc_{task}_coverage"]
             assert cov >= 1 - s.alpha - eps, (s.run, s.test, task, cov, eps)
@@ -636,6 +682,7 @@ def check_toy_outputs(root) -> None:
     from pathlib import Path
 
     from crossmodal.pathgen.patches import read_embeddings
+    from crossmodal.reproduction import COLUMNS, check
 
     r = Path(root) / "results/pathgen"
     cases = pc.read_cases(r / "cases.tsv")
@@ -664,8 +711,10 @@ def check_toy_outputs(root) -> None:
     assert {"sex", "age_group", "level", "censorship", "grade_name", "time_bin"} <= set(fair.stratify)
     sub = pd.read_csv(r / "conformal/tests.tsv", sep="\t")
     assert {"all", "sex"} <= set(sub.stratify) and set(sub.quantity) >= {"p_true_grade", "risk_uncertainty"}
-    rep = pd.read_csv(r / "reproduction.tsv", sep="\t")
-    assert {"paper_gbmlgg", "paper_kirc", "ours", "note"} <= set(rep.columns)
+    rep = pd.read_csv(r / "reproduction.tsv", sep="\t", dtype={"direction_holds": str}, keep_default_na=False)
+    assert list(rep.columns) == COLUMNS + ["paper_gbmlgg", "paper_kirc", "n"]
+    check(rep, "results/pathgen/reproduction.tsv")
+    assert (rep.data == "toy").all() and rep.paper_section.astype(bool).all()
     assert rep.note.str.contains("toy").all()
     for fig in ("fig2_synthesized_vs_real", "fig5b_fairness", "heatmaps", "fig3d_coattention"):
         assert (r / f"figures/{fig}.png").stat().st_size > 1000 and (r / f"figures/{fig}.pdf").exists()

@@ -381,6 +381,7 @@ rule build_pathgen_reproduction:
         "../../envs/base.yaml"
     params:
         toy=config["cohort"]["source"] == "toy",
+        data=pgt.data_label(config),
     script:
         "../scripts/build_pathgen_reproduction.py"
 

@@ -239,8 +239,11 @@ def plot_pathgen_heatmaps(inputs, outputs, params, *, threads=1, log=None):
 def build_pathgen_reproduction(inputs, outputs, params, *, threads=1, log=None):
     """Paper claim vs this run, one row per claim -> results/pathgen/reproduction.tsv."""
     from crossmodal.pathgen.reproduction import build
+    from crossmodal.reproduction import tally
 
     table = build(inputs, params)
+    logging.getLogger(__name__).info("PathGen reproduction: %d of %d directional claims hold (%s data)",
+                                     *tally(table), params["data"])
     write_table(outputs["table"], table, index=False)
     return table
 

@@ -122,6 +122,15 @@ def reproduction_extra(config: dict) -> dict:
     return {"round_trip": f"{R}/round_trip.tsv"} if round_trip_enabled(config) else {}
 
 
+def data_label(config: dict) -> str:
+    """The reproduction table's ``data``: ``toy``, else the cohorts of the PathGen cases
+    (``pathgen.cohorts``, e.g. ``TCGA-GBM + TCGA-LGG``; ``pathgen.dataset`` when every cohort is kept)."""
+    if config["cohort"]["source"] == "toy":
+        return "toy"
+    pg = config["pathgen"]
+    return " + ".join(map(str, pg.get("cohorts") or [])) or str(pg.get("dataset") or config.get("run_name", ""))
+
+
 def default_targets(config: dict) -> list[str]:
     if not config["pathgen"].get("enabled", True):
         return []

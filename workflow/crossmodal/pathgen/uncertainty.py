@@ -34,6 +34,16 @@ from crossmodal import conformal
 
 FAIRNESS = ["sex", "age_group", "level", "censorship", "grade_name", "time_bin"]
 
+# coverage "holds" down to this many binomial standard errors below 1 - alpha (issue 7's toy check)
+COVERAGE_SE = 3
+
+
+def coverage_tolerance(alpha: float, n: int) -> float:
+    """How far below ``1 - alpha`` a coverage measured on ``n`` cases may fall by Monte-Carlo error
+    alone: :data:`COVERAGE_SE` binomial standard errors, ``3 * sqrt(alpha (1 - alpha) / n)`` (for
+    the re-split ``mc_coverage`` ``n`` is the calibration + test cases)."""
+    return COVERAGE_SE * float(np.sqrt(alpha * (1 - alpha) / n)) if n > 0 else float("nan")
+
 
 def _sets(cal: pd.DataFrame, test: pd.DataFrame, cases: pd.DataFrame, hp: dict) -> dict:
     from crossmodal.pathgen.predict import grade_probs
