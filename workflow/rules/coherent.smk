@@ -287,7 +287,7 @@ rule evaluate_coherent_prioritisation:
         "../scripts/evaluate_coherent_prioritisation.py"
 
 
-rule summarise_coherent:
+rule build_coherent_reproduction:
     input:
         table1=f"{COH_DIR}/table1.tsv",
         fig2=f"{COH_DIR}/figure2_f1.tsv",
@@ -302,15 +302,16 @@ rule summarise_coherent:
             category="Coherent Denoising",
         ),
     log:
-        "logs/summarise_coherent/all.log",
+        "logs/build_coherent_reproduction/all.log",
     benchmark:
-        "benchmarks/summarise_coherent/all.tsv"
+        "benchmarks/build_coherent_reproduction/all.tsv"
     conda:
         "../../envs/base.yaml"
     params:
+        data=coh_rules.data_label(config, SAMPLES),
         stand_in=COH_STAND_IN,
     script:
-        "../scripts/summarise_coherent.py"
+        "../scripts/build_coherent_reproduction.py"
 
 
 COH_TARGETS = [

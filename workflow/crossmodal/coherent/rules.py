@@ -44,3 +44,14 @@ def stand_in(config: dict) -> str:
     if not config["coherent"]["wsi_embeddings"]:
         parts.append("slide embeddings pooled from the cohort-ssl encoder (stand-in for Titan)")
     return "; ".join(parts)
+
+
+def data_label(config: dict, samples) -> str:
+    """``data`` of results/coherent/reproduction.tsv: ``toy`` (the toy cohort), the Xena cohort with
+    its number of cancer types (cohorts of the sample sheet's coherent datasets), or the run's name
+    (the toy source on a user sample sheet)."""
+    if config["coherent"]["source"] == "toy":
+        return "toy" if config["cohort"]["source"] == "toy" else config["run_name"]
+    datasets = config["splits"]["schemes"].get("coherent", {}).get("datasets", ["tcga"])
+    n = samples.loc[samples["dataset"].isin(datasets), "cohort"].nunique()
+    return f"TCGA (Xena), {n} types" if n else "TCGA (Xena)"

@@ -187,13 +187,15 @@ def evaluate_coherent_prioritisation(inputs, outputs, params, *, threads=1, log=
     E.figure4(t, outputs["figure"])
 
 
-@step("summarise_coherent")
-def summarise_coherent(inputs, outputs, params, *, threads=1, log=None):
-    """``results/coherent/reproduction.tsv``: the paper's headline numbers next to ours."""
+@step("build_coherent_reproduction")
+def build_coherent_reproduction(inputs, outputs, params, *, threads=1, log=None):
+    """``results/coherent/reproduction.tsv``: the paper's claims next to this run's (shared layout)."""
     from crossmodal.coherent import evaluate as E
+    from crossmodal.reproduction import tally
 
     t = E.reproduction({k: pd.read_csv(inputs[k], sep="\t") for k in ("table1", "fig2", "table2", "table3", "fig4")},
-                       pd.read_csv(inputs["rejection"], sep="\t"), stand_in=params["stand_in"])
+                       pd.read_csv(inputs["rejection"], sep="\t"), data=params["data"], stand_in=params["stand_in"])
+    _log.info("Coherent Denoising reproduction: %d of %d directional claims hold (%s data)", *tally(t), params["data"])
     write_table(outputs["table"], t, index=False)
 
 
