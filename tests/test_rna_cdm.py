@@ -113,8 +113,8 @@ def test_done_json_records_training_throughput(trained):
 
     old = out["base"].parent / "old_done.json"
     old.write_text(json.dumps({"finished": True, "stage": "sr", "steps": 150, "seconds_this_job": 1.15}))
-    ours, src = training_throughput(str(out["base"] / "done.json"), str(old), "note")
-    assert ours.endswith(" / -") and "predates the throughput fields" in src and ours != "- / -"
+    ours, note = training_throughput(str(out["base"] / "done.json"), str(old))
+    assert ours.endswith(" / -") and "predates the throughput fields" in note and ours != "- / -"
 
 
 def _generate(data, trained, name: str, *, tiles_per_patient: int, seed: int):
@@ -343,23 +343,61 @@ def test_evaluation_table_quotes_the_paper_and_labels_the_stand_in(data, trained
     vae_model = data["root"] / "vae_model.pt"
     vae_lib.save(vae_lib.BetaVAE(37, [8], 2), vae_model, [f"g{i}" for i in range(37)], extra={"cohorts": COHORTS})
     rep = data["root"] / "reproduction.tsv"
-    steps.run("rna_cdm_reproduction", {"vae_metrics": str(vae), "vae_model": str(vae_model),
-                                       "base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
-                                       "base_done": str(out["base"] / "done.json"),
-                                       "sr_done": str(out["sr"] / "done.json"), "fid": str(table), "samplers": []},
-              {"table": str(rep)}, {"data_note": "planted test set"})
-    r = pd.read_csv(rep, sep="\t").set_index("quantity")
-    assert r.loc["β-VAE input genes", "paper"] == "17,655" and r.loc["β-VAE input genes", "ours"] == "37"
+    # the direction of a claim: speed-up 30x (goal >= 25x: holds) with FIDs 50 / 20 (not comparable);
+    # Fig. 4A no significant difference (p 0.4: holds), Fig. 4B pretraining below the baseline (fails)
+    smp = data["root"] / "samplers.tsv"
+    pd.DataFrame({"sampler": ["karras", "ddpm"], "speedup_vs_ddpm": [30.0, 1.0], "fid": [50.0, 20.0],
+                  "device": "cpu"}).to_csv(smp, sep="\t", index=False)
+    ds = data["root"] / "downstream.tsv"
+    pd.DataFrame({"experiment": ["A: replace real by synthetic"] * 2 + ["B: pretrain on synthetic, fine-tune on real"] * 2,
+                  "setting": ["0% synthetic", "25% synthetic", "no pretraining", "pretrained on 25% synthetic"],
+                  "paper": ["baseline", "no significant difference vs 0% (Fig. 4A)", "baseline", "higher"],
+                  "accuracy_mean": [0.8, 0.78, 0.8, 0.7], "accuracy_sd": 0.01, "f1_mean": 0.7,
+                  "p_value_vs_baseline": [np.nan, 0.4, np.nan, 0.01], "n_folds": 3, "n_real_train": 27}
+                 ).to_csv(ds, sep="\t", index=False)
+    from crossmodal.cells import PAPER_TABLE1
+
+    t1 = data["root"] / "table1.tsv"  # the paper's own Table 1: real and synthetic means correlate (r 0.90)
+    pd.DataFrame([{"cohort": g, "counter": "test counter", "Tile type": k, "n_tiles": 10,
+                   **dict(zip(["Tumor", "Lymphocytes", "Connective", "Dead", "Normal"], v))}
+                  for (g, k), v in PAPER_TABLE1.items()]).to_csv(t1, sep="\t", index=False)
+    steps.run("build_rna_cdm_reproduction", {"vae_metrics": str(vae), "vae_model": str(vae_model),
+                                             "base": str(out["base"] / "model.pt"), "sr": str(out["sr"] / "model.pt"),
+                                             "base_done": str(out["base"] / "done.json"),
+                                             "sr_done": str(out["sr"] / "done.json"), "fid": str(table),
+                                             "table1": str(t1), "samplers": [str(smp)], "downstream": [str(ds)]},
+              {"table": str(rep)}, {"data": "toy", "data_note": "planted test set"})
+    from crossmodal import reproduction
+
+    t = pd.read_csv(rep, sep="\t", keep_default_na=False)
+    assert list(t.columns[:7]) == reproduction.COLUMNS and (t["data"] == "toy").all()
+    assert (t["paper_section"].str.strip() != "").all() and t["note"].str.startswith("planted test set").all()
+    r = t.set_index("claim")
+    holds = r["direction_holds"]
+    assert holds["Karras vs DDPM-1000 speed-up per tile"] == "True" and r.loc["Karras vs DDPM-1000 speed-up per tile", "this_run"] == "30×"
+    assert holds["FID Karras-32 / DDPM-1000"] == "False" and "25% of the larger" in r.loc["FID Karras-32 / DDPM-1000", "note"]
+    assert r.loc["Karras vs DDPM-1000 speed-up per tile", "paper_section"].startswith("issue 6 (benchmark goal)")
+    assert holds["Fig. 4A: accuracy, 25% synthetic"] == "True" and holds["Fig. 4A: accuracy, 0% synthetic"] == "n/a"
+    assert holds["Fig. 4B: accuracy, pretrained on 25% synthetic"] == "False"
+    assert r.loc["Fig. 4B: accuracy, no pretraining", "paper_section"].endswith("Figure 4B")
+    cell_mix = r.loc[r.index.str.startswith("synthetic tiles keep the real tiles' cell mix")].iloc[0]
+    assert cell_mix["direction_holds"] == "True" and cell_mix["this_run"].startswith("r = 0.90")
+    assert "Table 1" in cell_mix["paper_section"] and "r = 0.90" in cell_mix["paper_value"]
+    for bare in ("β-VAE test RMSE", "β-VAE input genes", "FID50k (all)", "parameters of the cascade (this run)",
+                 "training throughput (tiles/s), base / SR"):
+        assert holds[bare] == "n/a", bare
+    assert r.loc["β-VAE input genes", "paper_value"] == "17,655" and r.loc["β-VAE input genes", "this_run"] == "37"
     thr = r.loc["training throughput (tiles/s), base / SR"]
-    assert thr["paper"].startswith("≈ 29.3 ")  # 79,000 x 256 / (8 x 86,400 s)
+    assert thr["paper_value"].startswith("≈ 29.3 ")  # 79,000 x 256 / (8 x 86,400 s)
     import json
 
     want = " / ".join(f"{json.loads((out[s] / 'done.json').read_text())['tiles_per_s']:.2f}" for s in cascade.STAGES)
-    assert thr["ours"] == want and "150 steps x 16 tiles" in thr["source"] and "on cpu x1" in thr["source"]
-    assert r.loc["FID50k (all)", "paper"] == "23.36" and float(r.loc["FID50k (all)", "ours"]) == gen_all["fid"]
-    assert "n = 12 generated vs 24 real tiles (paper: 50,000 vs 50,000)" in r.loc["FID50k (all)", "source"]
-    assert r.loc["β-VAE test RMSE", "ours"] == "0.61" and "planted test set" in r.loc["β-VAE test RMSE", "source"]
-    assert r.loc["parameters of the cascade (paper-size config)", "paper"] == "1.8 B"
+    assert thr["this_run"] == want and "150 steps x 16 tiles" in thr["note"] and "on cpu x1" in thr["note"]
+    assert r.loc["FID50k (all)", "paper_value"] == "23.36"
+    assert float(r.loc["FID50k (all)", "this_run"]) == pytest.approx(gen_all["fid"], rel=1e-3)
+    assert "n = 12 generated vs 24 real tiles (paper: 50,000 vs 50,000)" in r.loc["FID50k (all)", "note"]
+    assert r.loc["β-VAE test RMSE", "this_run"] == "0.61" and r.loc["β-VAE test RMSE", "paper_section"].startswith("Results: ")
+    assert r.loc["parameters of the cascade (paper-size config)", "paper_value"] == "1.8 B"
     fig = data["root"] / "tiles.png"
     steps.run("plot_rna_cdm_tiles", {"real": data["lmdbs"], "generated": str(gen), "splits": data["splits"]},
               {"figure": str(fig)}, {"cohorts": COHORTS, "per_row": 3, "seed": 0})
@@ -378,6 +416,11 @@ def test_targets_helpers():
     assert targets.tile_mpp(cfg) == 0.5  # paper size: 256 px generated = the tiles' mpp
     assert targets.external_sets(cfg, samples) == ["external_external"]
     assert "results/rna_cdm/reproduction.tsv" in targets.targets(cfg, samples)
+    # the reproduction table's data column: toy, or the real cohort
+    assert targets.data_label(cfg) == "toy"
+    real = dict(cfg, cohort={"source": "sheet"}, run_name="gtex_run")
+    assert targets.data_label(real) == "TCGA (2 projects)"
+    assert targets.data_label(dict(real, rna_cdm=dict(cfg["rna_cdm"], cohorts=["GTEX-Lung"]))) == "gtex_run (GTEX-Lung)"
     # paper defaults: deconvolution, perturbation, downstream run; SimCLR needs a label file
     assert targets.experiments(cfg) == {"deconvolution": True, "perturbation": True, "downstream": True,
                                         "simclr": False}
@@ -439,7 +482,7 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
     out = p.stdout + p.stderr
     for rule in ("train_rna_cdm_base", "train_rna_cdm_sr", "generate_rna_cdm_tiles", "evaluate_rna_cdm",
                  "generate_rna_cdm_evaluation_tiles", "results/rna_cdm/cells/generated_evaluation.tsv",
-                 "plot_rna_cdm_cell_table", "results/rna_cdm/figures/cell_distributions.png", "summarise_rna_cdm",
+                 "plot_rna_cdm_cell_table", "results/rna_cdm/figures/cell_distributions.png", "build_rna_cdm_reproduction",
                  "generate_rna_cdm_external_tiles",
                  "deconvolve_rna_cdm", "perturb_rna_cdm", "classify_rna_cdm_downstream"):
         assert rule in out, rule
@@ -508,10 +551,14 @@ def test_toy_chain_outputs_and_tables(toy_run):
     assert (umap["n_cancer_types"] == 5).all() and (umap["split"] == "test").all()
     t1 = pd.read_csv(toy_run / "results/rna_cdm/cells/table1.tsv", sep="\t")
     assert set(t1["Tile type"]) == {"Real", "Synthetic"}
-    rep = pd.read_csv(toy_run / "results/rna_cdm/reproduction.tsv", sep="\t")
+    from crossmodal import reproduction
+
+    rep = reproduction.check(pd.read_csv(toy_run / "results/rna_cdm/reproduction.tsv", sep="\t", keep_default_na=False))
     assert {"FID50k (all)", "β-VAE test RMSE", "parameters of the cascade (paper-size config)", "β-VAE input genes",
-            "training throughput (tiles/s), base / SR"} <= set(rep["quantity"])
-    assert rep["quantity"].str.startswith("beyond the paper: inflammatory %").any()
+            "training throughput (tiles/s), base / SR", "Karras vs DDPM-1000 speed-up per tile"} <= set(rep["claim"])
+    assert (rep["data"] == "toy").all() and (rep["paper_section"] != "").all()
+    assert rep["claim"].str.startswith("beyond the paper: inflammatory %").any()
+    assert rep["claim"].str.startswith("synthetic tiles keep the real tiles' cell mix").any()
     smp = pd.read_csv(toy_run / "results/rna_cdm/samplers.tsv", sep="\t").set_index("sampler")
     assert smp.loc["karras", "network_evaluations_per_stage"] == 63
     assert smp.loc["karras", "seconds_per_tile"] < smp.loc["ddpm", "seconds_per_tile"] / 4
@@ -911,10 +958,14 @@ def check_toy_experiments(run) -> dict:
     assert len(d) == 9 and d["accuracy_mean"].between(0, 1).all() and d["data"].str.contains("toy").all()
     sc = pd.read_csv(run / "results/rna_cdm/simclr/summary.tsv", sep="\t")
     assert set(sc["init"]) == {"SimCLR on RNA-CDM tiles", "from scratch"}
-    rep = pd.read_csv(run / "results/rna_cdm/reproduction.tsv", sep="\t")
+    rep = pd.read_csv(run / "results/rna_cdm/reproduction.tsv", sep="\t", keep_default_na=False)
     for q in ("Suppl. Fig. 3", "Suppl. Fig. 4", "Fig. 4A", "Fig. 4B", "Suppl. Fig. 5"):
-        assert rep["quantity"].str.startswith(q).any(), q
-    assert rep.loc[rep.quantity.str.startswith("Suppl. Fig. 3"), "source"].str.contains("CIBERSORTx").all()
+        assert rep["claim"].str.startswith(q).any(), q
+    assert rep.loc[rep.claim.str.startswith("Suppl. Fig. 3"), "note"].str.contains("CIBERSORTx").all()
+    # every experiment row with a paper direction is checked (n/a only for baselines and absent classes)
+    ssl = rep[rep.claim.str.startswith("Suppl. Fig. 5") & rep.claim.str.contains("SimCLR")]
+    assert ssl["direction_holds"].isin(["True", "False"]).all()
+    assert rep.loc[rep.claim.str.startswith("Suppl. Fig. 4"), "direction_holds"].isin(["True", "False"]).all()
     return {k: bool(overall.loc[k, "targeted_type_rises"]) for k in overall.index}
 
 

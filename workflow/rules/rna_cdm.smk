@@ -568,7 +568,7 @@ rule evaluate_rna_cdm_simclr:
         "../scripts/evaluate_rna_cdm_simclr.py"
 
 
-rule summarise_rna_cdm:
+rule build_rna_cdm_reproduction:
     input:
         vae_metrics="results/rna_cdm/vae/main/test_metrics.tsv",
         vae_model="results/rna_cdm/vae/main/model.pt",
@@ -577,6 +577,7 @@ rule summarise_rna_cdm:
         base_done="results/rna_cdm/unet/base/done.json",
         sr_done="results/rna_cdm/unet/sr/done.json",
         fid="results/rna_cdm/fid.tsv",
+        table1="results/rna_cdm/cells/table1.tsv",
         samplers=(
             ["results/rna_cdm/samplers.tsv"] if RC["benchmark"]["enabled"] else []
         ),
@@ -596,15 +597,16 @@ rule summarise_rna_cdm:
             category="RNA-CDM",
         ),
     log:
-        "logs/summarise_rna_cdm/all.log",
+        "logs/build_rna_cdm_reproduction/all.log",
     benchmark:
-        "benchmarks/summarise_rna_cdm/all.tsv"
+        "benchmarks/build_rna_cdm_reproduction/all.tsv"
     conda:
         "../../envs/torch.yaml"
     params:
+        data=rct.data_label(config),
         data_note=rct.data_note(config),
     script:
-        "../scripts/rna_cdm_reproduction.py"
+        "../scripts/build_rna_cdm_reproduction.py"
 
 
 rule rna_cdm_all:

@@ -99,6 +99,17 @@ def data_note(config: dict) -> str:
             if config["cohort"]["source"] == "toy" else "")
 
 
+def data_label(config: dict) -> str:
+    """``data`` of the reproduction table: ``toy``, or the real cohort the diffusion model ran on
+    (``TCGA (5 projects)`` for the paper's TCGA projects)."""
+    if config["cohort"]["source"] == "toy":
+        return "toy"
+    cohorts = list(config["rna_cdm"]["cohorts"])
+    if all(str(c).startswith("TCGA-") for c in cohorts):
+        return f"TCGA ({len(cohorts)} projects)"
+    return f"{config['run_name']} ({', '.join(map(str, cohorts))})"
+
+
 def external_sets(config: dict, samples: pd.DataFrame) -> list[str]:
     have = set(samples["dataset"])
     return [f"external_{d}" for d in config["rna_cdm"]["generate"]["external_datasets"] if d in have]

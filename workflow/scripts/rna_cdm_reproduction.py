@@ -1,3 +1,0 @@
-from crossmodal.steps import run_from_snakemake
-
-run_from_snakemake(snakemake, "rna_cdm_reproduction")
