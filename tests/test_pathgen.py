@@ -877,6 +877,37 @@ def test_mcat_select_epoch_last_keeps_the_final_weights_val_loss_the_best():
         predict.train(cases, bags, None, None, {**hp, "select_epoch": "best"}, n_grades=2, seed=0)
 
 
+def test_mcat_gr_pools_a_patients_slides_into_one_bag():
+    """As MCAT's loader: a patient's slides are one bag (patches concatenated), its expression the
+    mean of its slide rows; training counts the patient once and prediction gives one row for it."""
+    from crossmodal.pathgen import predict
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    samples = ["a-1", "a-2", "b-1", "c-1"]
+    cases = pd.DataFrame({"sample": samples, "patient": ["a", "a", "b", "c"], "split": ["train"] * 3 + ["test"],
+                          "grade": [1, 1, 0, 1], "time_bin": [2, 2, 0, 1], "censored": 0, "event": 1,
+                          "survival_time": [5.0, 5.0, 1.0, 3.0]}, index=samples)
+    bags = {s: torch.randn(2 + i, 4) for i, s in enumerate(samples)}
+    expr = pd.DataFrame(rng.normal(size=(4, 3)), index=samples)
+    cpp, pooled, e = predict.patient_bags(cases, bags, expr)
+    assert list(cpp.index) == ["a", "b", "c"] and cpp.loc["a", "n_slides"] == 2 and cpp.loc["a", "sample"] == "a-1"
+    assert torch.equal(pooled["a"], torch.cat([bags["a-1"], bags["a-2"]])) and torch.equal(pooled["b"], bags["b-1"])
+    np.testing.assert_allclose(e.loc["a"].to_numpy(), expr.loc[["a-1", "a-2"]].mean().to_numpy())
+    hp = {"n_bins": 4, "d_model": 8, "n_heads": 2, "dropout": 0.0, "lr": 1e-2, "weight_decay": 0.0, "epochs": 2,
+          "lambda_survival": 0.3}
+    model, hist = predict.train(cases, bags, expr, [1, 2], hp, n_grades=2, seed=0)
+    pred = predict.predict(model, cases, bags, expr, "real")
+    assert list(pred["patient"]) == ["a", "b", "c"] and list(pred["sample"]) == ["a-1", "b-1", "c-1"]
+    with torch.no_grad():  # the patient's prediction is the model on the pooled bag, not a slide average
+        out = predict._forward(model, pooled["a"], torch.tensor(e.loc["a"].to_numpy(), dtype=torch.float32))
+    assert pred.loc[0, "p_grade_1"] == pytest.approx(float(torch.softmax(out["grade_logits"], 1)[0, 1]), abs=1e-6)
+    _, ppp = predict.per_patient(cases, pred)  # the evaluation reads it unchanged
+    assert ppp.loc["a", "risk"] == pytest.approx(pred.loc[0, "risk"])
+    with pytest.raises(ValueError, match="no patch bag for case.*c-1"):
+        predict.patient_bags(cases, {k: v for k, v in bags.items() if k != "c-1"})
+
+
 def test_tables_4_5_subgroup_tests_compare_real_and_synthesized_runs():
     from crossmodal.pathgen import uncertainty
 

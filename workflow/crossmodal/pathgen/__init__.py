@@ -22,8 +22,8 @@ Hand-over formats (each read back through one validating reader):
   ``results/pathgen/prepare_qc.json``).
 * **expression per case** ``results/pathgen/expression/{real,synthesized,round_trip}.tsv.gz``
   (:func:`.cases.write_expression` / :func:`.cases.read_expression`): TSV, one row per case
-  (= diagnostic slide: a patient with several slides has several rows, which Table 2, AUC /
-  C-index and the conformal tables average per patient),
+  (= diagnostic slide: a patient with several slides has several rows; Table 2 averages them per
+  patient, MCAT_GR pools the patient's slide bags and averages its rows, as MCAT's loader),
   columns ``sample`` (index), ``patient``, ``split``, ``source`` (``real`` | ``pathgen`` | ``round_trip``),
   ``n_draws`` (DDPM samples averaged; 0 for real), then one column per gene in the order of
   ``results/pathgen/genes.tsv`` (columns ``gene``, ``group``), holding z-scores with the

@@ -9,8 +9,13 @@ stopping, PathGen does not say) keeps the final epoch, ``val_loss`` the epoch of
 validation loss.  The "synthesized" run trains and evaluates on PathGen's synthesized expression for every case (PathGen was trained on the
 same training cases, so their synthesized expression is in-sample for PathGen).
 
-Cases are slides (MCAT_GR trains and predicts per slide); :func:`evaluate` and the conformal
-tables average a patient's slide predictions (:func:`per_patient`), so results count patients.
+MCAT_GR trains and predicts per **patient**, as MCAT (whose data loader concatenates the features
+of all of a case's slides into one bag) and the public PathGen code built on it: :func:`patient_bags`
+pools a patient's slide bags into one bag and averages its expression rows (the same real
+expression file for every slide; PathGen's per-slide syntheses, i.e. more draws).  A patient
+counts once in training and in validation, whatever its number of slides.  Predictions have one
+row per patient whose ``sample`` is its first slide (as in :func:`per_patient`'s case table), so
+:func:`evaluate` and the conformal tables read them through :func:`per_patient` unchanged.
 Predictions of every case are written with each kind of expression the run can take
 (``real`` and ``synthesized`` for the genomic runs) so that conformal calibration can use the
 same kind of expression as the test (:mod:`crossmodal.pathgen.uncertainty`).
@@ -54,11 +59,32 @@ def _forward(model, bag, expr):
     return model(x, None, None if expr is None else expr.unsqueeze(0))
 
 
+def patient_bags(cases: pd.DataFrame, bags: dict, expression: pd.DataFrame | None = None):
+    """``(cases_pp, bags_pp, expression_pp)``: one row / bag / expression row per patient.
+
+    ``cases``: the per-slide case table (index ``sample``, column ``patient``); ``bags``: sample ->
+    (n, d) tensor; the patient's bag is its slides' patches concatenated in slide order, its
+    expression the mean of its slides' rows.  ``cases_pp`` is :func:`per_patient`'s table (indexed
+    by patient; ``sample`` = first slide, ``n_slides``)."""
+    missing = [s for s in cases.index if s not in bags]
+    if missing:
+        raise ValueError(f"MCAT_GR: no patch bag for case(s) {', '.join(map(str, missing[:5]))}")
+    cpp = per_patient(cases)
+    slides = cases.groupby("patient", sort=False).groups
+    pooled = {p: torch.cat([bags[s] for s in slides[p]]) for p in cpp.index}
+    expr = None
+    if expression is not None:
+        expr = expression.loc[cases.index].groupby(cases["patient"].to_numpy(), sort=False).mean().loc[cpp.index]
+    return cpp, pooled, expr
+
+
 def train(cases: pd.DataFrame, bags: dict, expression: pd.DataFrame | None, group_sizes, hp: dict, *,
           n_grades: int, seed: int):
-    """Train MCAT_GR on the training split; returns ``(model, history DataFrame)``."""
+    """Train MCAT_GR on the training split's patients (one pooled bag each, :func:`patient_bags`);
+    returns ``(model, history DataFrame)``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    cases, bags, expression = patient_bags(cases, bags, expression)
     patch_dim = next(iter(bags.values())).shape[1]
     model = build(hp, patch_dim, n_grades, group_sizes)
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
@@ -107,15 +133,18 @@ def train(cases: pd.DataFrame, bags: dict, expression: pd.DataFrame | None, grou
 
 @torch.no_grad()
 def predict(model, cases: pd.DataFrame, bags: dict, expression: pd.DataFrame | None, kind: str) -> pd.DataFrame:
-    """One row per case: grade probabilities ``p_grade_<k>``, hazards, ``risk`` (MCAT's -sum S)."""
+    """One row per patient (its slides pooled, :func:`patient_bags`; ``sample`` = its first slide,
+    ``n_slides``): grade probabilities ``p_grade_<k>``, hazards, ``risk`` (MCAT's -sum S)."""
     from crossmodal.metrics.survival import risk_from_hazards
 
+    cpp, bags, expression = patient_bags(cases, bags, expression)
     rows = []
-    for s in cases.index:
-        e = None if expression is None else torch.tensor(expression.loc[s].to_numpy(), dtype=torch.float32)
-        out = _forward(model, bags[s], e)
+    for pt in cpp.index:
+        e = None if expression is None else torch.tensor(expression.loc[pt].to_numpy(), dtype=torch.float32)
+        out = _forward(model, bags[pt], e)
         p = torch.softmax(out["grade_logits"], 1)[0].numpy()
-        r = {"sample": s, "split": cases.at[s, "split"], "expression": kind,
+        r = {"sample": cpp.at[pt, "sample"], "patient": pt, "n_slides": int(cpp.at[pt, "n_slides"]),
+             "split": cpp.at[pt, "split"], "expression": kind,
              "risk": float(risk_from_hazards(out["hazard_logits"])[0])}
         r.update({f"p_grade_{k}": float(v) for k, v in enumerate(p)})
         r.update({f"hazard_{k}": float(v) for k, v in enumerate(torch.sigmoid(out["hazard_logits"])[0].numpy())})
@@ -175,7 +204,8 @@ def per_patient(cases: pd.DataFrame, pred: pd.DataFrame | None = None):
     """Pool a patient's slides (PathGen reports patients; the GDC sample sheet has one row per
     diagnostic slide): the case table reduced to one row per patient (labels are per patient;
     ``sample`` becomes the patient's first slide, ``n_slides`` counts them) and, with ``pred``, the
-    patient's predictions = the mean over its slides of the grade probabilities, hazards and risk.
+    patient's predictions indexed by patient (:func:`predict` already gives one row per patient; rows
+    of several slides of one patient - per-slide predictions - are averaged).
 
     Returns ``cases_pp`` (indexed by patient) or ``(cases_pp, pred_pp)`` with ``pred_pp`` indexed
     by patient.  Errors when one patient's slides disagree on a label or split.
@@ -238,8 +268,8 @@ def paired_bootstrap_p(diffs) -> float:
 
 
 def evaluate(cases: pd.DataFrame, preds: dict[str, pd.DataFrame], *, n_boot: int, seed: int):
-    """Test-split AUC and C-index per run (per **patient**: a patient's slides are averaged,
-    :func:`per_patient`), bootstrap standard deviations, and tests between runs.
+    """Test-split AUC and C-index per run (per **patient**, read through :func:`per_patient`),
+    bootstrap standard deviations, and tests between runs.
 
     The paper compares runs with "Wilcoxon rank-sum" tests (Results 2.3; supplementary Tables 4/5:
     "to compare the scores ... predicted using real and synthesized transcriptomic data").  We run

@@ -9,8 +9,8 @@ variants, for a run that takes expression:
   synthetic); reported for comparison, its coverage guarantee does not hold.
 
 Everything is per **patient** (PathGen reports patients; the sample sheet has one row per
-diagnostic slide): a patient's slide predictions are averaged (:func:`crossmodal.pathgen.predict.per_patient`)
-before calibration, so a patient with several slides is one calibration / test point; the
+diagnostic slide): MCAT_GR predicts once per patient from the pooled bag of its slides
+(:func:`crossmodal.pathgen.predict.patient_bags`; read through :func:`crossmodal.pathgen.predict.per_patient`) before calibration, so a patient with several slides is one calibration / test point; the
 magnification level of a patient is that of its first slide.
 
 Per-patient file ``conformal/cases.tsv``: run, calibration, test, valid, patient, n_slides,
