@@ -48,3 +48,35 @@ def test_bad_rows_and_tables_are_refused_with_the_source_named(tmp_path):
     R.check(pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False), str(p))
     with pytest.raises(ValueError, match=r"old\.tsv: columns must start with claim"):
         R.check(pd.DataFrame({"quantity": ["a"], "paper": [1], "ours": [2]}), "old.tsv")
+
+
+def test_summary_counts_each_papers_claims_and_names_the_failing_ones(tmp_path):
+    from crossmodal.steps import run
+
+    a = R.Claims("toy")
+    a.add("FID A < B", "1 vs 2", "Discussion", "3 vs 2", R.holds(3 < 2, 3, 2))
+    a.add("accuracy above chance", "80%", "Figure 4D", "90%", True)
+    a.add("RMSE", 0.25, "Results", 0.8)
+    b = R.Claims("TCGA (5 projects)")
+    b.add("speed-up >= 25x", "goal", "Methods", "30x", True)
+    paths = []
+    for paper, c in (("rna_gan", a), ("rna_cdm", b)):
+        p = tmp_path / paper / "reproduction.tsv"
+        p.parent.mkdir()
+        c.frame().to_csv(p, sep="\t", index=False)
+        paths.append(str(p))
+    out = tmp_path / "report"
+    run("summarise_reproduction", {"tables": paths},
+        {"table": str(out / "reproduction_summary.tsv"), "figure": str(out / "reproduction_summary.png")}, {})
+    s = pd.read_csv(out / "reproduction_summary.tsv", sep="\t").set_index("paper")
+    assert s.loc["rna_gan", ["claims", "directional", "holds", "fails"]].tolist() == [3, 2, 1, 1]
+    assert s.loc["rna_gan", "failing_claims"] == "FID A < B" and s.loc["rna_cdm", "data"] == "TCGA (5 projects)"
+    assert s.loc["rna_cdm", ["holds", "fails"]].tolist() == [1, 0]
+    assert (out / "reproduction_summary.png").stat().st_size > 0 and (out / "reproduction_summary.pdf").exists()
+    # a table in another layout is refused, naming the paper, and nothing is written
+    pd.DataFrame({"item": ["x"], "paper": [1], "ours": [2]}).to_csv(paths[1], sep="\t", index=False)
+    bad = tmp_path / "bad"
+    with pytest.raises(ValueError, match="reproduction table of rna_cdm: columns"):
+        run("summarise_reproduction", {"tables": paths},
+            {"table": str(bad / "s.tsv"), "figure": str(bad / "s.png")}, {})
+    assert not bad.exists() or not any(bad.iterdir())

@@ -105,3 +105,6 @@ def test_toy_run_renders_every_reproduction_table(toy_run):
         assert (rows["paper_section"].str.strip() != "").all(), paper
         assert reproduction.tally(rows)[1] >= 3, paper  # claims whose direction this run checks
         assert page.count("<tr") == len(rows) + 1, paper
+    summary = pd.read_csv(toy_run / "results/report/reproduction_summary.tsv", sep="\t").set_index("paper")
+    assert sorted(summary.index) == ["coherent", "pathgen", "rna_cdm", "rna_gan"]
+    assert (summary["holds"] + summary["fails"] == summary["directional"]).all()

@@ -116,3 +116,24 @@ def render_reproduction_table(inputs, outputs, params, *, threads=1, log=None):
     title = f"Reproduction table - {PAPER_TITLES.get(paper, paper)}"
     write_text(outputs["html"], reproduction_html(table, title))
     logging.getLogger(__name__).info("%s: %d claims rendered", outputs["html"], len(table))
+
+
+@step("summarise_reproduction")
+def summarise_reproduction(inputs, outputs, params, *, threads=1, log=None):
+    """``results/report/reproduction_summary.{tsv,png}``: per paper, how many claims of its
+    reproduction table hold, fail, or have no checkable direction."""
+    from crossmodal.reproduction import plot_summary, summarise
+
+    tables = {}
+    for p in inputs["tables"]:
+        paper = Path(p).parent.name
+        try:
+            tables[paper] = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+            raise ValueError(f"summarise_reproduction: {p}: not a readable TSV ({e})") from e
+    summary = summarise(tables)
+    write_table(outputs["table"], summary, index=False)
+    plot_summary(summary, outputs["figure"])
+    for r in summary.itertuples():
+        logging.getLogger(__name__).info("%s (%s): %d of %d directional claims hold, %d value-only", r.paper, r.data,
+                                         r.holds, r.directional, r.claims - r.directional)

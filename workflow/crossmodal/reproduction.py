@@ -109,3 +109,42 @@ def tally(table: pd.DataFrame) -> tuple[int, int]:
     """``(claims that hold, claims with a checkable direction)``."""
     s = table["direction_holds"].astype(str)
     return int((s == "True").sum()), int(s.isin(["True", "False"]).sum())
+
+
+def summarise(tables: dict) -> pd.DataFrame:
+    """One row per paper (``tables``: paper -> its reproduction table): data, claims, how many have a
+    checkable direction, how many of those hold / fail, and the failing claims by name."""
+    rows = []
+    for paper, t in tables.items():
+        check(t, f"reproduction table of {paper}")
+        s = t["direction_holds"].astype(str)
+        held, tested = tally(t)
+        rows.append({"paper": paper, "data": ", ".join(dict.fromkeys(t["data"].astype(str))), "claims": len(t),
+                     "directional": tested, "holds": held, "fails": tested - held,
+                     "failing_claims": " | ".join(t.loc[s == "False", "claim"].astype(str))})
+    return pd.DataFrame(rows)
+
+
+def plot_summary(summary: pd.DataFrame, path) -> None:
+    """Horizontal bars per paper: claims that hold, fail, and have no checkable direction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.fileio import save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(summary) + 1.2))
+    y = range(len(summary))
+    na = summary["claims"] - summary["directional"]
+    ax.barh(y, summary["holds"], color="#4daf4a", label="direction holds")
+    ax.barh(y, summary["fails"], left=summary["holds"], color="#e41a1c", label="direction fails")
+    ax.barh(y, na, left=summary["directional"], color="#bbbbbb", label="value only (n/a)")
+    ax.set_yticks(list(y), [f"{p} ({d})" for p, d in zip(summary["paper"], summary["data"])])
+    ax.invert_yaxis()
+    ax.set_xlabel("claims in results/<paper>/reproduction.tsv")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Reproduction: paper claims whose direction this run reproduces", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)

@@ -53,3 +53,29 @@ ALL_TARGETS.extend(
     for t in list(ALL_TARGETS)
     if Path(str(t)).name == "reproduction.tsv"
 )
+
+
+rule summarise_reproduction:
+    input:
+        tables=[t for t in ALL_TARGETS if Path(str(t)).name == "reproduction.tsv"],
+    output:
+        table=report(
+            "results/report/reproduction_summary.tsv",
+            caption="../report/reproduction_summary.rst",
+            category="Run summary",
+        ),
+        figure=report(
+            "results/report/reproduction_summary.png",
+            caption="../report/reproduction_summary.rst",
+            category="Run summary",
+        ),
+    log:
+        "logs/summarise_reproduction/all.log",
+    conda:
+        "../../envs/base.yaml"
+    script:
+        "../scripts/summarise_reproduction.py"
+
+
+if any(Path(str(t)).name == "reproduction.tsv" for t in ALL_TARGETS):
+    ALL_TARGETS.append("results/report/reproduction_summary.tsv")
