@@ -95,6 +95,35 @@ def test_training_writes_models_and_the_edm_loss_decreases(trained):
         assert net.cfg.lowres_channels == (3 if stage == "sr" else 0)
 
 
+def test_two_process_ddp_training_on_cpu_resumes_in_one_process(data):
+    """The Polaris path on CPU: two processes under accelerate launch (DDP, gloo) train one
+    model - global batch 2 x 16, one checkpoint writer, one copy of the progress lines in the
+    step's log - and a later one-process job resumes that checkpoint and finishes the run."""
+    import json
+
+    out = data["root"] / "ddp"
+    log = data["root"] / "ddp.log"
+    inputs = {"tiles": data["lmdbs"], "latent": data["latent"], "splits": data["splits"]}
+    outputs = {"model": str(out / "model.pt"), "history": str(out / "history.tsv"), "done": str(out / "done.json")}
+    params = {"stage": "base", "seed": 0, "device": "cpu", "checkpoints": str(out / "ckpt")}
+    steps.run("train_rna_cdm", inputs, outputs, {**params, "rna_cdm": _cfg(steps=20, checkpoint_every=10),
+                                                 "num_processes": 2}, logfile=str(log))
+    d = json.loads((out / "done.json").read_text())
+    assert d["num_processes"] == 2 and d["global_batch"] == 32 and d["steps_this_job"] == 20
+    assert sorted(p.name for p in (out / "ckpt").iterdir() if p.name.startswith("step-"))[-1] == "step-000000020"
+    text = log.read_text()
+    assert "launching 2 processes" in text and text.count("step 20/20") == 1, text[-2000:]
+    assert cascade.load_model(out / "model.pt").cfg.image_size == 8
+    for f in ("model.pt", "done.json"):  # the next job (one process, more steps) resumes at step 20
+        (out / f).unlink()
+    steps.run("train_rna_cdm", inputs, outputs, {**params, "rna_cdm": _cfg(steps=30, checkpoint_every=10)})
+    d = json.loads((out / "done.json").read_text())
+    assert d["steps_this_job"] == 10 and d["num_processes"] == 1
+    assert d["all_jobs"]["jobs"] == 2 and d["all_jobs"]["steps"] == 30 and "cpu:0 x2" in d["all_jobs"]["devices"]
+    h = pd.read_csv(out / "history.tsv", sep="\t")
+    assert h["step"].iloc[-1] == 30
+
+
 def test_done_json_records_training_throughput(trained):
     """done.json: steps run in this job x global batch over the step-loop seconds, device, processes."""
     import json

@@ -74,6 +74,12 @@ def get(name: str) -> Callable:
 
 
 def setup_logging(logfile: str | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr (and ``logfile``).  Under a multi-process launcher (torchrun sets ``RANK``)
+    only rank 0 logs below WARNING, so a step's log holds one copy of its progress lines."""
+    import os
+
+    if int(os.environ.get("RANK", "0") or 0) > 0:
+        level = max(level, logging.WARNING)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if logfile:
         from pathlib import Path
