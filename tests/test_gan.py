@@ -198,3 +198,19 @@ def test_cuda_without_cuda_is_a_clear_error_and_auto_falls_back_to_cpu():
         step_device({"device": "cuda"})
     assert step_device({"device": "auto"}) == "cpu" and step_device({}) == "cpu"
     assert gan.WGANGP("gan", 8, 16, ngf=4, ndf=4, device="auto").device == torch.device("cpu")
+
+
+def test_fit_calls_on_epoch_after_every_epoch_with_the_trained_generator():
+    """The per-epoch hook behind the convergence measurement sees epochs 1..E in order, each
+    after that epoch's last step, with the generator in eval mode."""
+    tiles, lat = _coloured_tiles(8)
+    m = gan.WGANGP("rna_gan", 8, 16, ngf=4, ndf=4, seed=0)
+    seen = []
+
+    def hook(epoch, model):
+        assert model is m and not model.G.training
+        seen.append((epoch, model.steps))
+
+    rows, _ = gan.fit(m, lambda b: (tiles[b], lat[b]), len(tiles), epochs=3, batch_size=4, seed=0,
+                      snapshot_latents=lat, n_snapshot=2, progress=False, on_epoch=hook)
+    assert seen == [(1, 4), (2, 8), (3, 12)] and [r["epoch"] for r in rows] == [1, 2, 3]

@@ -62,6 +62,86 @@ def test_reproduction_table_fold_count_sd_thresholds_and_sections():
     assert not t2["claim"].str.contains("fewer training epochs").any()  # no epochs given: no row
 
 
+def _curve(tissue, variant, kids):
+    return pd.DataFrame({"tissue": tissue, "variant": variant, "epoch": np.arange(1, len(kids) + 1), "kid": kids})
+
+
+def test_epochs_to_quality_reads_the_first_epoch_at_the_level_both_generators_end_at():
+    from crossmodal.rna_gan.convergence import epochs_to_quality
+
+    fast = [0.9, 0.5, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]  # RNA-GAN: good by epoch 4
+    slow = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.12, 0.12]  # GAN: ends slightly worse
+    never = [0.9] * 10  # the control
+    curves = pd.concat([_curve("L", "gan", slow), _curve("L", "rna_gan", fast), _curve("L", "control", never)])
+    r = epochs_to_quality(curves, window=1).set_index("variant")
+    assert r.loc["gan", "threshold"] == pytest.approx(0.12)  # the higher final KID: the GAN's
+    assert r.loc["rna_gan", "epoch_reached"] == 4 and r.loc["gan", "epoch_reached"] == 9
+    assert np.isnan(r.loc["control", "epoch_reached"]) and r.loc["control", "epochs_trained"] == 10
+    # a one-epoch dip does not count once the curve is smoothed over 3 epochs
+    dip = [0.9, 0.05, 0.9, 0.8, 0.6, 0.4, 0.2, 0.1, 0.1, 0.1]
+    r3 = epochs_to_quality(pd.concat([_curve("L", "gan", slow), _curve("L", "rna_gan", dip)]), window=3)
+    assert r3.set_index("variant").loc["rna_gan", "epoch_reached"] > 2
+    with pytest.raises(ValueError, match="no KID curve of rna_gan"):
+        epochs_to_quality(_curve("L", "gan", slow), window=1)
+
+
+def test_reproduction_row_for_fewer_epochs_is_measured_from_the_convergence_table():
+    from crossmodal.rna_gan.convergence import epochs_to_quality
+
+    fast, slow = [0.9, 0.3, 0.1, 0.1, 0.1], [0.9, 0.8, 0.5, 0.2, 0.1]
+    conv = epochs_to_quality(pd.concat([_curve("L", "gan", slow), _curve("L", "rna_gan", fast)]), window=1)
+    conv["smooth_epochs"] = 1
+    t = reproduction.build(*_frames(), data="toy", extractor_note="features: x", convergence=conv,
+                           epochs={"L": {"gan": 5, "rna_gan": 5, "control": 5}})
+    ep = t[t["claim"] == "RNA-GAN needs fewer training epochs than the GAN (L)"]
+    assert len(ep) == 1 and ep.iloc[0]["direction_holds"] is True, ep.to_dict("records")
+    assert ep.iloc[0]["this_run"].startswith("epoch 3 vs 5 (trained 5 / 5)")
+    conv2 = epochs_to_quality(pd.concat([_curve("L", "gan", fast), _curve("L", "rna_gan", slow)]), window=1)
+    t2 = reproduction.build(*_frames(), data="toy", extractor_note="", convergence=conv2)
+    assert t2[t2["claim"].str.contains("fewer training epochs")].iloc[0]["direction_holds"] is False
+
+
+def test_per_epoch_tiles_are_written_replayably_and_gathered_with_their_epoch(tmp_path):
+    """The training step's hook writes each epoch's fixed-input tiles to its own LMDB (a replayed
+    epoch replaces its file with the same tiles); gather makes one LMDB whose tiles keep their
+    epoch, and names a missing epoch."""
+    from crossmodal.data import TileDataset, close_all
+    from crossmodal.models import gan
+    from crossmodal.rna_gan import convergence
+
+    lat = pd.DataFrame(np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32), index=["a", "b", "c"])
+    pts = pd.DataFrame({"patient": ["pa", "pb", "pc"]}, index=["a", "b", "c"])
+    plan = convergence.epoch_plan(pts, lat, "L", "rna_gan", 7)
+    assert [(s, n) for s, _, _, n in plan] == [("a", 3), ("b", 2), ("c", 2)]
+    assert np.array_equal(plan[1][2], lat.loc["b"].to_numpy())
+    assert all(z is None for _, _, z, _ in convergence.epoch_plan(pts, lat, "L", "gan", 7))
+    m = gan.WGANGP("rna_gan", 8, 16, ngf=4, ndf=4, seed=0)
+    hook = convergence.EpochTiles(tmp_path / "ck" / "convergence", plan, 5, {"tissue": "L"})
+    hook(1, m)
+    first = TileDataset(str(hook.path(1)))
+    e1 = np.stack([first[i] for i in range(len(first))])
+    first.close(); close_all()
+    with torch.no_grad():
+        for p in m.G.parameters():
+            p.add_(0.5)
+    hook(2, m)
+    hook(1, m)  # replayed after a resume: same inputs, so the file now holds the new weights' tiles
+    n = convergence.gather(hook.folder, 2, tmp_path / "conv.lmdb", {"tissue": "L"})
+    ds = TileDataset(str(tmp_path / "conv.lmdb"))
+    epochs = [ds.meta(i)["epoch"] for i in range(len(ds))]
+    samples = [ds.meta(i)["sample"] for i in range(len(ds))]
+    tiles = np.stack([ds[i] for i in range(len(ds))])
+    ds.close(); close_all()
+    assert n == 14 and epochs == [1] * 7 + [2] * 7 and samples[:3] == ["a"] * 3
+    assert np.array_equal(tiles[:7], tiles[7:])  # same inputs, same weights
+    assert not np.array_equal(tiles[:7], e1)  # the replay replaced epoch 1's file
+    with pytest.raises(FileNotFoundError, match="epoch_0003.lmdb"):
+        convergence.gather(hook.folder, 3, tmp_path / "conv3.lmdb", {})
+    with pytest.raises(ValueError, match="epoch_0001.lmdb holds 7 tiles, the config asks for 8"):
+        convergence.gather(hook.folder, 2, tmp_path / "conv3.lmdb", {}, per_epoch=8)
+    assert not (tmp_path / "conv3.lmdb").exists()
+
+
 def test_reproduction_table_reports_both_classifier_evaluations():
     vm, mm, checks, fid, _, sim = _frames()
     ext = pd.DataFrame([{"evaluation": "external", "accuracy": 0.3, "f1": 0.3, "auc": 0.2, "chance": 0.5},
@@ -454,6 +534,28 @@ def test_toy_reproduction_table(toy_run):
     assert t["claim"].str.startswith("generated tiles keep the tissues apart").any()
     sil = pd.read_csv(toy_run / R / "tile_silhouette.tsv", sep="\t")
     assert list(sil["source"]) == ["real", "gan", "rna_gan", "control"]
+
+
+def test_toy_convergence_scores_every_epoch_and_reads_off_the_epochs(toy_run):
+    """The 'fewer epochs' measurement: a KID for every epoch of every generator, falling as the
+    GAN and RNA-GAN learn (epoch-1 tiles are far from real ones), and the epoch at which each
+    reaches the level both end at - which the reproduction row reports."""
+    from crossmodal.rna_gan.convergence import smooth
+
+    c = pd.read_csv(toy_run / R / "convergence.tsv", sep="\t")
+    e = pd.read_csv(toy_run / R / "epochs_to_quality.tsv", sep="\t")
+    for (t, v), cv in c.groupby(["tissue", "variant"]):
+        assert list(cv["epoch"]) == list(range(1, len(cv) + 1)) and len(cv) >= 10, (t, v)
+        assert np.isfinite(cv["kid"]).all() and (cv["n_generated"] == cv["n_generated"].iloc[0]).all()
+        if v != "control":
+            k = smooth(cv["kid"], 3)
+            assert k[-1] < k[0], (t, v, k)
+    assert len(c.groupby(["tissue", "variant"])) == 6
+    pair = e[e["variant"].isin(["gan", "rna_gan"])]
+    assert pair["epoch_reached"].notna().all() and (pair["epoch_reached"] <= pair["epochs_trained"]).all(), pair
+    t = pd.read_csv(toy_run / R / "reproduction.tsv", sep="\t")
+    rows = t[t["claim"].str.startswith("RNA-GAN needs fewer training epochs")]
+    assert len(rows) == 2 and rows["this_run"].str.startswith("epoch ").all(), rows["this_run"].tolist()
 
 
 def test_toy_rna_gan_is_conditioned_on_expression(toy_run, monkeypatch):

@@ -70,6 +70,7 @@ rule train_rna_gan_generator:
         model="results/rna_gan/gan/{tissue}/{variant}/generator.pt",
         history="results/rna_gan/gan/{tissue}/{variant}/history.tsv",
         snapshots="results/rna_gan/gan/{tissue}/{variant}/snapshots.npz",
+        convergence=directory("results/rna_gan/gan/{tissue}/{variant}/convergence.lmdb"),
         done="results/rna_gan/gan/{tissue}/{variant}/done.json",
     log:
         "logs/train_rna_gan_generator/{tissue}_{variant}.log",
@@ -91,6 +92,9 @@ rule train_rna_gan_generator:
         gan=RG["gan"],
         seed=config["seed"],
         checkpoints=lambda w: f"results/rna_gan/gan/{w.tissue}/{w.variant}/checkpoints",
+        # per-epoch tiles for the patients of the FID reference (evaluate_rna_gan_convergence)
+        real_splits=RG["features"]["real_splits"],
+        convergence=RG["convergence"],
         device=config["device"],
     script:
         "../scripts/train_tile_gan.py"
@@ -200,6 +204,50 @@ rule evaluate_rna_gan_generators:
         seed=config["seed"],
     script:
         "../scripts/evaluate_tile_generators.py"
+
+
+rule evaluate_rna_gan_convergence:
+    input:
+        real=lambda w: rg.real_lmdbs(config, SAMPLES),
+        tiles=rg.per_tissue_variant(
+            config, "results/rna_gan/gan/{tissue}/{variant}/convergence.lmdb"
+        ),
+        splits="results/splits/vae.tsv",
+        extractor_weights=rg.extractor_weights(config),
+    output:
+        curves="results/rna_gan/convergence.tsv",
+        reached=report(
+            "results/rna_gan/epochs_to_quality.tsv",
+            caption="../report/rna_gan_convergence.rst",
+            category="RNA-GAN",
+            subcategory="Figure 5: epochs",
+        ),
+        figure=report(
+            "results/rna_gan/figures/convergence.png",
+            caption="../report/rna_gan_convergence.rst",
+            category="RNA-GAN",
+            subcategory="Figure 5: epochs",
+        ),
+    log:
+        "logs/evaluate_rna_gan_convergence/all.log",
+    benchmark:
+        "benchmarks/evaluate_rna_gan_convergence/all.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        tissues=RG["tissues"],
+        variants=["gan", "rna_gan", "control"],
+        image_size=RG["gan"]["image_size"],
+        extractor=RG["features"]["extractor"],
+        max_tiles=RG["features"]["max_tiles"],
+        real_splits=RG["features"]["real_splits"],
+        kid_subsets=RG["convergence"]["kid_subsets"],
+        smooth_epochs=RG["convergence"]["smooth_epochs"],
+        device=config["device"],
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate_gan_convergence.py"
 
 
 rule plot_rna_gan_generated_tiles:
@@ -381,6 +429,7 @@ rule build_rna_gan_reproduction:
         checks="results/rna_gan/vae/latent_checks.tsv",
         fid="results/rna_gan/fid.tsv",
         silhouette="results/rna_gan/tile_silhouette.tsv",
+        convergence="results/rna_gan/epochs_to_quality.tsv",
         external="results/rna_gan/external_classifier.tsv",
         simclr=(["results/rna_gan/simclr/cv.tsv"] if RG["simclr"]["enabled"] else []),
     output:

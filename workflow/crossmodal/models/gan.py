@@ -309,7 +309,7 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def fit(model: WGANGP, get_batch, n: int, *, epochs: int, batch_size: int, seed: int = 0,
         jitter: float = 0.1, snapshot_latents: np.ndarray | None = None, n_snapshot: int = 16,
-        max_steps_per_epoch: int | None = None, run=None, progress: bool = True):
+        max_steps_per_epoch: int | None = None, run=None, progress: bool = True, on_epoch=None):
     """Train ``model`` for ``epochs`` passes over ``n`` training tiles.
 
     ``get_batch(indices) -> (uint8 tiles (b, H, W, 3), latents (b, nz) or None)`` reads a
@@ -319,6 +319,10 @@ def fit(model: WGANGP, get_batch, n: int, *, epochs: int, batch_size: int, seed:
     :class:`crossmodal.training.ResumableRun` (checkpoints; SIGTERM -> save and exit 75).
 
     Batches are moved to ``model.device`` before augmentation; latents and snapshot inputs too.
+
+    ``on_epoch(epoch, model)``: called at the end of every epoch (1-based), with the generator
+    in eval mode, before the step's checkpoint; an epoch replayed after a resume calls it
+    again, so it should write idempotently (e.g. a per-epoch file, replaced).
 
     Returns (history rows, snapshots (epochs, n_snapshot, H, W, 3)): tiles generated after
     each epoch from the same fixed inputs (for Figure 5), as CPU uint8 arrays.
@@ -368,6 +372,8 @@ def fit(model: WGANGP, get_batch, n: int, *, epochs: int, batch_size: int, seed:
             model.G.eval()
             with torch.no_grad():
                 hist.snapshots.append(to_uint8(model.G(snap_z)))
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, model)
             bar.set_postfix(epoch=epoch + 1, W=f"{row.get('wasserstein', float('nan')):.3g}")
         if run is not None:
             run.step_done(s + 1, objects)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -121,13 +122,26 @@ def train_tile_gan(inputs, outputs, params, *, threads=1, log=None):
             return np.stack([ds[int(i)] for i in idx[b]]), tile_lat[b]
 
     from crossmodal.fileio import atomic_path
+    from crossmodal.rna_gan import convergence
 
+    # the same tiles after every epoch, for the reference patients of the FID (evaluate_gan_convergence)
+    ref = _patients_to_generate(splits, lat, tissue, list(params["real_splits"]))
+    conv_header = {"tissue": tissue, "variant": variant, "source": "convergence"}
+    on_epoch = convergence.EpochTiles(
+        Path(params["checkpoints"]) / "convergence",
+        convergence.epoch_plan(ref, lat, tissue, variant, int(params["convergence"]["tiles_per_epoch"])),
+        seed + 5, conv_header)
     with training.ResumableRun(params["checkpoints"], every_steps=int(cfg["checkpoint_every"]),
                                meta={"gan": cfg, "tissue": tissue, "variant": variant, "seed": seed,
                                      "n_tiles": int(len(idx))}) as run:
         rows, snaps = gan_lib.fit(model, get_batch, len(idx), epochs=epochs, batch_size=int(cfg["batch_size"]),
                                   seed=seed, jitter=float(cfg["jitter"]), snapshot_latents=tile_lat,
-                                  max_steps_per_epoch=cfg.get("max_steps_per_epoch"), run=run)
+                                  max_steps_per_epoch=cfg.get("max_steps_per_epoch"), run=run,
+                                  on_epoch=on_epoch)
+        n_conv = convergence.gather(on_epoch.folder, epochs, outputs["convergence"], conv_header,
+                                    per_epoch=int(params["convergence"]["tiles_per_epoch"]))
+        lg.info("%d convergence tiles (%d epochs x %d) -> %s", n_conv, epochs, n_conv // max(epochs, 1),
+                outputs["convergence"])
         save_model(model, outputs["model"], {"tissue": tissue, "epochs": epochs, "n_tiles": int(len(idx))})
         write_table(outputs["history"], pd.DataFrame(rows), index=False)
         with atomic_path(outputs["snapshots"]) as tmp:

@@ -117,7 +117,8 @@ def targets(config: dict) -> list[str]:
     out += [f"{R}/vae/main/test_metrics.tsv", f"{R}/vae/multi_tissue/test_metrics.tsv",
             f"{R}/vae/latent_checks.tsv", f"{R}/fid.tsv", f"{R}/figures/tile_umap.png", f"{R}/tile_silhouette.tsv",
             f"{R}/figures/fig5_same_epoch.png", f"{R}/figures/fig4d_external_tiles.png",
-            f"{R}/external_classifier.tsv", f"{R}/reproduction.tsv"]
+            f"{R}/external_classifier.tsv", f"{R}/epochs_to_quality.tsv", f"{R}/figures/convergence.png",
+            f"{R}/reproduction.tsv"]
     if config["rna_gan"]["simclr"]["enabled"]:
         out += [f"{R}/simclr/cv.tsv", f"{R}/figures/simclr_confusion.png"]
     return out
