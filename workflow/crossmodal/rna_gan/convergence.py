@@ -134,15 +134,15 @@ def plot(path, curves: pd.DataFrame, reached: pd.DataFrame, window: int, feature
     for ax, t in zip(axes[0], tissues):
         ct = curves[curves["tissue"] == t]
         rt = reached[reached["tissue"] == t].set_index("variant")
-        for v, cv in ct.groupby("variant", sort=False):
+        thr = float(rt["threshold"].iloc[0])
+        for k, (v, cv) in enumerate(ct.groupby("variant", sort=False)):
             cv = cv.sort_values("epoch")
             c = colours.get(v)
             ax.plot(cv["epoch"], cv["kid"], "o", ms=2.5, alpha=0.35, color=c)
             ax.plot(cv["epoch"], smooth(cv["kid"], window), "-", color=c, label=VARIANT_LABELS.get(v, v))
             e = rt.loc[v, "epoch_reached"] if v in rt.index else np.nan
-            if np.isfinite(e):
-                ax.axvline(e, color=c, ls=":", lw=1)
-        thr = float(rt["threshold"].iloc[0])
+            if np.isfinite(e):  # nested open triangles, so that generators reaching it together stay visible
+                ax.plot([e], [thr], marker="v", ms=11 - 3 * k, mfc="none", mew=1.5, color=c, ls="none")
         ax.axhline(thr, color="k", ls="--", lw=0.8, label="both reach by the end")
         lab = ", ".join(f"{VARIANT_LABELS.get(v, v)} {'-' if not np.isfinite(r.epoch_reached) else int(r.epoch_reached)}"
                         for v, r in rt.iterrows())
@@ -152,7 +152,7 @@ def plot(path, curves: pd.DataFrame, reached: pd.DataFrame, window: int, feature
         ax.legend(fontsize=7, frameon=False)
     axes[0, 0].set_ylabel(f"KID vs real tiles ({features} features)")
     fig.suptitle(f"Tile quality per training epoch (dots: KID per epoch; lines: {window}-epoch running mean; "
-                 "dotted: first epoch at the dashed level)", fontsize=9)
+                 "triangles: first epoch at the dashed level)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
