@@ -701,6 +701,7 @@ def check_toy_outputs(root) -> None:
     assert e["features"].shape[0] == e["coords"].shape[0] > 0 and "stand-in for UNI" in str(e["encoder"])
     t2 = pd.read_csv(r / "table2.tsv", sep="\t")
     assert list(t2.group)[-1] == "all genes" and len(t2) == 7 and t2.spearman.between(-1, 1).all()
+    assert (t2.mae_training_mean > 0).all()  # the training-mean predictor's MAE, next to PathGen's
     pred = pd.read_csv(r / "prediction.tsv", sep="\t")
     assert list(pred.run) == ["wsi", "synthesized", "real"]
     summ = pd.read_csv(r / "conformal/summary.tsv", sep="\t")
@@ -821,6 +822,25 @@ def test_table2_ttest_compares_per_patient_group_aggregates():
     assert list(pp.index) == ["p0", "p1"] and list(pp.a) == [2.0, 5.0]
     with pytest.raises(ValueError, match="no row for sample"):
         evaluate.per_patient(vals, cases.assign(sample=["s0", "s0b", "s9"]), ["s9"])
+
+
+def test_table2_reports_the_training_mean_predictor_next_to_the_synthesized_mae():
+    """mae_training_mean: the MAE of predicting every test patient the training mean, per group
+    and overall - what a synthesized MAE must beat; a gene without a mean is an error."""
+    from crossmodal.pathgen import evaluate
+
+    genes = pd.DataFrame({"gene": list("abc"), "group": ["g1", "g1", "g2"]})
+    pts = ["p0", "p1", "p2"]
+    real = pd.DataFrame({"a": [1.0, 3.0, 1.0], "b": [0.0, 0.0, 0.0], "c": [2.0, -2.0, 2.0]}, index=pts)
+    base = pd.Series({"a": 1.0, "b": 1.0, "c": 0.0})
+    t = evaluate.table2(real, real * 0.5, genes, pts, baseline=base).set_index("group")
+    # |errors| against the baseline: a 0, 2, 0; b 1, 1, 1; c 2, 2, 2
+    assert t.loc["g1", "mae_training_mean"] == pytest.approx(5 / 6)
+    assert t.loc["g2", "mae_training_mean"] == pytest.approx(2.0)
+    assert t.loc["all genes", "mae_training_mean"] == pytest.approx(11 / 9)
+    assert "mae_training_mean" not in evaluate.table2(real, real, genes, pts).columns
+    with pytest.raises(ValueError, match="no training mean for gene"):
+        evaluate.table2(real, real, genes, pts, baseline=base.drop("c"))
 
 
 def test_fig3d_coattention_maps_real_vs_synthesized(tmp_path, monkeypatch):

@@ -23,24 +23,37 @@ def per_patient(values: pd.DataFrame, cases: pd.DataFrame, samples) -> pd.DataFr
     return values.loc[samples].groupby(pat, sort=False).mean()
 
 
-def table2(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples) -> pd.DataFrame:
+def table2(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples,
+           baseline: pd.Series | None = None) -> pd.DataFrame:
     """Table 2 rows over ``samples`` (rows of ``real`` / ``synth``; pass patient-level rows,
     :func:`per_patient`, so that a patient counts once): Spearman and MAE from the metrics module
     (:func:`crossmodal.metrics.tabular.spearman_mae_by_group`), plus the t-test of each group's
-    aggregate expression."""
+    aggregate expression.  ``baseline`` (optional, one value per gene: the training patients'
+    mean) adds ``mae_training_mean``, the MAE of predicting that mean for every patient - the
+    number a synthesized MAE has to beat to carry information about the patient."""
     from crossmodal.metrics.tabular import spearman_mae_by_group
 
     samples, genes_all = list(samples), list(genes.gene)
     t = spearman_mae_by_group(real.loc[samples, genes_all], synth.loc[samples, genes_all], genes.group.to_numpy())
     t = t.rename(columns={"n_features": "n_genes", "n_samples": "n_cases"})
+    if baseline is not None:
+        missing = [g for g in genes_all if g not in baseline.index]
+        if missing:
+            raise ValueError(f"table2 baseline: no training mean for gene(s) {', '.join(missing[:5])}")
+        const = pd.DataFrame([baseline.loc[genes_all].to_numpy(float)] * len(samples), index=samples, columns=genes_all)
+        err = (real.loc[samples, genes_all] - const).abs()
+        groups = genes.set_index("gene").loc[genes_all, "group"]
+        t["mae_training_mean"] = [float(err.to_numpy().mean()) if name == "all genes"
+                                  else float(err.loc[:, (groups == name).to_numpy()].to_numpy().mean())
+                                  for name in t.group]
     tests = []
     for name in t.group:
         cols = genes_all if name == "all genes" else list(genes.gene[genes.group == name])
         # aggregate expression of the group per case (mean over its genes), real vs synthesized
         r = stats.ttest(real.loc[samples, cols].mean(axis=1), synth.loc[samples, cols].mean(axis=1), label=name)
         tests.append({"ttest_statistic": r["statistic"], "ttest_p": r["p_value"]})
-    return pd.concat([t, pd.DataFrame(tests)], axis=1)[
-        ["group", "n_genes", "n_cases", "mae", "spearman", "spearman_p", "ttest_statistic", "ttest_p"]]
+    cols = ["group", "n_genes", "n_cases", "mae", "spearman", "spearman_p", "ttest_statistic", "ttest_p"]
+    return pd.concat([t, pd.DataFrame(tests)], axis=1)[cols + (["mae_training_mean"] if baseline is not None else [])]
 
 
 def plot(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples, table: pd.DataFrame, path,

@@ -84,8 +84,12 @@ def _table2_rows(c: Claims, t2: pd.DataFrame) -> None:
         ok, note = _correlated(r)
         c.add(f"Spearman real vs synthesized: {label}", _paper(*pg) if ref else "not in the paper", SEC_TABLE2,
               fmt(r.spearman), ok, note, paper_gbmlgg=pg[0], paper_kirc=pg[1], n=n)
+        base = r.get("mae_training_mean", np.nan)
         c.add(f"MAE real vs synthesized: {label}", _paper(*mg) if ref else "not in the paper", SEC_TABLE2,
-              fmt(r.mae), note="a value, not a direction: the paper's MAE is on its own scale (z-scores here)",
+              fmt(r.mae), note=join_notes(
+                  "a value, not a direction: the paper's MAE is on its own scale (z-scores here)",
+                  f"predicting every test patient the training patients' mean gives MAE {fmt(base)}"
+                  if np.isfinite(base) else ""),
               paper_gbmlgg=mg[0], paper_kirc=mg[1], n=n)
         if "ttest_p" in r.index:
             c.add(f"no significant difference in group expression, real vs synthesized (unpaired t-test): {label}",

@@ -142,10 +142,12 @@ def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
     real, _ = read_expression(inputs["real"], genes)
     synth, _ = read_expression(inputs["synthesized"], genes)
     test = cases.index[cases.split == params["split"]]
+    # the training patients' mean expression: the baseline predictor of mae_training_mean
+    train = evaluate.per_patient(real, cases, cases.index[cases.split == "train"]).mean(axis=0)
     real, synth = (evaluate.per_patient(v, cases, test) for v in (real, synth))  # a patient counts once
     test = list(real.index)
     label = str(pd.read_csv(inputs["summary"], sep="\t")["encoder"].iloc[0])
-    t = evaluate.table2(real, synth, genes, test).assign(patch_encoder=label)
+    t = evaluate.table2(real, synth, genes, test, baseline=train).assign(patch_encoder=label)
     write_table(outputs["table"], t, index=False, float_format="%.6g")
     evaluate.plot(real, synth, genes, test, t, outputs["figure"], label)
     logging.getLogger(__name__).info("PathGen test split: overall Spearman %.3f, MAE %.3f", t.spearman.iloc[-1], t.mae.iloc[-1])
