@@ -235,6 +235,11 @@ rule evaluate_rna_gan_convergence:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        # paper scale: Inception features of tiles_per_epoch x epochs tiles per generator
+        gpu=gpu_request(config, 1),
+        runtime=240,
+        mem_mb=32000,
     params:
         tissues=RG["tissues"],
         variants=["gan", "rna_gan", "control"],
