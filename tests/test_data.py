@@ -110,6 +110,25 @@ def test_jpeg_tiles_close_to_input(tmp_path):
     assert np.abs(got - smooth[0]).mean() < 3
 
 
+def test_encoded_tiles_copy_between_stores_without_recompression(tmp_path):
+    """TileDataset.encoded + TileWriter.add_encoded: a JPEG tile moves to another LMDB byte for
+    byte (a decode + encode would compress it twice); a raw store or unknown size is refused."""
+    src = _write(tmp_path / "a.lmdb", _tiles(3), "A", encoding="jpeg", jpeg_quality=90)
+    ds = TileDataset(src)
+    with TileWriter(tmp_path / "b.lmdb", {"encoding": "jpeg", "tile_size": 32}) as w:
+        for i in (2, 0):
+            meta, image, enc = ds.encoded(i)
+            assert enc == "jpeg" and meta["x"] == 64 * i
+            w.add_encoded(image, meta)
+    out = TileDataset(tmp_path / "b.lmdb")
+    assert out.encoded(0)[1] == ds.encoded(2)[1] and np.array_equal(out[1], ds[0])
+    assert [out.meta(i)["index"] for i in range(2)] == [0, 1]
+    with pytest.raises(ValueError, match="compressed encoding"):
+        with TileWriter(tmp_path / "c.lmdb", {"encoding": "raw", "tile_size": 32}) as w:
+            w.add_encoded(ds.encoded(0)[1])
+    assert not (tmp_path / "c.lmdb").exists()
+
+
 def test_many_lmdbs_map_index_to_sample(tmp_path):
     a = _write(tmp_path / "a.lmdb", _tiles(3, seed=1), "A")
     b = _write(tmp_path / "b.lmdb", _tiles(4, seed=2), "B")

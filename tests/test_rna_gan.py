@@ -135,6 +135,14 @@ def test_per_epoch_tiles_are_written_replayably_and_gathered_with_their_epoch(tm
     assert n == 14 and epochs == [1] * 7 + [2] * 7 and samples[:3] == ["a"] * 3
     assert np.array_equal(tiles[:7], tiles[7:])  # same inputs, same weights
     assert not np.array_equal(tiles[:7], e1)  # the replay replaced epoch 1's file
+    # JPEG per-epoch tiles are copied as stored (no second compression), renumbered
+    jh = convergence.EpochTiles(tmp_path / "ckj" / "convergence", plan, 5, {"encoding": "jpeg", "jpeg_quality": 95})
+    jh(1, m)
+    convergence.gather(jh.folder, 1, tmp_path / "convj.lmdb", {"encoding": "jpeg", "jpeg_quality": 95})
+    a, b = TileDataset(str(jh.path(1))), TileDataset(str(tmp_path / "convj.lmdb"))
+    assert [b.encoded(i)[1] for i in range(7)] == [a.encoded(i)[1] for i in range(7)]
+    assert [b.meta(i)["index"] for i in range(7)] == list(range(7)) and b.encoded(0)[2] == "jpeg"
+    a.close(); b.close(); close_all()
     with pytest.raises(FileNotFoundError, match="epoch_0003.lmdb"):
         convergence.gather(hook.folder, 3, tmp_path / "conv3.lmdb", {})
     with pytest.raises(ValueError, match="epoch_0001.lmdb holds 7 tiles, the config asks for 8"):

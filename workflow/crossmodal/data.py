@@ -180,6 +180,23 @@ class TileWriter:
             self._txn = self._env.begin(write=True)
         return i
 
+    def add_encoded(self, image: bytes, meta: dict | None = None) -> int:
+        """Append one tile already encoded in this writer's encoding (e.g. copied from another
+        LMDB of the same encoding and tile size, :meth:`TileDataset.encoded`), without decoding
+        and re-encoding it (a JPEG would lose quality again); returns its index."""
+        if self._txn is None:
+            raise RuntimeError(f"TileWriter {self.path}: add_encoded() outside the with-block")
+        if self.encoding == "raw" or self.header.get("tile_size") is None:
+            raise ValueError(f"TileWriter {self.path}: add_encoded needs a compressed encoding and a header "
+                             f"tile_size (got {self.encoding}, {self.header.get('tile_size')})")
+        i = self.count
+        self._txn.put(tile_key(i), pack_record({**(meta or {}), "index": i}, bytes(image)))
+        self.count += 1
+        if self.count % self.commit_every == 0:
+            self._txn.commit()
+            self._txn = self._env.begin(write=True)
+        return i
+
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
@@ -362,6 +379,16 @@ class TileDataset:
             else:
                 rgb = decode_tile(bytes(value[4 + n:]))
         return self.transform(rgb) if self.transform is not None else rgb
+
+    def encoded(self, i: int) -> tuple[dict, bytes, str]:
+        """Tile ``i`` as stored: (its own metadata, the encoded image bytes, the encoding)."""
+        env, src, j = self._env(i)
+        with env.begin(buffers=True) as txn:
+            value = self._get(txn, src, j)
+            (n,) = _LEN.unpack_from(value, 0)
+            meta = json.loads(bytes(value[4:4 + n]).decode("utf-8"))
+            image = bytes(value[4 + n:])
+        return meta, image, self.headers[src].get("encoding", "png")
 
     def close(self) -> None:
         """Forget this dataset's handles (the process-wide ones stay, see :func:`close_all`)."""

@@ -82,10 +82,17 @@ def gather(folder, epochs: int, out_lmdb, header: dict, per_epoch: int | None = 
                                  f"epoch (rna_gan.convergence.tiles_per_epoch changed after training? {retrain})")
     n = 0
     ds = TileDataset([str(p) for p in paths])
+    sizes = {int(h["tile_size"]) for h in ds.headers}
     try:
-        with TileWriter(out_lmdb, {"mpp": None, "encoding": "png", **header, "epochs": int(epochs)}) as w:
+        with TileWriter(out_lmdb, {"mpp": None, "encoding": "png", **header, "epochs": int(epochs),
+                                   "tile_size": sizes.pop() if len(sizes) == 1 else None}) as w:
             for i in range(len(ds)):
-                w.add(ds[i], ds.meta(i))
+                meta, image, enc = ds.encoded(i)
+                meta.pop("index", None)  # the writer numbers the gathered tiles afresh
+                if enc == w.encoding and w.header["tile_size"] is not None:
+                    w.add_encoded(image, meta)  # copied as stored: no second JPEG compression
+                else:
+                    w.add(ds[i], meta)
                 n += 1
     finally:
         ds.close()

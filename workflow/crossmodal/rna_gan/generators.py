@@ -126,7 +126,9 @@ def train_tile_gan(inputs, outputs, params, *, threads=1, log=None):
 
     # the same tiles after every epoch, for the reference patients of the FID (evaluate_gan_convergence)
     ref = _patients_to_generate(splits, lat, tissue, list(params["real_splits"]))
-    conv_header = {"tissue": tissue, "variant": variant, "source": "convergence"}
+    enc = str(params["convergence"].get("encoding", "png"))
+    conv_header = {"tissue": tissue, "variant": variant, "source": "convergence", "encoding": enc,
+                   **({"jpeg_quality": 95} if enc == "jpeg" else {})}
     on_epoch = convergence.EpochTiles(
         Path(params["checkpoints"]) / "convergence",
         convergence.epoch_plan(ref, lat, tissue, variant, int(params["convergence"]["tiles_per_epoch"])),
