@@ -50,8 +50,8 @@ def build(vae_metrics: pd.DataFrame, multi_metrics: pd.DataFrame, checks: pd.Dat
     """The claims table.  ``convergence``: optional epochs_to_quality.tsv (the epoch at which
     each generator first reaches the KID both GAN and RNA-GAN end at) for the 'fewer epochs'
     row; without it, ``epochs`` ({tissue: {variant: configured epochs}}) gives a row that only
-    reports the configuration.  ``silhouette``: optional tile_silhouette.tsv (silhouette by tissue per source) for the
-    'generated tiles keep the tissues apart' row."""
+    reports the configuration.  ``silhouette``: optional tile_silhouette.tsv (silhouette by
+    tissue per source) for the 'generated tiles keep the tissues apart' row."""
     claims = Claims(data)
     add = claims.add
 
