@@ -174,16 +174,14 @@ def evaluate_gan_convergence(inputs, outputs, params, *, threads=1, log=None):
 
     from crossmodal.data import TileDataset
     from crossmodal.metrics import image
-    from crossmodal.rna_gan.evaluate import _list, extract_features, load_tiles, resize_uint8, split_lmdbs
+    from crossmodal.rna_gan.evaluate import (_list, extract_features, load_tiles, resize_uint8, split_lmdbs,
+                                             step_extractor)
 
     torch.set_num_threads(max(int(threads), 1))
     lg = logging.getLogger(__name__)
     tissues, variants = list(params["tissues"]), list(params["variants"])
     size, seed, window = int(params["image_size"]), int(params["seed"]), int(params["smooth_epochs"])
-    weights = inputs.get("extractor_weights") or None
-    if isinstance(weights, list):
-        weights = weights[0] if weights else None
-    extractor = image.get_extractor(params["extractor"], weights=weights, device=params.get("device", "auto"))
+    extractor = step_extractor(inputs, params)
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
     paths = _list(inputs["tiles"])
     if len(paths) != len(tissues) * len(variants):

@@ -221,6 +221,17 @@ def plot_tile_umap(path, emb: np.ndarray, tissue: np.ndarray, source: np.ndarray
     plt.close(fig)
 
 
+def step_extractor(inputs, params):
+    """The feature extractor of an evaluation step: params["extractor"] with the weights file of
+    input ``extractor_weights`` (none for a built-in), on params["device"]."""
+    from crossmodal.metrics import image
+
+    weights = inputs.get("extractor_weights") or None
+    if isinstance(weights, list):
+        weights = weights[0] if weights else None
+    return image.get_extractor(params["extractor"], weights=weights, device=params.get("device", "auto"))
+
+
 @step("evaluate_tile_generators")
 def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
     """FID of each tissue's GAN / RNA-GAN / control tiles (generated for its patients of the
@@ -232,13 +243,7 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
     tissues, variants = list(params["tissues"]), list(params["variants"])
     size, ext, seed = int(params["image_size"]), params["extractor"], int(params["seed"])
     max_tiles = int(params["max_tiles"])
-    from crossmodal.metrics import image
-
-    weights = inputs.get("extractor_weights") or None
-    if isinstance(weights, list):
-        weights = weights[0] if weights else None
-    extractor = image.get_extractor(ext, weights=weights,
-                                    device=params.get("device", "auto"))
+    extractor = step_extractor(inputs, params)
     note = extractor.label
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
     gen_paths = _list(inputs["generated"])
