@@ -126,7 +126,10 @@ def evaluate(model: BetaVAE, x: np.ndarray | torch.Tensor, beta: float, batch_si
     """Loss terms and reconstruction errors (from μ, eval mode) on ``x`` (computed on the
     model's device)."""
     model.eval()
-    x = torch.as_tensor(np.asarray(x, dtype=np.float32)).to(_model_device(model))
+    a = np.asarray(x, dtype=np.float32)
+    if not a.flags.writeable:  # e.g. a read-only view from pandas: torch warns on sharing it
+        a = a.copy()
+    x = torch.as_tensor(a).to(_model_device(model))
     tot = rec = kl = se = ae = 0.0
     for b in _batches(len(x), batch_size, None):
         xb = x[b]
