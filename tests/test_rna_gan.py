@@ -385,12 +385,12 @@ def _stub_real_cohort(wd):
     for f in ("gtex.gct", "gse.txt"):
         (wd / "data" / f).touch()
     for t in ("Lung", "Brain_Cortex", "Pancreas", "Stomach", "Liver"):
-        for i in range(5):
-            s = f"GTEX-{t[:3].upper()}{i}-0001-SM-X{i}"
+        for i in range(5):  # as in GTEx, each donor gave every tissue (one donor, several cohorts)
+            s = f"GTEX-D{i}-{t[:3].upper()}1-SM-X{i}"
             slide = f"data/{s}.svs" if t in ("Lung", "Brain_Cortex") else ""
             if slide:
                 (wd / slide).touch()
-            rows.append(f"GTEX-{t[:3].upper()}{i}\t{s}\tGTEx-{t}\tgtex\t{slide}\tdata/gtex.gct\tgct")
+            rows.append(f"GTEX-D{i}\t{s}\tGTEx-{t}\tgtex\t{slide}\tdata/gtex.gct\tgct")
     for t in ("Lung", "Brain_Cortex"):
         rows += [f"GSM{t[:3]}{i}\tGSM{t[:3]}{i}\tGEO-GSE120795-{t}\texternal\t\tdata/gse.txt\tgeo_series_matrix"
                  for i in range(3)]
@@ -413,7 +413,7 @@ def test_paper_config_plans_the_real_gtex_run(tmp_path):
     out = p.stdout + p.stderr
     assert "train_rna_gan_generator" in out and "cross_validate_rna_gan_simclr" in out
     assert "results/rna_gan/vae/multi_tissue/model.pt" in out
-    assert "results/tiles/tile256/GTEX-LUN0-0001-SM-X0.lmdb" in out
+    assert "results/tiles/tile256/GTEX-D0-LUN1-SM-X0.lmdb" in out
     assert "make_toy_slide" not in out  # real slides, no toy cohort
     # the merged config carries the paper's values (toy ones would leak through a merge)
     import yaml

@@ -43,6 +43,25 @@ def test_by_patient_stratified_fractions():
     assert (per["train"] == 12).all() and (per["val"] == 4).all() and (per["test"] == 4).all()
 
 
+def test_donor_with_several_tissues_stays_in_one_split():
+    # GTEx: most donors gave several tissues (lung and brain cortex), each its own cohort value
+    rows = []
+    for i in range(40):
+        tissues = ["GTEx-Lung", "GTEx-Brain_Cortex"] if i < 30 else (["GTEx-Lung"] if i < 35 else ["GTEx-Brain_Cortex"])
+        for t in tissues:
+            rows.append(dict(patient=f"GTEX-{i:03d}", sample=f"GTEX-{i:03d}-{t[5:9]}", cohort=t, dataset="gtex",
+                             slide=f"s/{i}-{t}.svs", expression="gtex.gct", expression_format="gtex_gct"))
+    s = pd.DataFrame(rows)
+    t = make_splits(s, VAE, seed=0, scheme="vae", reference=None)
+    assert len(t) == len(s)
+    assert (t.groupby("patient")["split"].nunique() == 1).all()   # a donor's tissues share a split
+    donors = t.drop_duplicates("patient").set_index("patient")["split"]
+    both = donors[[f"GTEX-{i:03d}" for i in range(30)]].value_counts()
+    assert both.to_dict() == {"train": 18, "val": 6, "test": 6}   # 60/20/20 within the two-tissue stratum
+    # every sample keeps its own tissue in the cohort column
+    assert set(t["cohort"]) == {"GTEx-Lung", "GTEx-Brain_Cortex"}
+
+
 def test_deterministic_and_independent_of_row_order_but_not_of_seed():
     s = sheet()
     a = make_splits(s, VAE, seed=3, scheme="vae", reference=REF)

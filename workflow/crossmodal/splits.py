@@ -7,7 +7,9 @@
   splitting and scaling": "Only samples with all modalities available were included in the
   test set").
 
-Every sample of a patient gets the patient's split, so a patient never straddles splits.
+Every sample of a patient gets the patient's split, so a patient never straddles splits.  A
+patient whose samples fall in several strata (a GTEx donor with lung and brain cortex samples) is
+stratified on the set of them, joined with "+".
 Within each stratum the patients are sorted, then shuffled by a generator seeded from
 ``(seed, scheme, stratum)``; split sizes are ``round(n * fraction)`` for test and val (at
 least one training patient kept), the rest train.  For complete-case schemes the test
@@ -71,12 +73,19 @@ def patient_table(samples: pd.DataFrame, datasets: list[str], *, stratify: str =
     if rna.empty:
         raise SplitError(f"splits: no sample with expression in dataset(s) {', '.join(datasets)} "
                          f"(datasets in the sample table: {', '.join(sorted(s['dataset'].unique()))})")
-    strata = rna.groupby("patient")[stratify].nunique()
-    if (strata > 1).any():
-        p = strata.index[strata > 1][0]
-        raise SplitError(f"splits: patient {p} has samples in several {stratify} values; "
-                         "a patient must belong to one stratum")
-    pts = rna.groupby("patient").agg(stratum=(stratify, "first")).sort_index()
+    if rna[stratify].isna().any():
+        bad = rna.loc[rna[stratify].isna(), "sample"].iloc[0]
+        raise SplitError(f"splits: sample {bad} has no {stratify} value (stratify column)")
+    # A patient with samples in several strata (a GTEx donor who gave lung and brain cortex) is
+    # stratified on the set of its values ("GTEx-Brain_Cortex+GTEx-Lung"): the patient stays in
+    # one split and each single-value stratum keeps its shares.
+    strata = rna.groupby("patient")[stratify].agg(lambda v: "+".join(sorted(set(map(str, v)))))
+    multi = rna.groupby("patient")[stratify].nunique() > 1
+    if multi.any():
+        log.info("splits: %d of %d patients have samples in several %s values; each is stratified "
+                 "on its set of values (e.g. %s)", int(multi.sum()), len(strata), stratify,
+                 strata[multi].iloc[0])
+    pts = strata.rename("stratum").to_frame().sort_index()
     allrows = s[s["patient"].isin(pts.index)]
     ids = allrows.groupby("patient")["sample"].apply(lambda x: set(x))
     pts["has_rna"] = True
