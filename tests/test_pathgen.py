@@ -41,6 +41,48 @@ def test_gene_groups_file_errors_name_the_file(tmp_path):
         pc.read_gene_groups(bad)
 
 
+def test_gene_in_several_groups_is_kept_in_each_with_its_own_column(tmp_path):
+    """MCAT's signatures.csv lists EGFR as an oncogene and a protein kinase; MCAT builds each
+    group's vector alone, so the gene is in both groups, each with its own hand-over column."""
+    f = tmp_path / "sig.tsv"
+    pd.DataFrame({"group": ["oncogene", "oncogene", "protein_kinase", "protein_kinase"],
+                  "gene": ["MYC", "EGFR", "EGFR", "AKT1"]}).to_csv(f, sep="\t", index=False)
+    groups = pc.read_gene_groups(f)
+    assert groups.values.tolist() == [["MYC", "oncogene"], ["EGFR", "oncogene"], ["EGFR", "protein_kinase"],
+                                      ["AKT1", "protein_kinase"]]
+    scheme = _scheme(20)
+    sp = pc.case_splits(scheme, list(scheme["sample"]), calibration_fraction=0.5, seed=0)
+    rng = np.random.default_rng(0)
+    counts = pd.DataFrame(rng.poisson(20, (20, 3)), index=scheme["sample"], columns=["AKT1", "EGFR", "MYC"])
+    clinical = pd.DataFrame({"patient": scheme.patient, "grade": ["G2", "G3"] * 10, "survival_time": 100.0,
+                             "event": 1, "age": 50.0, "sex": "female"})
+    emb = {s: {"n": 4, "level": 0, "magnification": 1} for s in scheme["sample"]}
+    cases, genes, z, meta, qc = pc.prepare(sp, counts, clinical, groups, emb, sp, n_bins=2)
+    assert list(genes.feature) == ["MYC", "EGFR|oncogene", "EGFR|protein_kinase", "AKT1"]
+    assert list(z.columns) == list(genes.feature)
+    np.testing.assert_array_equal(z["EGFR|oncogene"], z["EGFR|protein_kinase"])  # one real value, two groups
+    # z-scored once per gene with the training cases' statistics
+    train = cases.set_index("sample").split.eq("train")
+    np.testing.assert_allclose(z.loc[train[train].index, "EGFR|oncogene"].mean(), 0, atol=1e-9)
+    # genes.tsv -> expression file -> back, and the per-group blocks the models read
+    gf = tmp_path / "genes.tsv"
+    genes.to_csv(gf, sep="\t", index=False)
+    g2 = pc.read_genes(gf)
+    out = tmp_path / "real.tsv.gz"
+    pc.write_expression(out, z, meta)
+    back, _ = pc.read_expression(out, g2)
+    pd.testing.assert_frame_equal(back, z, check_names=False, atol=1e-4)  # written with 5 significant digits
+    assert [int((g2.group == g).sum()) for g in dict.fromkeys(g2.group)] == [2, 2]
+    from crossmodal.pathgen import evaluate
+
+    t = evaluate.table2(back, back + 0.1, g2, list(back.index)).set_index("group")
+    assert t.loc["oncogene", "n_genes"] == 2 and t.loc["all genes", "n_genes"] == 4
+    # a genes.tsv written before the feature column existed still reads (gene symbols as columns)
+    old = tmp_path / "old.tsv"
+    old.write_text("gene\tgroup\nMYC\toncogene\nAKT1\tprotein_kinase\n")
+    assert list(pc.read_genes(old).feature) == ["MYC", "AKT1"]
+
+
 # ----------------------------------------------------------------------------- splits
 def _scheme(n=40):
     rows = []

@@ -25,8 +25,11 @@ Hand-over formats (each read back through one validating reader):
   (= diagnostic slide: a patient with several slides has several rows; Table 2 averages them per
   patient, MCAT_GR pools the patient's slide bags and averages its rows, as MCAT's loader),
   columns ``sample`` (index), ``patient``, ``split``, ``source`` (``real`` | ``pathgen`` | ``round_trip``),
-  ``n_draws`` (DDPM samples averaged; 0 for real), then one column per gene in the order of
-  ``results/pathgen/genes.tsv`` (columns ``gene``, ``group``), holding z-scores with the
-  PathGen training split's mean and sd.  MCAT_GR reads either file the same way.
+  ``n_draws`` (DDPM samples averaged; 0 for real), then one column per row of
+  ``results/pathgen/genes.tsv`` (columns ``gene``, ``group``, ``feature``; in that order, groups
+  contiguous), named by ``feature``: the gene symbol, or ``<gene>|<group>`` for a gene in several
+  MCAT groups (MCAT keeps such a gene in each group's vector; its real value repeats, each group's
+  decoder synthesizes its own), holding z-scores with the PathGen training split's mean and sd.
+  MCAT_GR reads either file the same way.
 """
 

@@ -57,7 +57,8 @@ def case_splits(scheme: pd.DataFrame, samples, *, calibration_fraction: float, s
 
 def read_gene_groups(path) -> pd.DataFrame:
     """Long table with columns ``gene`` and ``group`` (any order, extra columns ignored);
-    groups keep the order of their first appearance, genes their order within a group."""
+    groups keep the order of their first appearance, genes their order within a group.  A gene
+    may belong to several groups (as in MCAT's signatures.csv); it is then listed once per group."""
     path = Path(path)
     if not path.is_file():
         raise PathGenDataError(f"gene groups {path}: file not found")
@@ -69,12 +70,40 @@ def read_gene_groups(path) -> pd.DataFrame:
     df = df.assign(gene=df.gene.str.strip()).drop_duplicates(["gene", "group"])
     dup = df.gene[df.gene.duplicated()].unique()
     if len(dup):
-        log.warning("gene groups %s: %d gene(s) in several groups keep the first: %s", path, len(dup),
-                    ", ".join(dup[:10]))
-        df = df.drop_duplicates("gene")
+        # MCAT builds each group's vector independently, so a gene listed in several groups
+        # (EGFR: oncogene and protein kinase) is kept in each of them
+        log.info("gene groups %s: %d gene(s) belong to several groups and are kept in each, e.g. %s",
+                 path, len(dup), ", ".join(dup[:10]))
     order = list(dict.fromkeys(df.group))
     df["group"] = pd.Categorical(df.group, categories=order, ordered=True)
     return df.sort_values("group", kind="stable").reset_index(drop=True).astype({"group": str})
+
+
+def with_features(genes: pd.DataFrame) -> pd.DataFrame:
+    """``genes`` (rows gene, group) with a ``feature`` column: the expression-file column of the
+    row - the gene symbol, or ``<gene>|<group>`` for a gene listed in several groups (each group
+    then has its own column: the same real value, its own synthesized value)."""
+    g = genes.reset_index(drop=True).copy()
+    multi = g.gene.duplicated(keep=False)
+    g["feature"] = np.where(multi, g.gene + "|" + g.group, g.gene)
+    return g[["gene", "group", "feature"] + [c for c in g.columns if c not in ("gene", "group", "feature")]]
+
+
+def read_genes(path) -> pd.DataFrame:
+    """``results/pathgen/genes.tsv``: rows ``gene, group, feature`` in hand-over column order
+    (files written before ``feature`` existed get it from :func:`with_features`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PathGenDataError(f"gene table {path}: not found")
+    g = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if {"gene", "group"} - set(g.columns):
+        raise PathGenDataError(f"gene table {path}: needs columns gene, group (has {', '.join(g.columns)})")
+    if "feature" not in g.columns:
+        g = with_features(g[["gene", "group"]])
+    if g.feature.duplicated().any():
+        raise PathGenDataError(f"gene table {path}: feature {g.feature[g.feature.duplicated()].iloc[0]!r} "
+                               "listed twice")
+    return g
 
 
 def match_groups(groups: pd.DataFrame, available) -> tuple[pd.DataFrame, dict]:
@@ -122,7 +151,7 @@ def write_expression(path, values: pd.DataFrame, meta: pd.DataFrame) -> None:
 
 
 def read_expression(path, genes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(values (cases x genes, in genes.tsv order), meta)``; errors name the file."""
+    """``(values (cases x features, in genes.tsv order), meta)``; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise PathGenDataError(f"expression file {path}: not found")
@@ -130,10 +159,10 @@ def read_expression(path, genes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     missing_meta = [c for c in META_COLUMNS if c not in df.columns]
     if missing_meta:
         raise PathGenDataError(f"expression file {path}: missing column(s) {', '.join(missing_meta)}")
-    want = list(genes.gene)
+    want = list(genes.feature if "feature" in genes.columns else genes.gene)
     missing = [g for g in want if g not in df.columns]
     if missing:
-        raise PathGenDataError(f"expression file {path}: {len(missing)} gene(s) of genes.tsv missing, "
+        raise PathGenDataError(f"expression file {path}: {len(missing)} feature(s) of genes.tsv missing, "
                                f"e.g. {', '.join(missing[:5])}")
     vals = df[want].astype(float)
     if vals.isna().any().any():
@@ -202,9 +231,11 @@ def prepare(samples: pd.DataFrame, counts: pd.DataFrame, clinical: pd.DataFrame,
     cases["time_bin"] = assign_bins(cases.survival_time, edges)
     cases["censored"] = 1 - cases.event
     cases["age_group"] = cases.age.map(age_group)
-    logx = log_transform(counts.loc[cases.index, list(genes.gene)], pseudocount)
+    genes = with_features(genes)
+    logx = log_transform(counts.loc[cases.index, list(dict.fromkeys(genes.gene))], pseudocount)
     scaler = fit_scaler(logx.loc[train.index])
     z, _ = apply_scaler(logx, scaler)
+    z = z[list(genes.gene)].set_axis(list(genes.feature), axis=1)  # one column per (group, gene) row
     meta = cases[["patient", "split"]].assign(source="real", n_draws=0)
     qc = {"n_cases": int(len(cases)), "excluded": excluded,
           "n_excluded_no_grade": sum(e["reason"].startswith("grade") for e in excluded), "grades": grades,

@@ -8,6 +8,7 @@ aggregate expression of the group - the mean over the group's genes - real vs sy
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from crossmodal import stats
@@ -23,6 +24,12 @@ def per_patient(values: pd.DataFrame, cases: pd.DataFrame, samples) -> pd.DataFr
     return values.loc[samples].groupby(pat, sort=False).mean()
 
 
+def features(genes: pd.DataFrame) -> np.ndarray:
+    """The expression-file columns of ``genes`` (genes.tsv rows), in order: ``feature`` (a gene in
+    several groups has one column per group, :func:`crossmodal.pathgen.cases.with_features`)."""
+    return (genes.feature if "feature" in genes.columns else genes.gene).to_numpy(dtype=object)
+
+
 def table2(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples,
            baseline: pd.Series | None = None) -> pd.DataFrame:
     """Table 2 rows over ``samples`` (rows of ``real`` / ``synth``; pass patient-level rows,
@@ -33,7 +40,8 @@ def table2(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples
     number a synthesized MAE has to beat to carry information about the patient."""
     from crossmodal.metrics.tabular import spearman_mae_by_group
 
-    samples, genes_all = list(samples), list(genes.gene)
+    samples, feats = list(samples), features(genes)
+    genes_all = list(feats)
     t = spearman_mae_by_group(real.loc[samples, genes_all], synth.loc[samples, genes_all], genes.group.to_numpy())
     t = t.rename(columns={"n_features": "n_genes", "n_samples": "n_cases"})
     if baseline is not None:
@@ -42,13 +50,13 @@ def table2(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples
             raise ValueError(f"table2 baseline: no training mean for gene(s) {', '.join(missing[:5])}")
         const = pd.DataFrame([baseline.loc[genes_all].to_numpy(float)] * len(samples), index=samples, columns=genes_all)
         err = (real.loc[samples, genes_all] - const).abs()
-        groups = genes.set_index("gene").loc[genes_all, "group"]
+        groups = genes.group.to_numpy()
         t["mae_training_mean"] = [float(err.to_numpy().mean()) if name == "all genes"
-                                  else float(err.loc[:, (groups == name).to_numpy()].to_numpy().mean())
+                                  else float(err.loc[:, groups == name].to_numpy().mean())
                                   for name in t.group]
     tests = []
     for name in t.group:
-        cols = genes_all if name == "all genes" else list(genes.gene[genes.group == name])
+        cols = genes_all if name == "all genes" else list(feats[genes.group.to_numpy() == name])
         # aggregate expression of the group per case (mean over its genes), real vs synthesized
         r = stats.ttest(real.loc[samples, cols].mean(axis=1), synth.loc[samples, cols].mean(axis=1), label=name)
         tests.append({"ttest_statistic": r["statistic"], "ttest_p": r["p_value"]})
@@ -68,7 +76,8 @@ def plot(real: pd.DataFrame, synth: pd.DataFrame, genes: pd.DataFrame, samples, 
     groups = list(dict.fromkeys(genes.group))
     fig, axes = plt.subplots(1, len(groups) + 1, figsize=(3 * (len(groups) + 1), 3.2), squeeze=False)
     for ax, g in zip(axes[0], groups + ["all genes"]):
-        cols = list(genes.gene) if g == "all genes" else list(genes.gene[genes.group == g])
+        feats = features(genes)
+        cols = list(feats) if g == "all genes" else list(feats[genes.group.to_numpy() == g])
         r = real.loc[list(samples), cols].to_numpy().ravel()
         s = synth.loc[list(samples), cols].to_numpy().ravel()
         ax.hexbin(r, s, gridsize=25, mincnt=1, cmap="viridis")

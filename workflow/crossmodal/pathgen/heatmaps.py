@@ -165,12 +165,12 @@ def plot_coattention(model, bags: dict, emb: dict, real: pd.DataFrame, synth: pd
 
 def run(inputs, outputs, params) -> None:
     from crossmodal.pathgen import predict
-    from crossmodal.pathgen.cases import read_cases, read_expression
+    from crossmodal.pathgen.cases import read_cases, read_expression, read_genes
     from crossmodal.pathgen.patches import read_embeddings
     from crossmodal.pathgen.synthesis import load_bags
 
     cases = read_cases(inputs["cases"])
-    genes = pd.read_csv(inputs["genes"], sep="\t", dtype=str)
+    genes = read_genes(inputs["genes"])
     real, _ = read_expression(inputs["real"], genes)
     synth, _ = read_expression(inputs["synthesized"], genes)
     bags = load_bags(inputs["embeddings"], cases.index)

@@ -84,11 +84,11 @@ def prepare_pathgen_data(inputs, outputs, params, *, threads=1, log=None):
 
 
 def _load(inputs):
-    from crossmodal.pathgen.cases import read_cases, read_expression
+    from crossmodal.pathgen.cases import read_cases, read_expression, read_genes
     from crossmodal.pathgen.synthesis import load_bags
 
     cases = read_cases(inputs["cases"])
-    genes = pd.read_csv(inputs["genes"], sep="\t", dtype=str)
+    genes = read_genes(inputs["genes"])
     real, _ = read_expression(inputs["real"], genes)
     bags = load_bags(inputs["embeddings"], cases.index)
     sizes = [int((genes.group == g).sum()) for g in dict.fromkeys(genes.group)]
@@ -107,7 +107,7 @@ def train_pathgen(inputs, outputs, params, *, threads=1, log=None):
     train = cases.index[cases.split == "train"]
     hp = params["model"]
     model, losses = synthesis.train(real.loc[train], bags, sizes, hp, seed=int(params["seed"]))
-    synthesis.save_model(outputs["model"], model, hp, {"n_train": len(train), "genes": list(genes.gene)})
+    synthesis.save_model(outputs["model"], model, hp, {"n_train": len(train), "genes": list(genes.feature)})
     synthesis.write_losses(outputs["losses"], losses)
 
 
@@ -126,7 +126,7 @@ def sample_pathgen(inputs, outputs, params, *, threads=1, log=None):
     n = int(params["n_draws"])
     x = synthesis.sample(model, ddpm, bags, list(cases.index), len(genes), n_draws=n, seed=int(params["seed"]) + 1,
                          clip=ck["hp"].get("clip_denoised"))
-    vals = pd.DataFrame(x, index=cases.index, columns=list(genes.gene))
+    vals = pd.DataFrame(x, index=cases.index, columns=list(genes.feature))
     meta = cases[["patient", "split"]].assign(source="pathgen", n_draws=n)
     write_expression(outputs["synthesized"], vals, meta)
 
@@ -135,10 +135,10 @@ def sample_pathgen(inputs, outputs, params, *, threads=1, log=None):
 def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
     """Table 2 (Spearman / MAE / t-test per gene group, test patients) and the Figure 2(i) plot."""
     from crossmodal.pathgen import evaluate
-    from crossmodal.pathgen.cases import read_cases, read_expression
+    from crossmodal.pathgen.cases import read_cases, read_expression, read_genes
 
     cases = read_cases(inputs["cases"])
-    genes = pd.read_csv(inputs["genes"], sep="\t", dtype=str)
+    genes = read_genes(inputs["genes"])
     real, _ = read_expression(inputs["real"], genes)
     synth, _ = read_expression(inputs["synthesized"], genes)
     test = cases.index[cases.split == params["split"]]
@@ -266,12 +266,12 @@ def evaluate_pathgen_round_trip(inputs, outputs, params, *, threads=1, log=None)
     import torch
 
     from crossmodal.pathgen import round_trip, synthesis
-    from crossmodal.pathgen.cases import read_cases, read_expression, write_expression
+    from crossmodal.pathgen.cases import read_cases, read_expression, read_genes, write_expression
     from crossmodal.pathgen.patches import load_patch_encoder
 
     torch.set_num_threads(max(1, threads))
     cases = read_cases(inputs["cases"])
-    genes = pd.read_csv(inputs["genes"], sep="\t", dtype=str)
+    genes = read_genes(inputs["genes"])
     real, _ = read_expression(inputs["real"], genes)
     synth, _ = read_expression(inputs["synthesized"], genes)
     test = list(cases.index[cases.split == params["split"]])
@@ -295,7 +295,7 @@ def evaluate_pathgen_round_trip(inputs, outputs, params, *, threads=1, log=None)
     n = int(params["n_draws"])
     x = synthesis.sample(model, synthesis.make_ddpm(ck["hp"]), {s: torch.from_numpy(b) for s, b in bags.items()},
                          test, len(genes), n_draws=n, seed=int(params["seed"]) + 2, clip=ck["hp"].get("clip_denoised"))
-    vals = pd.DataFrame(x, index=pd.Index(test, name="sample"), columns=list(genes.gene))
+    vals = pd.DataFrame(x, index=pd.Index(test, name="sample"), columns=list(genes.feature))
     meta = cases.loc[test, ["patient", "split"]].assign(source="round_trip", n_draws=n)
     seen = 0
     if inputs.get("rna_cdm_splits"):
