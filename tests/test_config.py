@@ -1,5 +1,6 @@
 """Config validation: defaults filled, unknown / mistyped keys named, docs generated from the schema."""
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,15 @@ def test_mistyped_value_is_named(override, named):
     with pytest.raises(ConfigError) as e:
         load_config(override, path=REPO / "config" / "config.yaml")
     assert str(e.value).startswith(f"config: {named}:")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"pathgen": {"conformal": {"n_bins": 5}}}, "pathgen.conformal.n_bins (5) must equal pathgen.mcat.n_bins (4)"),
+    ({"pathgen": {"conformal": {"risk_min": -1.0, "risk_max": -5.0}}}, "risk_min (-1.0) must be below risk_max"),
+])
+def test_pathgen_conformal_settings_must_agree_with_the_model(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(override, path=REPO / "config" / "config.yaml")
 
 
 def test_every_config_file_validates():

@@ -90,7 +90,23 @@ def validate(instance: dict, schema_file: str | Path, what: str = "config") -> d
     if errors:
         raise ConfigError(_message(errors[0], what))
     _check_diffusion_schedules(instance, what)
+    _check_pathgen_conformal(instance, what)
     return instance
+
+
+def _check_pathgen_conformal(instance: dict, what: str) -> None:
+    """Equation (12)'s N must be MCAT_GR's number of time bins: the risk -sum_k S_k of the model
+    lies in [-N, 0] and is mapped onto [risk_min, risk_max] with that N."""
+    pg = instance.get("pathgen") if isinstance(instance, dict) else None
+    if not isinstance(pg, dict):
+        return
+    mc, cf = pg.get("mcat") or {}, pg.get("conformal") or {}
+    if "n_bins" in mc and "n_bins" in cf and mc["n_bins"] != cf["n_bins"]:
+        raise ConfigError(f"{what}: pathgen.conformal.n_bins ({cf['n_bins']}) must equal pathgen.mcat.n_bins "
+                          f"({mc['n_bins']}): equation (12) scales the risk of the model's time bins")
+    if "risk_min" in cf and "risk_max" in cf and not cf["risk_min"] < cf["risk_max"]:
+        raise ConfigError(f"{what}: pathgen.conformal.risk_min ({cf['risk_min']}) must be below risk_max "
+                          f"({cf['risk_max']})")
 
 
 # DDPM settings of the pipeline config: (section path, keys).  Sampling starts from pure noise
