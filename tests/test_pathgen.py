@@ -236,6 +236,15 @@ def test_pathgen_denoiser_shapes_and_errors():
     assert torch.allclose(net.last_attention[0][0, :, 4:], torch.zeros(3, 3))  # padding gets no attention
     with pytest.raises(ValueError, match="expected 9 genes"):
         net(torch.randn(5, 8), torch.zeros(5, dtype=torch.long), patches=patches)
+    # the sampler encodes a bag once and reuses the keys / values at every step: same output
+    net.eval()
+    t = torch.randint(0, 100, (5,))
+    with torch.no_grad():
+        a = net(x, t, patches=patches, mask=mask)
+        b = net(x, t, patch_tokens=net.encode_patches(patches), mask=mask)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="exactly one of patches / patch_tokens"):
+        net(x, t, patches=patches, patch_tokens=net.encode_patches(patches))
 
 
 def test_pathgen_recovers_planted_expression_on_held_out_cases():

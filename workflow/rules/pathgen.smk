@@ -28,6 +28,10 @@ rule embed_patches:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=32000,
     params:
         patches=PG["patches"],
         magnification_levels=pgt.magnification_levels(config) if PG["enabled"] else {},
@@ -87,6 +91,7 @@ rule train_pathgen:
     params:
         model=PG["model"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_pathgen.py"
 
@@ -105,9 +110,14 @@ rule sample_pathgen:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=240,
+        mem_mb=32000,
     params:
         n_draws=PG["model"]["n_draws"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/sample_pathgen.py"
 
@@ -168,6 +178,7 @@ rule train_mcat_gr:
     params:
         mcat=PG["mcat"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_mcat_gr.py"
 
@@ -345,6 +356,8 @@ rule evaluate_pathgen_round_trip:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
     params:
         patches=PG["patches"],
         patch_size=lambda w: pgt.round_trip_patch_size(config),

@@ -94,13 +94,21 @@ class PathGenDenoiser(nn.Module):
     def split(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [x[:, a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, *, patches: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """The co-attention keys / values of a patch bag (B, N, patch_dim) -> (B, N, d_model).  They do
+        not depend on x_t or t, so a sampler computes them once per case, not at every step."""
+        return self.patch_proj((patches - self.patch_mean) / self.patch_std)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *, patches: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, patch_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """``patches`` (B, N, patch_dim), or ``patch_tokens`` = :meth:`encode_patches` of them."""
         if x.shape[1] != self.offsets[-1]:
             raise ValueError(f"PathGen: expected {self.offsets[-1]} genes, got {x.shape[1]}")
+        if (patches is None) == (patch_tokens is None):
+            raise ValueError("PathGen: pass exactly one of patches / patch_tokens")
         tokens = torch.stack([enc(xg) for enc, xg in zip(self.encoders, self.split(x))], dim=1)
         tokens = tokens + self.time_mlp(timestep_embedding(t, self.d_model))[:, None, :]
-        kv = self.patch_proj((patches - self.patch_mean) / self.patch_std)
+        kv = self.encode_patches(patches) if patch_tokens is None else patch_tokens
         self.last_attention = []
         for attn, norm, layer in zip(self.coattn, self.norms, self.layers):
             co, w = attn(norm(tokens), kv, kv, key_padding_mask=mask, need_weights=True)

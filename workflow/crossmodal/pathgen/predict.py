@@ -55,8 +55,12 @@ def build(hp: dict, patch_dim: int, n_grades: int, group_sizes):
 
 
 def _forward(model, bag, expr):
-    x = bag.unsqueeze(0)
-    return model(x, None, None if expr is None else expr.unsqueeze(0))
+    """One bag (and expression row) through ``model`` on the model's device; outputs on the CPU
+    (``.to`` keeps the graph, so a loss on them still trains the model)."""
+    dev = next(model.parameters()).device
+    x = bag.unsqueeze(0).to(dev)
+    out = model(x, None, None if expr is None else expr.unsqueeze(0).to(dev))
+    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
 
 def patient_bags(cases: pd.DataFrame, bags: dict, expression: pd.DataFrame | None = None):
@@ -79,14 +83,14 @@ def patient_bags(cases: pd.DataFrame, bags: dict, expression: pd.DataFrame | Non
 
 
 def train(cases: pd.DataFrame, bags: dict, expression: pd.DataFrame | None, group_sizes, hp: dict, *,
-          n_grades: int, seed: int):
-    """Train MCAT_GR on the training split's patients (one pooled bag each, :func:`patient_bags`);
-    returns ``(model, history DataFrame)``."""
+          n_grades: int, seed: int, device: str = "cpu"):
+    """Train MCAT_GR on the training split's patients (one pooled bag each, :func:`patient_bags`)
+    on ``device``; returns ``(model, history DataFrame)`` (the model stays on ``device``)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cases, bags, expression = patient_bags(cases, bags, expression)
     patch_dim = next(iter(bags.values())).shape[1]
-    model = build(hp, patch_dim, n_grades, group_sizes)
+    model = build(hp, patch_dim, n_grades, group_sizes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     tr = cases[cases.split == "train"]
     va = cases[cases.split == "val"]

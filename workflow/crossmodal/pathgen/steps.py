@@ -106,7 +106,8 @@ def train_pathgen(inputs, outputs, params, *, threads=1, log=None):
     cases, genes, real, bags, sizes = _load(inputs)
     train = cases.index[cases.split == "train"]
     hp = params["model"]
-    model, losses = synthesis.train(real.loc[train], bags, sizes, hp, seed=int(params["seed"]))
+    model, losses = synthesis.train(real.loc[train], bags, sizes, hp, seed=int(params["seed"]),
+                                    device=_device(params))
     synthesis.save_model(outputs["model"], model, hp, {"n_train": len(train), "genes": list(genes.feature)})
     synthesis.write_losses(outputs["losses"], losses)
 
@@ -124,8 +125,9 @@ def sample_pathgen(inputs, outputs, params, *, threads=1, log=None):
     model, ck = synthesis.load_model(inputs["model"])
     ddpm = synthesis.make_ddpm(ck["hp"])
     n = int(params["n_draws"])
-    x = synthesis.sample(model, ddpm, bags, list(cases.index), len(genes), n_draws=n, seed=int(params["seed"]) + 1,
-                         clip=ck["hp"].get("clip_denoised"))
+    dev = _device(params)
+    x = synthesis.sample(model.to(dev), ddpm, bags, list(cases.index), len(genes), n_draws=n,
+                         seed=int(params["seed"]) + 1, clip=ck["hp"].get("clip_denoised"), device=dev)
     vals = pd.DataFrame(x, index=cases.index, columns=list(genes.feature))
     meta = cases[["patient", "split"]].assign(source="pathgen", n_draws=n)
     write_expression(outputs["synthesized"], vals, meta)
@@ -179,7 +181,7 @@ def train_mcat_gr(inputs, outputs, params, *, threads=1, log=None):
     n_grades = int(cases.grade.max()) + 1
     train_expr = None if mode == "wsi" else exprs[mode]
     model, hist = predict.train(cases, bags, train_expr, None if mode == "wsi" else sizes, hp,
-                                n_grades=n_grades, seed=int(params["seed"]))
+                                n_grades=n_grades, seed=int(params["seed"]), device=_device(params))
     kinds = ["none"] if mode == "wsi" else ["real", "synthesized"]
     preds = pd.concat([predict.predict(model, cases, bags, None if k == "none" else exprs[k], k) for k in kinds])
     predict.save(outputs["model"], model, hp, {"run": mode})
@@ -293,8 +295,10 @@ def evaluate_pathgen_round_trip(inputs, outputs, params, *, threads=1, log=None)
                          f"{next(iter(bags.values())).shape[1]}, the PathGen model {inputs['model']} expects "
                          f"{model.patch_proj[0].in_features}")
     n = int(params["n_draws"])
-    x = synthesis.sample(model, synthesis.make_ddpm(ck["hp"]), {s: torch.from_numpy(b) for s, b in bags.items()},
-                         test, len(genes), n_draws=n, seed=int(params["seed"]) + 2, clip=ck["hp"].get("clip_denoised"))
+    dev = _device(params)
+    x = synthesis.sample(model.to(dev), synthesis.make_ddpm(ck["hp"]), {s: torch.from_numpy(b) for s, b in bags.items()},
+                         test, len(genes), n_draws=n, seed=int(params["seed"]) + 2, clip=ck["hp"].get("clip_denoised"),
+                         device=dev)
     vals = pd.DataFrame(x, index=pd.Index(test, name="sample"), columns=list(genes.feature))
     meta = cases.loc[test, ["patient", "split"]].assign(source="round_trip", n_draws=n)
     seen = 0

@@ -113,10 +113,10 @@ def sample(model, ddpm, bags: dict, samples: list[str], n_genes: int, *, n_draws
     for i in tqdm(range(0, len(samples), batch_size), desc="PathGen sampling", leave=False, disable=None):
         chunk = samples[i:i + batch_size]
         patches, mask = collate([bags[s] for s in chunk])
-        patches, mask = patches.to(device), mask.to(device)
+        kv, mask = model.encode_patches(patches.to(device)), mask.to(device)  # once per case, not per step
         acc = torch.zeros(len(chunk), n_genes)
         for k in range(n_draws):
-            x = ddpm.sample(lambda xt, t: model(xt, t, patches=patches, mask=mask), (len(chunk), n_genes),
+            x = ddpm.sample(lambda xt, t: model(xt, t, patch_tokens=kv, mask=mask), (len(chunk), n_genes),
                             generator=g, device=device, clip=None if clip is None else (-clip, clip))
             acc += x.cpu()
             log.info("PathGen: cases %d-%d, draw %d/%d done", i + 1, i + len(chunk), k + 1, n_draws)
