@@ -43,12 +43,23 @@ def test_set_sizes_shrink_as_classifier_improves():
 
 def test_quantile_is_the_papers_order_statistic():
     scores = np.arange(1, 20) / 20.0  # n = 19
-    # level ceil(20 * 0.9) / 19 = 18/19; numpy's 'higher' method at that level takes sorted index
-    # ceil(18 * 18/19) = 18, i.e. the 19th smallest score (Angelopoulos & Bates' code, as PathGen)
-    assert cf.conformal_quantile(scores, 0.1) == pytest.approx(np.quantile(scores, 18 / 19, method="higher"))
-    assert cf.conformal_quantile(scores, 0.1) == pytest.approx(19 / 20)
-    assert cf.conformal_quantile(np.arange(1, 100) / 100, 0.5) == pytest.approx(0.51)
+    # level q = ceil(20 * 0.9) / 19 = 18/19: the empirical quantile is the 18th smallest score
+    # (inverted CDF); numpy's 'higher' method at that level would take the 19th
+    assert cf.conformal_quantile(scores, 0.1) == pytest.approx(np.quantile(scores, 18 / 19, method="inverted_cdf"))
+    assert cf.conformal_quantile(scores, 0.1) == pytest.approx(18 / 20)
+    assert cf.conformal_quantile(np.arange(1, 100) / 100, 0.5) == pytest.approx(0.50)  # k = ceil(100 * 0.5) = 50
     assert cf.conformal_quantile(scores[:5], 0.1) == np.inf  # too few for 90 %
+
+
+def test_coverage_is_exact_not_one_rank_conservative():
+    """Split conformal: with exchangeable scores, P(test score <= q_hat) = k / (n + 1) exactly,
+    k = ceil((n+1)(1-alpha)).  n = 9, alpha = 0.2: k = 8, coverage 0.8 (the (k+1)-th smallest
+    would give 0.9)."""
+    rng = np.random.default_rng(0)
+    cal = rng.random((20000, 9))
+    test = rng.random(20000)
+    q = np.array([cf.conformal_quantile(c, 0.2) for c in cal])
+    assert abs(np.mean(test <= q) - 0.8) < 0.01
 
 
 def test_grade_uncertainty_equation_10():

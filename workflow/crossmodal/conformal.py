@@ -3,11 +3,11 @@
 Grading (PathGen Algorithm 3, after Angelopoulos & Bates 2021):
 
 1. calibration scores ``s_i = 1 - p_i[y_i]``;
-2. ``q_hat`` = the ``ceil((n + 1)(1 - alpha)) / n`` empirical quantile of the scores with
-   ``'higher'`` interpolation, i.e. ``numpy.quantile(scores, level, method="higher")`` as in
-   Angelopoulos & Bates' code (an order statistic - for level < 1 numpy's index rule picks one
-   rank above the textbook ``ceil((n + 1)(1 - alpha))``-th score, so coverage >= 1 - alpha holds,
-   slightly conservatively, for exchangeable data);
+2. ``q_hat`` = the ``ceil((n + 1)(1 - alpha)) / n`` empirical quantile of the scores, i.e. the
+   ``k``-th smallest score, ``k = ceil((n + 1)(1 - alpha))`` - the order statistic for which
+   ``1 - alpha <= coverage < 1 - alpha + 1 / (n + 1)`` holds for exchangeable data.  (Angelopoulos
+   & Bates' example code calls ``numpy.quantile(scores, k / n, method="higher")``, which picks the
+   ``(k + 1)``-th score for k < n: one rank more conservative than the quantile the paper writes.);
 3. the set of a test sample holds every class ``j`` with ``p_j >= 1 - q_hat``.
 
 When ``ceil((n + 1)(1 - alpha)) > n`` the calibration set is too small for the requested
@@ -42,7 +42,11 @@ log = logging.getLogger(__name__)
 
 
 def conformal_quantile(scores, alpha: float) -> float:
-    """``q_hat`` of PathGen Algorithms 3/4: the ceil((n+1)(1-alpha))/n 'higher' quantile."""
+    """``q_hat`` of PathGen Algorithms 3/4: the empirical quantile of the scores at level
+    q = ceil((n+1)(1-alpha))/n, i.e. the k-th smallest score with k = ceil((n+1)(1-alpha)) - the
+    order statistic of the split-conformal guarantee 1-alpha <= coverage < 1-alpha + 1/(n+1).
+    (numpy's ``method="higher"`` at that level, used in Angelopoulos & Bates' example code, takes
+    the (k+1)-th smallest: one rank more conservative than the paper's quantile.)"""
     s = np.asarray(scores, dtype=float).ravel()
     n = len(s)
     if n == 0:
@@ -55,7 +59,7 @@ def conformal_quantile(scores, alpha: float) -> float:
     if k > n:
         log.warning("conformal: %d calibration samples are too few for alpha=%g; sets hold every class", n, alpha)
         return float("inf")
-    return float(np.quantile(s, k / n, method="higher"))
+    return float(np.sort(s)[k - 1])
 
 
 def _probs(name: str, p) -> np.ndarray:
