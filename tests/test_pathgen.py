@@ -310,6 +310,13 @@ def test_mcat_gr_forward_and_missing_expression():
         m(torch.randn(1, 5, 8))
     w = MCATGR(8, n_grades=3, n_bins=4, group_sizes=None, d_model=16, n_heads=2).eval()
     assert w(torch.randn(1, 5, 8))["coattention"] is None
+    # WSI only is attention MIL: permutation invariant and linear in the bag size, so a real slide's
+    # 10^5 patches fit (self-attention over them would need a 10^10-entry matrix per head)
+    big = torch.randn(1, 100_000, 8)
+    with torch.no_grad():
+        a, b = w(big), w(big[:, torch.randperm(100_000)])
+    torch.testing.assert_close(a["hazard_logits"], b["hazard_logits"], rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(x, torch.nn.TransformerEncoder) for x in w.modules())
 
 
 def test_mcat_gr_uses_expression_signal_wsi_only_cannot_see():

@@ -11,8 +11,9 @@
   logits (the paper: genomic embeddings are not used directly for grading, and the two
   poolings are separate "to decrease the dependency between the grade and risk").
 
-Without expression (``group_sizes=None``, the "WSI only" run) the patch bag itself goes
-through the pathology transformer and the two poolings (MCAT's AMIL-style baseline).
+Without expression (``group_sizes=None``, the "WSI only" run) the patch embeddings go straight
+to the two gated attention poolings - MCAT's attention-MIL (AMIL) baseline, no transformer over
+the bag: self-attention over a slide's up to 10^5 patches would need O(N^2) memory.
 Loss: ``lambda * L_survival + (1 - lambda) * L_grade`` (Results 2.3) - see
 :func:`crossmodal.pathgen.predict.total_loss`.
 """
@@ -56,11 +57,12 @@ class MCATGR(nn.Module):
         self.patch_fc = nn.Sequential(nn.Linear(patch_dim, d_model), nn.ReLU(), nn.Dropout(dropout))
         layer = dict(d_model=d_model, nhead=n_heads, dim_feedforward=2 * d_model, dropout=dropout,
                      activation="relu", batch_first=True)
-        self.path_transformer = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), num_layers=2,
-                                                      enable_nested_tensor=False)
         self.path_pool = GatedAttentionPool(d_model, dropout=dropout)
         self.grade_pool = GatedAttentionPool(d_model, dropout=dropout)
         if self.group_sizes:
+            # over the G co-attended tokens (one per gene group), not over the patch bag
+            self.path_transformer = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), num_layers=2,
+                                                          enable_nested_tensor=False)
             self.sig = nn.ModuleList(snn_block(g, d_model, dropout) for g in self.group_sizes)
             self.coattn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
             self.omic_transformer = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), num_layers=2,
@@ -75,10 +77,9 @@ class MCATGR(nn.Module):
     def forward(self, patches: torch.Tensor, mask: torch.Tensor | None = None,
                 expression: torch.Tensor | None = None) -> dict:
         h = self.patch_fc(patches)
-        if self.group_sizes is None:
-            tok = self.path_transformer(h, src_key_padding_mask=mask)
-            h_path, _ = self.path_pool(tok, mask)
-            h_grade, _ = self.grade_pool(tok, mask)
+        if self.group_sizes is None:  # AMIL: pool the patch embeddings directly (linear in N)
+            h_path, _ = self.path_pool(h, mask)
+            h_grade, _ = self.grade_pool(h, mask)
             return {"grade_logits": self.grade_head(h_grade), "hazard_logits": self.risk_head(h_path),
                     "coattention": None}
         if expression is None:
