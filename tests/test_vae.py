@@ -31,6 +31,65 @@ SMALL = vae.VAESettings(hidden=[64, 32], latent=8, lr=3e-3, batch_size=16, max_e
 def test_paper_defaults_are_rna_gans():
     s = vae.VAESettings()
     assert (s.hidden, s.latent, s.beta, s.lr, s.batch_size, s.max_epochs) == ([6000, 4096], 2048, 0.005, 5e-5, 128, 250)
+    assert s.reconstruction == "mean"
+
+
+def test_settings_from_dict_refuse_unknown_keys_naming_them():
+    s = vae.VAESettings.from_dict({"latent": 3, "reconstruction": "sum"})
+    assert (s.latent, s.reconstruction) == (3, "sum")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) laten \(known"):
+        vae.VAESettings.from_dict({"laten": 3})
+    # the data keys of a config model are not network settings: the step passes them as ignored
+    assert vae._step_settings({"vae": {"latent": 4, "datasets": ["gtex"], "cohorts": None}}).latent == 4
+    with pytest.raises(ValueError, match="unknown key.*betta"):
+        vae._step_settings({"vae": {"latent": 4, "datasets": ["gtex"], "betta": 0.1}})
+    with pytest.raises(ValueError, match="reconstruction must be one of"):
+        vae.VAESettings(reconstruction="median")
+
+
+def test_schema_validates_extra_models_and_their_reconstruction():
+    from crossmodal.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="models.multi_tissue.laten"):
+        load_config({"rna_gan": {"vae": {"models": {"multi_tissue": {"laten": 3}}}}})
+    with pytest.raises(ConfigError, match="models.multi_tissue.beta"):
+        load_config({"rna_gan": {"vae": {"models": {"multi_tissue": {"beta": "abc"}}}}})
+    with pytest.raises(ConfigError, match="reconstruction"):
+        load_config({"rna_gan": {"vae": {"reconstruction": "median"}}})
+    cfg = load_config({"rna_gan": {"vae": {"latent": 16, "models": {"multi_tissue": {"cohorts": None, "beta": 0.1}}}}})
+    # a model entry is not filled with schema defaults: it overrides only what it names
+    assert cfg["rna_gan"]["vae"]["models"]["multi_tissue"] == {"cohorts": None, "beta": 0.1}
+    ms = vae.model_settings(cfg, "rna_gan", "multi_tissue")
+    assert (ms["latent"], ms["beta"], ms["reconstruction"]) == (16, 0.1, "mean")
+    assert vae._step_settings({"vae": ms}).beta == 0.1
+    assert cfg["rna_cdm"]["vae"]["reconstruction"] == "mean"
+
+
+def test_mean_reconstruction_weighs_the_kl_more_than_sum():
+    """With the same beta, "mean" divides the reconstruction by n_genes, so the KL (the latent's
+    distance from the prior) ends lower than under "sum" - the difference the setting makes."""
+    torch.set_num_threads(1)
+    x, _ = planted(n_per=30)
+    kls = {}
+    for rec in ("mean", "sum"):
+        s = vae.VAESettings(hidden=[32], latent=4, beta=0.05, lr=3e-3, batch_size=16, max_epochs=40,
+                            warmup_epochs=2, patience=40, reconstruction=rec)
+        m, _ = vae.fit(x[:45], x[45:], s, seed=0, progress=False)
+        kls[rec] = vae.evaluate(m, x[45:], s.beta, reconstruction=rec)["kl"]
+    assert kls["mean"] < 0.5 * kls["sum"]
+
+
+def test_fit_raises_a_named_error_when_the_validation_loss_is_never_finite(monkeypatch):
+    x, _ = planted(n_per=10)
+    real = vae.evaluate
+
+    def nan_loss(*a, **k):
+        return {**real(*a, **k), "loss": float("nan")}
+
+    monkeypatch.setattr(vae, "evaluate", nan_loss)
+    s = vae.VAESettings(hidden=[8], latent=2, batch_size=8, max_epochs=3, warmup_epochs=0, patience=2)
+    with pytest.raises(vae.VAETrainingError, match="validation loss was never finite"):
+        vae.fit(x[:15], x[15:], s, progress=False)
 
 
 def test_architecture_has_batchnorm_and_leakyrelu_between_layers():
@@ -48,8 +107,15 @@ def test_loss_terms():
     # KL of N(1, 1) vs N(0, 1) per dim = 0.5; summed over 3 dims
     _, _, kl = vae.vae_loss(x, x, torch.ones(4, 3), zero, beta=1.0)
     assert float(kl) == pytest.approx(1.5)
-    total, rec, _ = vae.vae_loss(x, x + 1, torch.ones(4, 3), zero, beta=2.0)
+    # reconstruction "sum": squared error summed over the 10 genes; KL 1.5 weighted by beta 2
+    total, rec, _ = vae.vae_loss(x, x + 1, torch.ones(4, 3), zero, beta=2.0, reconstruction="sum")
     assert float(rec) == pytest.approx(10.0) and float(total) == pytest.approx(13.0)
+    # "mean" (the default: the paper's (R)MSE and the authors' F.mse_loss): averaged over genes,
+    # so the same beta weighs the KL n_genes (10) times more against the reconstruction
+    total, rec, _ = vae.vae_loss(x, x + 1, torch.ones(4, 3), zero, beta=2.0)
+    assert float(rec) == pytest.approx(1.0) and float(total) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="reconstruction must be one of"):
+        vae.vae_loss(x, x, zero, zero, beta=1.0, reconstruction="median")
 
 
 def test_warmup_then_cosine_schedule():
@@ -69,7 +135,7 @@ def test_fit_separates_planted_tissues_and_keeps_the_best_epoch():
     assert vae.silhouette_by(z, y[te]) > 0.3
     # the returned weights are those of the best validation epoch
     best = hist["val_loss"].min()
-    assert vae.evaluate(model, x[va], SMALL.beta)["loss"] == pytest.approx(best, rel=1e-4)
+    assert vae.evaluate(model, x[va], SMALL.beta, reconstruction=SMALL.reconstruction)["loss"] == pytest.approx(best, rel=1e-4)
     # reconstruction beats predicting the (zero) mean
     assert vae.evaluate(model, x[te], SMALL.beta)["rmse"] < float(np.sqrt((x[te] ** 2).mean()))
 

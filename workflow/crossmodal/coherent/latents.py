@@ -48,7 +48,9 @@ def encode_modality(name: str, df: pd.DataFrame, labels: pd.DataFrame, s: dict, 
         if not va:
             log.warning("latents %s: no validation sample holds this modality; early stopping on training loss", name)
             va = tr
-        st = vae.VAESettings.from_dict({**s["autoencoder"], "latent": dim, "beta": 0.0})
+        # beta 0: a plain autoencoder; squared error summed over features, as before the shared VAE
+        # took reconstruction "mean" as its default (Adam makes the two nearly equivalent)
+        st = vae.VAESettings.from_dict({**s["autoencoder"], "latent": dim, "beta": 0.0, "reconstruction": "sum"})
         model, h = vae.fit(x[[pos[i] for i in tr]], x[[pos[i] for i in va]], st, seed=seed, progress=False)
         z = vae.encode(model, x)
         hist = h.assign(modality=name)

@@ -7,11 +7,16 @@ with early stopping on the validation loss, batch 128.  RNA-CDM uses the same mo
 hidden 6,000/4,000, latent 200 and Adam 3e-3.  Every size is a constructor / settings argument
 so both papers (and the toy config) use this one implementation.
 
-Loss (Equation 2 of RNA-GAN): reconstruction term + β·KL(q(z|x) || N(0, I)).  We take the
-Gaussian-likelihood form of the reconstruction term, the squared error summed over genes, and
-the KL summed over latent dimensions, both averaged over the batch.  (The paper names RMSE as
-the usual reconstruction loss but does not say how it is reduced; the authors' public code
-uses β = 0.0005 and input dropout, which we expose as settings but do not use by default.)
+Loss (Equation 2 of RNA-GAN; Equation 2 of RNA-CDM): reconstruction term + β·KL(q(z|x) || N(0, I)),
+the KL summed over latent dimensions and averaged over the batch.  Neither paper says how the
+reconstruction term is reduced over genes; both name the (root) mean squared error as the usual
+reconstruction loss (RNA-GAN STAR Methods "β VAE architecture ..."; RNA-CDM Methods "β-VAE for
+multi-cancer latent embedding generation") and the authors' public code uses ``F.mse_loss`` -
+the squared error averaged over genes - plus β·KL.  ``reconstruction="mean"`` (the default) is
+that: β = 0.005 then weighs the KL against a per-gene error.  ``reconstruction="sum"`` sums the
+squared error over genes (the Gaussian-likelihood form), which makes the same β about n_genes
+times weaker (~19,000x at RNA-GAN's 19,198 genes).  (The authors' public code also uses
+β = 0.0005 and input dropout, which we expose as settings but do not use by default.)
 """
 from __future__ import annotations
 
@@ -29,6 +34,13 @@ from crossmodal.steps import step
 log = logging.getLogger(__name__)
 
 
+RECONSTRUCTIONS = ("mean", "sum")
+
+
+class VAETrainingError(RuntimeError):
+    """The β-VAE training produced no usable model (e.g. the validation loss was never finite)."""
+
+
 @dataclass
 class VAESettings:
     """Hyperparameters; defaults are RNA-GAN's (STAR Methods)."""
@@ -44,11 +56,22 @@ class VAESettings:
     negative_slope: float = 0.01
     input_dropout: float = 0.0
     weight_decay: float = 0.0
+    reconstruction: str = "mean"  # "mean" (squared error averaged over genes) or "sum"
+
+    def __post_init__(self):
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"VAESettings: reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, "
+                             f"got {self.reconstruction!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VAESettings":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_dict(cls, d: dict, ignore=()) -> "VAESettings":
+        """Settings from a mapping; a key that is neither a setting nor in ``ignore`` is an error
+        (a misspelt hyperparameter must not fall back to its default silently)."""
+        unknown = sorted(k for k in d if k not in cls.__dataclass_fields__ and k not in ignore)
+        if unknown:
+            raise ValueError(f"VAE settings: unknown key(s) {', '.join(map(str, unknown))} "
+                             f"(known: {', '.join(cls.__dataclass_fields__)})")
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def _mlp(sizes: list[int], negative_slope: float) -> nn.Sequential:
@@ -93,9 +116,18 @@ class BetaVAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
-def vae_loss(x, recon, mu, logvar, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, reconstruction, KL), each averaged over the batch."""
-    rec = ((recon - x) ** 2).sum(dim=1).mean()
+def vae_loss(x, recon, mu, logvar, beta: float, reconstruction: str = "mean"
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, reconstruction, KL), each averaged over the batch.  The reconstruction term is the
+    squared error averaged (``"mean"``, the authors' ``F.mse_loss``) or summed (``"sum"``) over
+    genes; the KL is summed over latent dimensions."""
+    se = (recon - x) ** 2
+    if reconstruction == "mean":
+        rec = se.mean(dim=1).mean()
+    elif reconstruction == "sum":
+        rec = se.sum(dim=1).mean()
+    else:
+        raise ValueError(f"vae_loss: reconstruction must be one of {', '.join(RECONSTRUCTIONS)}, got {reconstruction!r}")
     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(dim=1).mean()
     return rec + beta * kl, rec, kl
 
@@ -122,7 +154,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: BetaVAE, x: np.ndarray | torch.Tensor, beta: float, batch_size: int = 512) -> dict:
+def evaluate(model: BetaVAE, x: np.ndarray | torch.Tensor, beta: float, batch_size: int = 512,
+             reconstruction: str = "mean") -> dict:
     """Loss terms and reconstruction errors (from μ, eval mode) on ``x`` (computed on the
     model's device)."""
     model.eval()
@@ -134,7 +167,7 @@ def evaluate(model: BetaVAE, x: np.ndarray | torch.Tensor, beta: float, batch_si
     for b in _batches(len(x), batch_size, None):
         xb = x[b]
         r, mu, lv = model(xb)
-        t, rr, kk = vae_loss(xb, r, mu, lv, beta)
+        t, rr, kk = vae_loss(xb, r, mu, lv, beta, reconstruction)
         n = len(b)
         tot += float(t) * n; rec += float(rr) * n; kl += float(kk) * n
         se += float(((r - xb) ** 2).sum()); ae += float((r - xb).abs().sum())
@@ -180,13 +213,13 @@ def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: 
         tl, nb = 0.0, 0
         for b in _batches(len(xt), s.batch_size, gen):
             r, mu, lv = model(xt[b])
-            loss, _, _ = vae_loss(xt[b], r, mu, lv, s.beta)
+            loss, _, _ = vae_loss(xt[b], r, mu, lv, s.beta, s.reconstruction)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             tl += loss.item(); nb += 1
         sched.step()
-        val = evaluate(model, x_val, s.beta)
+        val = evaluate(model, x_val, s.beta, reconstruction=s.reconstruction)
         rows.append({"epoch": epoch + 1, "train_loss": tl / max(nb, 1), "val_loss": val["loss"],
                      "val_rmse": val["rmse"], "lr": opt.param_groups[0]["lr"]})
         bar.set_postfix(train=f"{tl / max(nb, 1):.3g}", val=f"{val['loss']:.3g}")
@@ -198,6 +231,13 @@ def fit(x_train: np.ndarray, x_val: np.ndarray, settings: VAESettings, *, seed: 
             if since >= s.patience:
                 log.info("β-VAE: early stop at epoch %d (best val loss %.4g)", epoch + 1, best)
                 break
+    if best_state is None:
+        last = rows[-1] if rows else {}
+        raise VAETrainingError(
+            f"β-VAE: the validation loss was never finite in {len(rows)} epoch(s) (last train loss "
+            f"{last.get('train_loss', float('nan')):.4g}, val loss {last.get('val_loss', float('nan')):.4g}); "
+            "the training diverged - lower lr, check the z-scored input for extreme values, or "
+            f"use a smaller beta (lr {s.lr}, beta {s.beta}, reconstruction {s.reconstruction})")
     model.load_state_dict(best_state)
     model.eval()
     log.info("β-VAE: %d epochs, best validation loss %.4g", len(rows), best)
@@ -320,8 +360,12 @@ def silhouette_by(z: np.ndarray, labels) -> float:
     return float(silhouette_score(z, labels))
 
 
+# keys of config[paper]["vae"] (and of its models.*) that choose the data, not the network
+DATA_KEYS = ("datasets", "cohorts")
+
+
 def _step_settings(params) -> VAESettings:
-    return VAESettings.from_dict(params["vae"])
+    return VAESettings.from_dict(params["vae"], ignore=DATA_KEYS)
 
 
 def _set_threads(threads: int) -> None:
@@ -351,7 +395,7 @@ def train_vae_step(inputs, outputs, params, *, threads=1, log=None):
                       settings, seed=int(params["seed"]), device=params.get("device", "auto"))
     rows = []
     for s, ix in part.items():
-        m = evaluate(model, expr.loc[ix].to_numpy(np.float32), settings.beta)
+        m = evaluate(model, expr.loc[ix].to_numpy(np.float32), settings.beta, reconstruction=settings.reconstruction)
         z = encode(model, expr.loc[ix].to_numpy(np.float32))
         rows.append({"split": s, "n": len(ix), "rmse": m["rmse"], "mae": m["mae"], "loss": m["loss"],
                      "silhouette_cohort": silhouette_by(z, sp.loc[ix, "cohort"]),
