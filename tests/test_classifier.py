@@ -68,3 +68,44 @@ def test_bad_inputs_are_clear_errors():
         clf.train(clf.make_resnet("resnet18", 2), x[:4], y[:4], s, progress=False)
     with pytest.raises(ValueError, match="unknown classifier architecture"):
         clf.make_resnet("vgg16", 2)
+
+
+def test_validation_split_holds_out_whole_slides():
+    y = np.repeat([0, 1], 30)
+    groups = np.repeat(np.arange(12), 5)  # 12 slides of 5 tiles, 6 per class
+    tr, va = clf.validation_split(y, 0.2, seed=0, groups=groups)
+    assert len(tr) + len(va) == len(y) and len(va) > 0
+    assert not set(groups[tr]) & set(groups[va])  # no slide on both sides
+    assert set(y[va]) == {0, 1}  # stratified by class
+    # per tile (no groups) the same slides do land on both sides - the leak the groups prevent
+    tr2, va2 = clf.validation_split(y, 0.2, seed=0)
+    assert set(groups[tr2]) & set(groups[va2])
+    with pytest.raises(ValueError, match="1 slide"):
+        clf.validation_split(y, 0.2, seed=0, groups=np.zeros(len(y)))
+
+
+def test_train_with_slide_groups_and_streamed_tiles():
+    """train() takes the slide of each tile for its early-stopping split, and tiles as any object
+    decoding an index array (streamed from disk); the result equals training on the array."""
+    torch.set_num_threads(1)
+    x, y = _colour_tiles(12)
+    groups = np.repeat(np.arange(12), 2)
+    calls = []
+
+    class Streamed:
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, ii):
+            calls.append(len(np.atleast_1d(ii)))
+            return x[ii]
+
+    s = clf.TrainSettings(epochs=2, lr=1e-3, batch_size=8, val_fraction=0.25, image_size=32)
+    out = []
+    for tiles in (x, Streamed()):
+        torch.manual_seed(0)
+        m, hist = clf.train(clf.make_resnet("resnet18", 2), tiles, y, s, seed=0, progress=False, groups=groups)
+        assert all("val_loss" in h for h in hist)
+        out.append(clf.predict_proba(m, x, 32))
+    assert calls and max(calls) <= 64  # decoded in batches, never all at once
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)

@@ -75,8 +75,9 @@ def _device(device: str) -> torch.device:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, tiles: np.ndarray, image_size: int, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities (n, classes), computed on the device the model's weights are on."""
+def predict_proba(model: nn.Module, tiles, image_size: int, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (n, classes), computed on the device the model's weights are on;
+    ``tiles``: uint8 (n, H, W, 3) or an indexable that decodes batches of them (see :func:`train`)."""
     model.eval()
     dev = next(model.parameters()).device
     out = []
@@ -85,21 +86,69 @@ def predict_proba(model: nn.Module, tiles: np.ndarray, image_size: int, batch_si
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
-def train(model: nn.Module, tiles: np.ndarray, y: np.ndarray, s: TrainSettings, *, seed: int = 0,
-          val: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = True) -> tuple[nn.Module, list[dict]]:
+class TileSubset:
+    """A view of rows ``idx`` of ``base`` (a uint8 (n, H, W, 3) array, or any object that returns
+    such an array for an integer index array - e.g. tiles decoded on demand from an LMDB), so
+    the train / validation split copies no tile."""
+
+    def __init__(self, base, idx):
+        self.base, self.idx = base, np.asarray(idx, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key) -> np.ndarray:
+        ii = self.idx[key]
+        return self.base[np.atleast_1d(ii)] if np.ndim(ii) == 0 else self.base[ii]
+
+
+def _rows(tiles, idx):
+    """Rows ``idx`` of ``tiles``: a copy for an in-memory array, a :class:`TileSubset` view otherwise."""
+    return tiles[idx] if isinstance(tiles, np.ndarray) else TileSubset(tiles, idx)
+
+
+def validation_split(y: np.ndarray, val_fraction: float, seed: int, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices: a stratified ``val_fraction`` of the tiles, or - with
+    ``groups`` (the slide / patient of each tile) - of the groups, so that no slide has tiles
+    on both sides (a per-tile split lets early stopping score tiles whose neighbours it trained
+    on).  Grouped: StratifiedGroupKFold with round(1 / val_fraction) folds (at most one per
+    group), its first fold held out."""
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    y = np.asarray(y)
+    if groups is None:
+        return train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed, stratify=y)
+    groups = np.asarray(groups)
+    if len(groups) != len(y):
+        raise ValueError(f"classifier validation split: {len(groups)} groups for {len(y)} tiles")
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError(f"classifier validation split by slide: the tiles come from {n_groups} slide(s); "
+                         "a held-out slide needs at least 2 (set val_fraction 0 for no early stopping)")
+    k = int(min(max(round(1 / val_fraction), 2), n_groups))
+    tr, va = next(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups))
+    return tr, va
+
+
+def train(model: nn.Module, tiles, y: np.ndarray, s: TrainSettings, *, seed: int = 0,
+          val: tuple | None = None, progress: bool = True, groups=None) -> tuple[nn.Module, list[dict]]:
     """Train with AdamW; early stopping on the validation loss (``val`` given, or a stratified
-    ``val_fraction`` of the training tiles; ``val_fraction`` 0 with no ``val`` = no early
-    stopping).  Returns the best model and per-epoch history."""
-    from sklearn.model_selection import train_test_split
+    ``val_fraction`` of the training tiles - of their slides when ``groups`` (slide or patient
+    per tile) is given; ``val_fraction`` 0 with no ``val`` = no early stopping).  ``tiles``:
+    uint8 (n, H, W, 3), or an object that decodes such an array for an index array (tiles
+    streamed from disk).  Returns the best model and per-epoch history."""
     from tqdm.auto import tqdm
 
     y = np.asarray(y)
     if len(set(y.tolist())) < 2:
         raise ValueError(f"classifier training needs at least 2 classes, got {sorted(set(y.tolist()))}")
     if val is None and s.val_fraction > 0:
-        tr, va = train_test_split(np.arange(len(y)), test_size=s.val_fraction, random_state=seed, stratify=y)
-        val = (tiles[va], y[va])
-        tiles, y = tiles[tr], y[tr]
+        tr, va = validation_split(y, s.val_fraction, seed, groups)
+        if len(set(y[tr].tolist())) < 2:
+            raise ValueError("classifier: the training part of the validation split holds one class only "
+                             f"({len(tr)} tiles); more slides per class are needed")
+        val = (TileSubset(tiles, va), y[va])
+        tiles, y = TileSubset(tiles, tr), y[tr]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # CPU stream: same shuffles and flips on any device
     dev = _device(s.device)
@@ -178,8 +227,9 @@ def cross_validate(tiles: np.ndarray, y: np.ndarray, make_model, s: TrainSetting
     rows, cm = [], np.zeros((k, k), dtype=int)
     for f, (tr, te) in enumerate(splitter):
         torch.manual_seed(seed + f)  # the initial weights (train() seeds only what follows)
-        model, _ = train(make_model(), tiles[tr], y[tr], s, seed=seed + f, progress=progress)
-        p = predict_proba(model, tiles[te], s.image_size)
+        model, _ = train(make_model(), _rows(tiles, tr), y[tr], s, seed=seed + f, progress=progress,
+                         groups=None if groups is None else np.asarray(groups)[tr])
+        p = predict_proba(model, _rows(tiles, te), s.image_size)
         sc = scores(y[te], p)
         sc["fold"] = f + 1
         sc["confusion"] = confusion_matrix(y[te], p.argmax(1), labels=np.arange(k))
