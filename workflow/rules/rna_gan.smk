@@ -192,6 +192,12 @@ rule evaluate_rna_gan_generators:
     conda:
         "../../envs/torch.yaml"
     threads: 1
+    resources:
+        # paper scale: Inception features of up to features.max_tiles (60k) tiles per tissue and
+        # source (real + 3 generators); one set of decoded 256 px tiles (~12 GB) is held at a time
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=32000,
     params:
         tissues=RG["tissues"],
         variants=["gan", "rna_gan", "control"],
@@ -200,6 +206,7 @@ rule evaluate_rna_gan_generators:
         max_tiles=RG["features"]["max_tiles"],
         real_splits=RG["features"]["real_splits"],
         silhouette_max_tiles=RG["features"]["silhouette_max_tiles"],
+        silhouette_permutations=RG["features"]["silhouette_permutations"],
         device=config["device"],
         seed=config["seed"],
     script:
@@ -328,7 +335,11 @@ rule classify_rna_gan_external_tiles:
         "../../envs/torch.yaml"
     threads: 1
     resources:
+        # paper scale: ~400k real 256 px training tiles, streamed from their LMDBs above 4 GB
+        # (crossmodal.rna_gan.evaluate.IN_MEMORY_MAX_BYTES), 10 epochs of a ResNet-18
         gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=16000,
     params:
         tissues=RG["tissues"],
         classifier=RG["classifier"],

@@ -66,17 +66,14 @@ def spread_pick(groups, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([m[:q] for m, q in zip(members, quota)]).astype(np.int64))
 
 
-def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None, seed: int = 0,
-               max_total: int | None = None):
-    """Tiles of ``lmdbs`` as uint8 (n, s, s, 3), resized to ``size``; returns (tiles, sample of
-    each tile).  ``max_per_source``: at most that many random tiles per LMDB; ``max_total``: at
-    most that many in all, spread evenly over the patients (:func:`spread_pick`, seeded).  The
-    subset is chosen from the metadata first and only the chosen tiles are decoded."""
+def select_tiles(lmdbs, max_per_source: int | None = None, seed: int = 0, max_total: int | None = None):
+    """(TileDataset of ``lmdbs``, chosen tile indices, sample of each) - the choice of
+    :func:`load_tiles`, from the metadata only (nothing decoded); None for no LMDB."""
     from crossmodal.data import TileDataset
 
     lmdbs = _list(lmdbs)
     if not lmdbs:
-        return np.zeros((0, size or 1, size or 1, 3), np.uint8), np.array([], dtype=object)
+        return None, np.zeros(0, np.int64), np.array([], dtype=object)
     ds = TileDataset(lmdbs)
     rng = np.random.default_rng(seed)
     idx = []
@@ -88,11 +85,59 @@ def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None
     idx = np.concatenate(idx)
     if max_total is not None and len(idx) > max_total:
         idx = idx[spread_pick(tile_samples(ds)[idx], int(max_total), seed)]
-    tiles = np.stack([ds[int(i)] for i in idx]) if len(idx) else np.zeros((0, 1, 1, 3), np.uint8)
     samples = np.array([ds.meta(int(i))["sample"] for i in idx], dtype=object)
+    return ds, idx.astype(np.int64), samples
+
+
+def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None, seed: int = 0,
+               max_total: int | None = None):
+    """Tiles of ``lmdbs`` as uint8 (n, s, s, 3), resized to ``size``; returns (tiles, sample of
+    each tile).  ``max_per_source``: at most that many random tiles per LMDB; ``max_total``: at
+    most that many in all, spread evenly over the patients (:func:`spread_pick`, seeded).  The
+    subset is chosen from the metadata first and only the chosen tiles are decoded."""
+    ds, idx, samples = select_tiles(lmdbs, max_per_source, seed, max_total)
+    if ds is None:
+        return np.zeros((0, size or 1, size or 1, 3), np.uint8), samples
+    tiles = np.stack([ds[int(i)] for i in idx]) if len(idx) else np.zeros((0, 1, 1, 3), np.uint8)
     if size is not None:
         tiles = resize_uint8(tiles, size)
     return tiles, samples
+
+
+class LazyTiles:
+    """Tiles ``idx`` of a TileDataset, decoded (and resized to ``size``) only when indexed:
+    ``lazy[array or slice]`` -> uint8 (k, s, s, 3).  Lets a classifier train on more tiles than
+    fit in memory (a paper-scale training set is ~400,000 tiles of 256 px, ~76 GB decoded)."""
+
+    def __init__(self, ds, idx, size: int | None = None):
+        self.ds, self.idx, self.size = ds, np.asarray(idx, dtype=np.int64), size
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key) -> np.ndarray:
+        ii = np.atleast_1d(self.idx[key])
+        if not len(ii):
+            return np.zeros((0, self.size or 1, self.size or 1, 3), np.uint8)
+        tiles = np.stack([self.ds[int(i)] for i in ii])
+        return resize_uint8(tiles, self.size) if self.size is not None else tiles
+
+
+# a tile set larger than this (decoded, at the size it is used) is streamed from its LMDB
+# instead of held in memory (an engineering limit, not a hyperparameter: the tiles and the
+# results are the same either way)
+IN_MEMORY_MAX_BYTES = 4 * 1024 ** 3
+
+
+def tile_set(ds, idx, size: int, max_bytes: int = IN_MEMORY_MAX_BYTES):
+    """The tiles ``idx`` of ``ds`` at ``size`` px: decoded into memory when they take at most
+    ``max_bytes``, else a :class:`LazyTiles` that decodes each batch on demand."""
+    lazy = LazyTiles(ds, idx, size)
+    if len(idx) * size * size * 3 > max_bytes:
+        logging.getLogger(__name__).info("%d tiles of %d px (%.1f GB) are streamed from %s, not held in memory",
+                                         len(idx), size, len(idx) * size * size * 3 / 1024 ** 3, ds.paths[0])
+        return lazy
+    return lazy[:]
 
 
 def resize_uint8(tiles: np.ndarray, size: int) -> np.ndarray:
@@ -146,15 +191,51 @@ SOURCE_TITLES = {"real": "real tiles (Fig. 3B)", "gan": "GAN (Fig. 3C)", "rna_ga
                  "control": "narrow-noise control (Fig. 4C)"}
 
 
+def silhouettes_permuted(x: np.ndarray, lab, n_perm: int = 0, seed: int = 0,
+                         block: int = 1024) -> tuple[float, np.ndarray]:
+    """Silhouette (Euclidean) of ``x`` by ``lab`` and of ``n_perm`` seeded permutations of the
+    labels (the null of no tissue structure).  Returns (observed, null values).  The distances
+    are computed in row blocks and reused for every labelling (one matrix product per block),
+    so memory stays O(block * n) and the permutations cost about as much as the score."""
+    x = np.asarray(x, dtype=np.float64)
+    _, codes = np.unique(np.asarray(lab, dtype=str), return_inverse=True)
+    n, k = len(codes), int(codes.max()) + 1
+    rng = np.random.default_rng(seed)
+    labellings = [codes] + [rng.permutation(codes) for _ in range(int(n_perm))]
+    m = len(labellings)
+    onehot = np.zeros((n, m * k), dtype=np.float64)
+    for j, c in enumerate(labellings):
+        onehot[np.arange(n), j * k + c] = 1.0
+    counts = np.bincount(codes, minlength=k).astype(np.float64)  # a permutation keeps them
+    sq = (x * x).sum(1)
+    total = np.zeros(m)
+    for i0 in range(0, n, block):
+        xb = x[i0:i0 + block]
+        d = np.sqrt(np.maximum(sq[i0:i0 + block, None] + sq[None, :] - 2.0 * xb @ x.T, 0.0))
+        d[np.arange(len(xb)), np.arange(i0, i0 + len(xb))] = 0.0
+        sums = (d @ onehot).reshape(len(xb), m, k)  # summed distance to each cluster, per labelling
+        own = np.stack([c[i0:i0 + len(xb)] for c in labellings], axis=1)  # (rows, m)
+        own_n = counts[own]
+        a = np.take_along_axis(sums, own[..., None], axis=2)[..., 0] / np.maximum(own_n - 1, 1)
+        mean_other = sums / counts[None, None, :]
+        np.put_along_axis(mean_other, own[..., None], np.inf, axis=2)
+        b = mean_other.min(axis=2)
+        sil = np.where(own_n > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)  # sklearn: 0 for a singleton
+        total += sil.sum(axis=0)
+    vals = total / n
+    return float(vals[0]), vals[1:]
+
+
 def tissue_silhouettes(feats: dict, tissues: list[str], sources: list[str], *, max_tiles: int | None = None,
-                       seed: int = 0) -> pd.DataFrame:
+                       seed: int = 0, permutations: int = 0) -> pd.DataFrame:
     """Silhouette by tissue of each source's tile features (``feats[(tissue, source)]``: (n, d)
     extractor features; Euclidean, on the features, not on a UMAP): how far apart the tissues lie
     among that source's tiles (real; each generator).  ``max_tiles``: score a seeded subset of
     at most that many tiles per source, spread evenly over the tissues (the score is O(n²));
-    nan where a tissue has fewer than 2 tiles."""
-    from sklearn.metrics import silhouette_score
-
+    nan where a tissue has fewer than 2 tiles.  ``permutations`` > 0 adds a label-permutation
+    test: the silhouette of the same tiles under that many random tissue labellings (the null
+    of no tissue difference), its mean and 95th percentile, and the one-sided p-value
+    (1 + #null >= observed) / (1 + permutations)."""
     rows = []
     for k, src in enumerate(sources):
         missing = [t for t in tissues if (t, src) not in feats]
@@ -167,9 +248,20 @@ def tissue_silhouettes(feats: dict, tissues: list[str], sources: list[str], *, m
             keep = spread_pick(lab, int(max_tiles), seed + k)
             x, lab = x[keep], lab[keep]
         ok = len(tissues) >= 2 and all((lab == t).sum() >= 2 for t in tissues)
-        sil = float(silhouette_score(x, lab)) if ok else float("nan")
-        rows.append({"source": src, "silhouette_by_tissue": sil, "n_scored": int(len(x)),
-                     "n_tiles": ",".join(f"{t}:{counts[t]}" for t in tissues)})
+        row = {"source": src}
+        if ok:
+            sil, null = silhouettes_permuted(x, lab, int(permutations), seed + 1000 + k)
+        else:
+            sil, null = float("nan"), np.zeros(0)
+        row["silhouette_by_tissue"] = sil
+        if permutations:
+            fin = len(null) > 0
+            row.update({"null_mean": float(null.mean()) if fin else float("nan"),
+                        "null_q95": float(np.quantile(null, 0.95)) if fin else float("nan"),
+                        "p_permutation": float((1 + (null >= sil - 1e-12).sum()) / (1 + len(null))) if fin else float("nan"),
+                        "permutations": int(permutations)})
+        row.update({"n_scored": int(len(x)), "n_tiles": ",".join(f"{t}:{counts[t]}" for t in tissues)})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -261,6 +353,7 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
         fr = extract_features(real, extractor)
         feats[(t, "real")] = fr
         real_sd = within_patient_sd(real, real_s)
+        del real  # only its features are needed from here (paper scale: up to max_tiles 256 px tiles, ~12 GB)
         for j, v in enumerate(variants):
             fake, fake_s = load_tiles(gen_paths[i * len(variants) + j], size, seed=seed, max_total=max_tiles)
             ff = extract_features(fake, extractor)
@@ -276,7 +369,8 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
     write_table(outputs["fid"], pd.DataFrame(rows), index=False)
 
     sources = ["real"] + variants
-    sil = tissue_silhouettes(feats, tissues, sources, max_tiles=params.get("silhouette_max_tiles"), seed=seed)
+    sil = tissue_silhouettes(feats, tissues, sources, max_tiles=params.get("silhouette_max_tiles"), seed=seed,
+                             permutations=int(params.get("silhouette_permutations", 0)))
     sil["extractor"], sil["comparable"] = ext, note
     for r in sil.itertuples():
         lg.info("%s tiles: silhouette by tissue %.3f (%s features, %d tiles scored)", r.source,
@@ -404,20 +498,28 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     c, seed, tissues = params["classifier"], int(params["seed"]), list(params["tissues"])
     train_splits = list(c.get("real_splits", ["train", "val"]))
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
-    xs, ys = [], []
+    size, per_slide = int(c["image_size"]), int(c["max_tiles_per_slide"])
+    sel = []
     for k, t in enumerate(tissues):
         l = split_lmdbs(inputs["real"], splits, t, train_splits)
         if not l:
             raise ValueError(f"no real tile LMDB of a {t} patient in splits {train_splits} (config "
                              f"rna_gan.classifier.real_splits) among {len(_list(inputs['real']))} given")
-        tiles, _ = load_tiles(l, int(c["image_size"]), int(c["max_tiles_per_slide"]), seed)
-        xs.append(tiles); ys.append(np.full(len(tiles), k))
-    x, y = np.concatenate(xs), np.concatenate(ys)
+        sel.append(l)
+    # one TileDataset over every training LMDB; tiles are decoded per batch when the set is
+    # large (paper scale) instead of all at once
+    lm = [p for l in sel for p in l]
+    ds, idx, samples = select_tiles(lm, per_slide, seed)
+    src_tissue = np.concatenate([np.full(len(l), k) for k, l in enumerate(sel)])
+    y = src_tissue[ds.source_index[idx]]
+    x = tile_set(ds, idx, size)
+    # the validation tiles for early stopping are whole samples (no slide on both sides)
+    groups = samples
     s = clf.TrainSettings(epochs=int(c["epochs"]), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
                           batch_size=int(c["batch_size"]), val_fraction=float(c["val_fraction"]),
                           image_size=int(c["image_size"]), device=params.get("device", "cpu"))
     torch.manual_seed(seed)  # the ResNet's initial weights (clf.train seeds only after building it)
-    model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), None), x, y, s, seed=seed)
+    model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), None), x, y, s, seed=seed, groups=groups)
     common = {"arch": c["arch"], "n_train_tiles": int(len(y)), "train_splits": ",".join(train_splits),
               "chance": 1 / len(tissues), "epochs_run": len(hist)}
 
@@ -445,11 +547,11 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
         l = [p for p in split_lmdbs(inputs["real"], splits, t, ["test"]) if p not in
              split_lmdbs(inputs["real"], splits, t, train_splits)]
         if l:
-            tiles, _ = load_tiles(l, int(c["image_size"]), int(c["max_tiles_per_slide"]), seed)
-            rx.append(tiles); ry.append(np.full(len(tiles), k))
+            rx += l; ry.append(np.full(len(l), k))
     if rx:
+        rds, ridx, _ = select_tiles(rx, per_slide, seed)
         rows.append({"evaluation": "real_heldout", "tiles": "real tiles of the test-split donors",
-                     **scored(np.concatenate(ry), np.concatenate(rx)),
+                     **scored(np.concatenate(ry)[rds.source_index[ridx]], tile_set(rds, ridx, size)),
                      **common})
     held = _list(inputs.get("heldout") or [])
     if held:
@@ -459,14 +561,17 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
             d = TileDataset(p)
             ii = [i for i in range(len(d)) if d.meta(i).get("sample") in test]
             if ii:
-                hx.append(np.stack([d[i] for i in ii])); hy.append(np.array([label(d, i, "cohort") for i in ii]))
+                hy.append(np.array([label(d, i, "cohort") for i in ii]))
+                hx.append(clf.predict_proba(model, LazyTiles(d, ii), s.image_size))
         if not hx:
             raise ValueError(f"{', '.join(held)}: no tiles generated for a test-split donor; the held-out "
                              f"evaluation needs 'test' in config rna_gan.features.real_splits")
-        hx, hy = np.concatenate(hx), np.concatenate(hy)
+        p = np.concatenate(hx)
+        calls = np.bincount(p.argmax(1), minlength=len(tissues))
         rows.append({"evaluation": "heldout_donors",
                      "tiles": "RNA-GAN tiles from the expression of the test-split donors (real tiles unseen)",
-                     **scored(hy, hx), **common})
+                     **clf.scores(np.concatenate(hy), p), "_majority": int(calls.argmax()),
+                     "_share": float(calls.max() / max(len(p), 1)), **common})
     for r in rows:
         # the classifier's most frequent call and its share: 1.0 = every tile given one class,
         # so the accuracy is the chance level by construction whatever the AUC
