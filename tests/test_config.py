@@ -165,3 +165,20 @@ def test_toy_leak_check_can_fail(monkeypatch):
         return d
     monkeypatch.setattr(yaml, "safe_load", drop_steps)
     assert "rna_cdm.train.steps" in toy_leaks("rna_cdm.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"rna_cdm": {"lowres_blur_kernel": 4}}, "rna_cdm.lowres_blur_kernel (4) must be odd"),
+    ({"rna_cdm": {"sampler": {"S_tmin": 50.0, "S_tmax": 0.05}}}, "rna_cdm.sampler.S_tmin (50.0) must be below"),
+    ({"rna_cdm": {"sampler": {"S_tmin": 1.0, "S_tmax": 1.0}}}, "rna_cdm.sampler.S_tmin (1.0) must be below"),
+    ({"rna_cdm": {"sr_unet": {"image_size": 16}}}, "rna_cdm.sr_unet.image_size (16) must exceed "
+                                                   "rna_cdm.base_unet.image_size (16)"),
+])
+def test_rna_cdm_cascade_settings_are_checked_before_training(override, message):
+    """Settings that would fail (or silently misbehave) only once training or sampling starts
+    are refused when the config is loaded, naming the key."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(override, path=REPO / "config" / "config.yaml")
+    # the shipped toy and paper values pass
+    load_config({"rna_cdm": {"lowres_blur_kernel": 5, "sampler": {"S_tmin": 0.05, "S_tmax": 50.0}}},
+                path=REPO / "config" / "config.yaml")

@@ -91,6 +91,7 @@ def validate(instance: dict, schema_file: str | Path, what: str = "config") -> d
         raise ConfigError(_message(errors[0], what))
     _check_diffusion_schedules(instance, what)
     _check_pathgen_conformal(instance, what)
+    _check_rna_cdm_cascade(instance, what)
     return instance
 
 
@@ -107,6 +108,27 @@ def _check_pathgen_conformal(instance: dict, what: str) -> None:
     if "risk_min" in cf and "risk_max" in cf and not cf["risk_min"] < cf["risk_max"]:
         raise ConfigError(f"{what}: pathgen.conformal.risk_min ({cf['risk_min']}) must be below risk_max "
                           f"({cf['risk_max']})")
+
+
+def _check_rna_cdm_cascade(instance: dict, what: str) -> None:
+    """RNA-CDM's cascade settings that only make sense together, checked before any training:
+    the low-resolution blur kernel is centred (odd size), the Karras sampler's churn window is
+    non-empty (S_tmin < S_tmax) and the super-resolution stage enlarges the base tiles."""
+    rc = instance.get("rna_cdm") if isinstance(instance, dict) else None
+    if not isinstance(rc, dict):
+        return
+    k = rc.get("lowres_blur_kernel")
+    if isinstance(k, int) and k % 2 == 0:
+        raise ConfigError(f"{what}: rna_cdm.lowres_blur_kernel ({k}) must be odd: the Gaussian blur of the "
+                          "upsampled low-resolution image needs a centred kernel")
+    smp = rc.get("sampler") or {}
+    if "S_tmin" in smp and "S_tmax" in smp and not smp["S_tmin"] < smp["S_tmax"]:
+        raise ConfigError(f"{what}: rna_cdm.sampler.S_tmin ({smp['S_tmin']}) must be below rna_cdm.sampler.S_tmax "
+                          f"({smp['S_tmax']}): churn is added only for S_tmin <= sigma <= S_tmax")
+    base, sr = (rc.get("base_unet") or {}).get("image_size"), (rc.get("sr_unet") or {}).get("image_size")
+    if base is not None and sr is not None and not sr > base:
+        raise ConfigError(f"{what}: rna_cdm.sr_unet.image_size ({sr}) must exceed rna_cdm.base_unet.image_size "
+                          f"({base}): the super-resolution stage enlarges the base tiles")
 
 
 # DDPM settings of the pipeline config: (section path, keys).  Sampling starts from pure noise

@@ -9,7 +9,8 @@ R = (mean between-group rank - mean within-group rank) / (n (n - 1) / 4) over th
 condensed distance matrix, with a permutation p-value (permutations + 1 in the denominator,
 the convention of scikit-bio and vegan).
 
-Public names: ``ranksum``, ``ttest``, ``correlation``, ``anosim``, ``adjust``.
+Public names: ``ranksum``, ``ttest``, ``greater_than``, ``tost``, ``correlation``, ``anosim``,
+``adjust``.
 """
 from __future__ import annotations
 
@@ -34,11 +35,21 @@ def ranksum(x, y, *, alternative: str = "two-sided", label: str = "") -> dict:
 
 
 def ttest(x, y, *, paired: bool = False, equal_var: bool = False, label: str = "") -> dict:
-    """Paired (``ttest_rel``) or unpaired (Welch by default, ``ttest_ind``) t-test."""
+    """Paired (``ttest_rel``) or unpaired (Welch by default, ``ttest_ind``) t-test.
+
+    Paired, with fewer than 2 pairs the p-value is NaN; with constant differences (zero variance,
+    where scipy returns NaN) it is decided exactly: p 0 for a non-zero shift, 1 for none."""
     a, b = _clean("ttest: x", x), _clean("ttest: y", y)
     if paired:
         if len(a) != len(b):
             raise ValueError(f"ttest: paired samples differ in length ({len(a)} vs {len(b)})")
+        d = a - b
+        if len(d) < 2 or np.ptp(d) == 0:
+            p = np.nan if len(d) < 2 else (0.0 if d[0] != 0 else 1.0)
+            t = np.nan if len(d) < 2 else (np.sign(d[0]) * np.inf if d[0] != 0 else 0.0)
+            return {"test": "paired_t", "label": label, "statistic": float(t), "p_value": float(p),
+                    "n_x": len(a), "n_y": len(b), "mean_x": float(a.mean()) if len(a) else np.nan,
+                    "mean_y": float(b.mean()) if len(b) else np.nan}
         r = _st.ttest_rel(a, b)
         name = "paired_t"
     else:
@@ -46,6 +57,39 @@ def ttest(x, y, *, paired: bool = False, equal_var: bool = False, label: str = "
         name = "student_t" if equal_var else "welch_t"
     return {"test": name, "label": label, "statistic": float(r.statistic), "p_value": float(r.pvalue),
             "n_x": len(a), "n_y": len(b), "mean_x": float(a.mean()), "mean_y": float(b.mean())}
+
+
+def _greater(d: np.ndarray, mu: float) -> float:
+    """p of H0 mean(d) <= mu vs H1 mean(d) > mu (one-sample t); constant ``d`` decided exactly."""
+    if len(d) < 2:
+        return float("nan")
+    if np.ptp(d) == 0:
+        return 0.0 if d[0] > mu else 1.0
+    return float(_st.ttest_1samp(d, mu, alternative="greater").pvalue)
+
+
+def greater_than(x, level: float, *, label: str = "") -> dict:
+    """One-sided one-sample t-test that the mean of ``x`` exceeds ``level`` (e.g. fold accuracies
+    above chance)."""
+    a = _clean("greater_than: x", x)
+    return {"test": "one_sample_t_greater", "label": label, "statistic": float(a.mean() - level) if len(a) else np.nan,
+            "p_value": _greater(a, float(level)), "n_x": len(a), "n_y": 0, "level": float(level)}
+
+
+def tost(x, y, margin: float, *, label: str = "") -> dict:
+    """Paired equivalence test (two one-sided t-tests, Schuirmann 1987): H0 |mean(x - y)| >=
+    ``margin``; ``p_value`` is the larger one-sided p (equivalent at level α when p <= α).
+    ``statistic`` is the mean difference.  (statsmodels' ``ttost_paired`` computes the same but
+    returns NaN for constant differences, which are decided exactly here.)"""
+    if not margin > 0:
+        raise ValueError(f"tost {label}: the equivalence margin must be > 0, got {margin}")
+    a, b = _clean("tost: x", x), _clean("tost: y", y)
+    if len(a) != len(b):
+        raise ValueError(f"tost {label}: paired samples differ in length ({len(a)} vs {len(b)})")
+    d = a - b
+    p = max(_greater(d, -margin), _greater(-d, -margin)) if len(d) >= 2 else float("nan")
+    return {"test": "tost_paired", "label": label, "statistic": float(d.mean()) if len(d) else np.nan,
+            "p_value": p, "n_x": len(a), "n_y": len(b), "margin": float(margin)}
 
 
 def correlation(x, y, *, method: str = "pearson", label: str = "") -> dict:

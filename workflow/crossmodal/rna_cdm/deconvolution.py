@@ -6,28 +6,46 @@ fractions with CIBERSORTx.  CIBERSORTx is closed software (web portal / licensed
 this module uses an open stand-in against a signature matrix named in config
 (``rna_cdm.deconvolution.signature``):
 
-* ``nu_svr`` (default; CIBERSORT's method, Newman et al. 2015): the mixture and signature are
-  z-scored over the whole matrix, a linear-kernel ν-SVR (``sklearn.svm.NuSVR``) is fit for
-  ν in {0.25, 0.5, 0.75}, the ν with the lowest RMSE of the reconstructed mixture is kept,
-  negative coefficients are set to 0 and the rest normalised to sum 1;
+* ``nu_svr`` (default; CIBERSORT's method, Newman et al. 2015): a linear-kernel ν-SVR
+  (``sklearn.svm.NuSVR``, C = 1) is fit for ν in {0.25, 0.5, 0.75}, the ν with the lowest RMSE
+  of the reconstructed mixture is kept, negative coefficients are set to 0 and the rest
+  normalised to sum 1.  Two departures from CIBERSORT's code, both needed for the model
+  ``mixture = signature @ fractions`` to hold: (i) no intercept - libsvm always fits one, so
+  the fit runs on the data plus its mirror image ``(-x, -y)``, whose optimal intercept is 0 and
+  whose weights are exactly those of the intercept-free ν-SVR; with an intercept, a signature
+  whose rows all sum to the same value (the shipped marker signature: 1.0 + 3 x 0.05) makes the
+  intercept collinear with the columns and the fractions unidentifiable (noise-free
+  (.5, .2, .1, .2) came back as (.72, -.14, -.43, -.14) before clipping); (ii) mixture and signature are scaled to unit
+  root-mean-square instead of z-scored, since centring adds an intercept of its own;
 * ``nnls``: non-negative least squares (``scipy.optimize.nnls``) on the linear mixture,
   normalised to sum 1.
 
-Genes are weighted equally: each gene's signature row and mixture row are divided by the gene's
-mean bulk expression (a weighted least-squares fit of the same model; otherwise the most highly
-expressed genes decide the fit).
+Both fit a weighted model: each gene's signature row and mixture row are divided by the gene's
+mean bulk expression, so that every gene's relative error counts equally rather than the most
+highly expressed genes deciding the fit.  The weighting does not remove the signature's
+levels from the model: a signature row states how much of the gene each cell type expresses,
+and a gene expressed at a different level than the signature says (relative to the other
+genes) is model error.  The hand-made marker signature puts every marker at 1.0 in its own
+class, so real differences between its markers' levels are such error; the ten markers per
+class average it out (tests/test_rna_cdm.py recovers planted fractions with r > 0.9 from bulk
+whose marker levels scatter 1.65-fold (log-normal sd 0.5) around the signature's).
 
 Signature columns are grouped into the four classes by ``rna_cdm.deconvolution.classes``; a
 class mapped to no column (the toy cohort plants no endothelial cells) is reported as absent
 (NaN, with a note), never as 0.  Columns mapped to no class (the toy's necrotic cells) take part
 in the fit and in the denominator of the fractions.
 
-Perturbation (Supplementary Figure 4): the expression attributable to one class in a sample is
-the bulk split gene by gene in proportion to the fitted model,
-``bulk[g] * sum_{c in class} S[g, c] f[c] / sum_c S[g, c] f[c]`` (genes outside the signature:
-``bulk[g] * f[class]``), rescaled to the bulk's library size and then normalised exactly as the
-real input (log2(x + 1), z-scored with the training split's scaler) before the β-VAE encodes it.
-This approximates CIBERSORTx's high-resolution (cell-type-specific expression) mode.
+Perturbation (Supplementary Figure 4; CIBERSORTx's cell-type-specific expression):
+:func:`cell_type_profiles` estimates every gene's expression in each signature column - per
+gene, non-negative least squares of the library-normalised bulk of the *training* samples on
+their deconvolved fractions (the linear mixture model of CIBERSORTx's group mode, so genes
+outside the signature get a profile too).  The expression attributable to a class in a sample
+is the sample's bulk split gene by gene in proportion to that model,
+``bulk[g] * sum_{c in class} f[c] G[g, c] / sum_c f[c] G[g, c]``, rescaled to the bulk's library
+size and then normalised exactly as the real input (log2(x + 1), z-scored with the training
+split's scaler) before the β-VAE encodes it: genes the class expresses more than the other
+cell types rise, the others fall.  A sample whose deconvolved fraction of the class is 0 has no
+such expression; the perturbation leaves it out of that condition and says so in its table.
 """
 from __future__ import annotations
 
@@ -48,7 +66,36 @@ COUNTED = {"epithelial": "neoplastic", "fibroblast": "connective", "endothelial"
 #: toy truth columns (results/toy/truth/patients.tsv) summed into each class
 TOY_TRUTH = {"epithelial": ["tumour", "normal_epithelial"], "fibroblast": ["connective"],
              "endothelial": [], "haematopoietic": ["lymphocyte"]}
+#: Results / Supplementary Figure 4: the counted type's change per cancer type ("all": every type)
+PAPER_SUPPL4 = {"fibroblast": {"all": "higher"},
+                "haematopoietic": {"TCGA-LUAD": "higher", "TCGA-KIRP": "higher", "TCGA-COAD": "same",
+                                   "TCGA-CESC": "same", "TCGA-GBM": "lower"}}
+PAPER_SUPPL4_TEXT = {"fibroblast": "higher in all five cancer types",
+                     "haematopoietic": "higher in LUAD, KIRP; same in COAD, CESC; lower in GBM",
+                     "epithelial": "-", "endothelial": "-"}
 CIBERSORTX_NOTE = ("open stand-in for CIBERSORTx (closed software): {method} against {signature}")
+
+
+def paper_direction(perturbation: str, scope: str) -> str:
+    """The paper's direction (higher / same / lower, or "-") of the counted type for one
+    perturbation in one scope (a cancer type or "all")."""
+    d = PAPER_SUPPL4.get(perturbation, {})
+    return d.get(scope) or (d.get("all") if scope != "all" else None) or "-"
+
+
+def suppl4_holds(direction: str, difference: float, p_value: float, tost_p_value: float, alpha: float):
+    """Whether a perturbation row goes the paper's way: ``higher`` / ``lower`` need the mean
+    difference of that sign with paired t p ≤ ``alpha``; ``same`` needs the equivalence test
+    (TOST within the configured margin) at p ≤ ``alpha``; anything else is n/a."""
+    from crossmodal import reproduction as rp
+
+    if direction == "higher":
+        return rp.holds(difference > 0 and p_value <= alpha, difference, p_value)
+    if direction == "lower":
+        return rp.holds(difference < 0 and p_value <= alpha, difference, p_value)
+    if direction == "same":
+        return rp.holds(tost_p_value <= alpha, tost_p_value)
+    return rp.NA
 
 
 def _list(x) -> list[str]:
@@ -83,12 +130,43 @@ def _weights(mix: np.ndarray) -> np.ndarray:
     return np.where(m > 0, 1.0 / np.where(m > 0, m, 1.0), 0.0)
 
 
+def _nu_svr(S: np.ndarray, m: np.ndarray, nus) -> np.ndarray:
+    """Non-negative coefficients ``c`` of ``m ≈ S c`` by linear ν-SVR without intercept (module
+    doc), on the scale of ``S`` and ``m``; the ν whose fit reconstructs ``m`` best is kept."""
+    from sklearn.svm import NuSVR
+
+    # scaled to unit root-mean-square, not centred: centring adds an intercept to the model
+    s_sd, m_sd = float(np.sqrt(np.mean(S ** 2))) or 1.0, float(np.sqrt(np.mean(m ** 2))) or 1.0
+    Sz, mz = S / s_sd, m / m_sd
+    # mirrored copies (x, y) and (-x, -y): the optimal intercept is then 0 and the weights are those
+    # of the same ν-SVR fitted without intercept (libsvm always fits one)
+    X, y = np.vstack([Sz, -Sz]), np.concatenate([mz, -mz])
+    best = None
+    for nu in nus:
+        coef = np.clip(NuSVR(kernel="linear", nu=float(nu), C=1.0).fit(X, y).coef_.ravel(), 0, None)
+        rmse = float(np.sqrt(np.mean((Sz @ coef - mz) ** 2))) if coef.sum() > 0 else np.inf
+        if best is None or rmse < best[0]:
+            best = (rmse, coef)
+    return best[1] * m_sd / s_sd
+
+
+def _fit(S: np.ndarray, M: np.ndarray, method: str, nus) -> np.ndarray:
+    """Coefficients (samples x columns) of every mixture column of ``M`` (genes x samples)."""
+    from scipy.optimize import nnls
+
+    if method == "nnls":
+        return np.array([nnls(S, M[:, j])[0] for j in range(M.shape[1])]).reshape(M.shape[1], S.shape[1])
+    if method == "nu_svr":
+        return np.array([_nu_svr(S, M[:, j], nus) for j in range(M.shape[1])]).reshape(M.shape[1], S.shape[1])
+    raise ValueError(f"deconvolution method must be nnls or nu_svr, got {method!r}")
+
+
 def deconvolve(bulk: pd.DataFrame, signature: pd.DataFrame, method: str = "nu_svr",
                nus=(0.25, 0.5, 0.75), what: str = "deconvolution") -> pd.DataFrame:
     """Fractions (samples x signature columns, rows sum to 1) of ``bulk`` (samples x genes,
-    linear counts) against ``signature`` (genes x columns), on their common genes."""
-    from scipy.optimize import nnls
-
+    linear counts) against ``signature`` (genes x columns), on their common genes (module doc)."""
+    if method not in ("nnls", "nu_svr"):
+        raise ValueError(f"deconvolution method must be nnls or nu_svr, got {method!r}")
     genes = signature.index.intersection(bulk.columns)
     if len(genes) < signature.shape[1]:
         raise ValueError(f"{what}: only {len(genes)} signature genes in the bulk matrix "
@@ -96,29 +174,7 @@ def deconvolve(bulk: pd.DataFrame, signature: pd.DataFrame, method: str = "nu_sv
     S = signature.loc[genes].to_numpy(float)
     M = bulk[genes].to_numpy(float).T  # genes x samples
     w = _weights(M)[:, None]
-    S, M = S * w, M * w
-    out = np.zeros((M.shape[1], S.shape[1]))
-    if method == "nnls":
-        for j in range(M.shape[1]):
-            out[j] = nnls(S, M[:, j])[0]
-    elif method == "nu_svr":
-        from sklearn.svm import NuSVR
-
-        Sz = (S - S.mean()) / (S.std() or 1.0)
-        for j in range(M.shape[1]):
-            m = M[:, j]
-            mz = (m - m.mean()) / (m.std() or 1.0)
-            best = None
-            for nu in nus:
-                coef = NuSVR(kernel="linear", nu=float(nu), C=1.0).fit(Sz, mz).coef_.ravel()
-                coef = np.clip(coef, 0, None)
-                f = coef / coef.sum() if coef.sum() > 0 else coef
-                rmse = float(np.sqrt(np.mean((Sz @ f - mz) ** 2))) if coef.sum() > 0 else np.inf
-                if best is None or rmse < best[0]:
-                    best = (rmse, coef)
-            out[j] = best[1]
-    else:
-        raise ValueError(f"deconvolution method must be nnls or nu_svr, got {method!r}")
+    out = _fit(S * w, M * w, method, nus)
     tot = out.sum(axis=1, keepdims=True)
     frac = np.divide(out, tot, out=np.full_like(out, np.nan), where=tot > 0)
     return pd.DataFrame(frac, index=bulk.index, columns=signature.columns)
@@ -133,24 +189,51 @@ def class_fractions(fractions: pd.DataFrame, classes: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def attributable_expression(bulk: pd.DataFrame, signature: pd.DataFrame, fractions: pd.DataFrame,
-                            columns: list[str]) -> pd.DataFrame:
-    """Expression of ``bulk`` (samples x genes, linear counts) attributable to the signature
-    ``columns`` under the fitted model, rescaled to each sample's library size (module doc)."""
-    genes = signature.index.intersection(bulk.columns)
-    S = signature.loc[genes].to_numpy(float)
-    F = fractions.loc[bulk.index, signature.columns].to_numpy(float)  # samples x columns
-    sel = [list(signature.columns).index(c) for c in columns]
-    total = F @ S.T  # samples x genes: model expression
-    part = F[:, sel] @ S[:, sel].T
-    share = pd.DataFrame(np.divide(part, total, out=np.zeros_like(part), where=total > 0),
-                         index=bulk.index, columns=genes)
-    out = bulk.astype(float).copy()
+def _per_million(bulk: pd.DataFrame) -> pd.DataFrame:
+    lib = bulk.sum(axis=1)
+    bad = lib.index[~(lib > 0)]
+    if len(bad):
+        raise ValueError(f"sample(s) with no counts: {', '.join(map(str, bad[:5]))}")
+    return bulk.astype(float).div(lib, axis=0) * 1e6
+
+
+def cell_type_profiles(bulk: pd.DataFrame, fractions: pd.DataFrame, what: str = "cell-type profiles") -> pd.DataFrame:
+    """Cell-type-specific expression of every gene (genes x fraction columns, counts per million):
+    per gene, non-negative least squares of the samples' library-normalised bulk on their
+    deconvolved fractions, ``cpm[s, g] ≈ sum_c F[s, c] G[g, c]`` (the linear mixture model of
+    CIBERSORTx's group mode).  Fit it on the training samples only."""
+    from scipy.optimize import nnls
+
+    common = bulk.index.intersection(fractions.dropna().index)
+    if len(common) <= fractions.shape[1]:
+        raise ValueError(f"{what}: {len(common)} samples with expression and fractions; the per-gene fit of "
+                         f"{fractions.shape[1]} cell-type columns needs more")
+    F = fractions.loc[common].to_numpy(float)
+    X = _per_million(bulk.loc[common]).to_numpy()  # samples x genes
+    G, *_ = np.linalg.lstsq(F, X, rcond=None)  # columns x genes; NNLS only where it leaves the bound
+    for g in np.flatnonzero((G < 0).any(axis=0)):
+        G[:, g] = nnls(F, X[:, g])[0]
+    return pd.DataFrame(G.T, index=bulk.columns, columns=fractions.columns)
+
+
+def attributable_expression(bulk: pd.DataFrame, profiles: pd.DataFrame, fractions: pd.DataFrame,
+                            columns: list[str], what: str = "attributable expression") -> pd.DataFrame:
+    """Expression of ``bulk`` (samples x genes, linear counts) attributable to the fraction
+    ``columns``: each gene's count split by the fitted model's share of those columns,
+    ``bulk[g] * sum_{c in columns} F[c] G[g, c] / sum_c F[c] G[g, c]`` with ``G`` from
+    :func:`cell_type_profiles`, rescaled to each sample's library size (module doc).  A sample
+    whose deconvolved fraction of ``columns`` is 0 has no such expression: ValueError naming it."""
+    F = fractions.loc[bulk.index, profiles.columns].to_numpy(float)  # samples x columns
+    sel = [list(profiles.columns).index(c) for c in columns]
     f_class = F[:, sel].sum(axis=1)
-    other = bulk.columns.difference(genes)
-    out[genes] = bulk[genes].to_numpy(float) * share.to_numpy()
-    if len(other):
-        out[other] = bulk[other].to_numpy(float) * f_class[:, None]
+    zero = bulk.index[~(f_class > 0)]
+    if len(zero):
+        raise ValueError(f"{what}: deconvolved fraction of {'+'.join(columns)} is 0 in sample(s) "
+                         f"{', '.join(map(str, zero[:10]))}: no expression to attribute (leave them out)")
+    G = profiles.reindex(bulk.columns).fillna(0.0).to_numpy(float)  # genes x columns
+    total, part = F @ G.T, F[:, sel] @ G[:, sel].T  # samples x genes
+    share = np.divide(part, total, out=np.zeros_like(part), where=total > 0)
+    out = bulk.astype(float) * share
     lib, new = bulk.sum(axis=1).to_numpy(float), out.sum(axis=1).to_numpy(float)
     return out.mul(np.divide(lib, new, out=np.zeros_like(lib), where=new > 0), axis=0)
 
@@ -292,30 +375,45 @@ def perturb_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     sig = read_signature(inputs["signature"], classes, d.get("gene_column", "gene"))
     frac_tab = pd.read_csv(inputs["fractions"], sep="\t").set_index("sample")
     frac = frac_tab[[f"signature_{c}" for c in sig.columns]].set_axis(list(sig.columns), axis=1)
-    bulk = _read_counts(inputs["counts"])
+    bulk_all = _read_counts(inputs["counts"])
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
-    lat_index = pd.DataFrame(index=bulk.index.intersection(frac.index))
+    # cell-type-specific expression of every gene, fitted on the training patients only
+    train = bulk_all.index.intersection(frac.dropna().index).intersection(splits.loc[splits["split"] == "train", "sample"])
+    profiles = cell_type_profiles(bulk_all.loc[train], frac.loc[train],
+                                  what=f"{inputs['counts']}: training samples of {inputs['splits']}")
+    lat_index = pd.DataFrame(index=bulk_all.index.intersection(frac.index))
     plan = generation_plan(lat_index, splits, params["cohorts"], params.get("split", "test"), None)
     if p.get("patients_per_cohort"):
         plan = plan.groupby("cohort", group_keys=False).head(int(p["patients_per_cohort"]))
-    bulk = bulk.loc[plan.index]
-    conditions = {"bulk": bulk}
+    bulk = bulk_all.loc[plan.index]
+    conditions, excluded = {"bulk": bulk}, {}
     for k in p["classes"]:
         cols = list(classes.get(k, []))
         if not cols:
             raise ValueError(f"rna_cdm.perturbation.classes: {k} maps to no signature column")
-        conditions[k] = attributable_expression(bulk, sig, frac, cols)
+        f_k = frac.loc[bulk.index, cols].sum(axis=1)
+        excluded[k] = list(f_k.index[~(f_k > 0)])
+        if excluded[k]:
+            lg.warning("%s: deconvolved %s fraction 0 in %d patient(s), left out of that condition: %s", inputs["fractions"],
+                       k, len(excluded[k]), ", ".join(excluded[k]))
+        keep = bulk.index[f_k > 0]
+        if not len(keep):
+            raise ValueError(f"{inputs['fractions']}: deconvolved {k} fraction is 0 in every selected patient; "
+                             "no attributable expression to generate from")
+        conditions[k] = attributable_expression(bulk.loc[keep], profiles, frac, cols,
+                                                what=f"{k}-attributable expression of {inputs['counts']}")
     dev = _device(params)
     base, sr = cascade.load_model(inputs["base"], dev), cascade.load_model(inputs["sr"], dev)
     n = int(p["tiles_per_patient"])
     count = _counter(params["cells"], params.get("mpp"), dev)
     rows, latents = [], {}
     for cond, expr in conditions.items():
-        z = latents[cond] = _encode(expr, inputs["scaler"], inputs["vae"])
+        z = _encode(expr, inputs["scaler"], inputs["vae"])
+        latents[cond] = pd.DataFrame(z, index=expr.index)
         tiles = cascade.sample_cascade(base, sr, np.repeat(z, n, axis=0), cfg, seed=seed,
                                        batch_size=int(cfg["generate"]["batch_size"]), device=dev)
         for t_i, t in enumerate(tiles):
-            s = plan.index[t_i // n]
+            s = expr.index[t_i // n]
             rows.append({"condition": cond, "sample": s, "cohort": plan.loc[s, "cohort"], "replicate": t_i % n,
                          **count(t)})
         lg.info("%s: %d tiles generated and counted", cond, len(tiles))
@@ -323,32 +421,39 @@ def perturb_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     tot = tiles_df[cells.CLASSES].sum(axis=1).replace(0, np.nan)
     for c in cells.CLASSES:
         tiles_df[f"pct_{c}"] = tiles_df[c] / tot * 100
-    zb = latents["bulk"]
+    zb = latents["bulk"].to_numpy()
     spread = float(np.linalg.norm(zb - zb.mean(0), axis=1).mean()) or 1.0
+    margin = float(p["equivalence_margin_pct"])
     out_rows = []
     per_patient = tiles_df.groupby(["condition", "sample", "cohort"])[[f"pct_{c}" for c in cells.CLASSES]].mean()
     for k in p["classes"]:
         target = COUNTED[k]
         col = f"pct_{target}"
         a = per_patient.loc["bulk"][col]
-        b = per_patient.loc[k][col].reindex(a.index)
+        b = per_patient.loc[k][col].reindex(a.index) if k in per_patient.index.get_level_values(0) else a * np.nan
         ok = a.notna() & b.notna()
+        # how far the perturbed expression moved the conditioning: mean latent distance to the
+        # same patient's bulk latent, in units of the bulk latents' mean distance to their centroid
+        zk = latents[k]
+        shift = float(np.linalg.norm(zk.to_numpy() - latents["bulk"].loc[zk.index].to_numpy(), axis=1).mean()) / spread
         for scope in ["all"] + sorted(plan["cohort"].unique()):
             m = ok if scope == "all" else ok & (a.index.get_level_values("cohort") == scope)
+            in_scope = plan.index if scope == "all" else plan.index[plan["cohort"] == scope]
+            gone = [x for x in excluded[k] if x in in_scope]
             row = {"perturbation": k, "counted": target, "scope": scope, "n_patients": int(m.sum()),
+                   "n_excluded_zero_fraction": len(gone),
                    "tiles_per_patient": n, "mean_pct_bulk": float(a[m].mean()) if m.any() else np.nan,
                    "mean_pct_perturbed": float(b[m].mean()) if m.any() else np.nan}
             row["difference"] = row["mean_pct_perturbed"] - row["mean_pct_bulk"]
-            # how far the perturbed expression moved the conditioning: mean latent distance to the
-            # same patient's bulk latent, in units of the bulk latents' mean distance to their centroid
-            row["latent_shift"] = float(np.linalg.norm(latents[k] - zb, axis=1).mean()) / spread
+            row["latent_shift"] = shift
             row["targeted_type_rises"] = bool(row["difference"] > 0) if m.any() else None
-            if scope == "all" and m.sum() >= 2:
-                t = stats.ttest(b[m], a[m], paired=True, label=k)
-                row.update(paired_t=t["statistic"], p_value=t["p_value"])
-            row["paper"] = ("higher in all five cancer types" if k == "fibroblast"
-                            else "higher in LUAD, KIRP; same in COAD, CESC; lower in GBM")
+            row["p_value"] = stats.ttest(b[m], a[m], paired=True, label=f"{k} {scope}")["p_value"]
+            row["equivalence_margin_pct"] = margin
+            row["tost_p_value"] = stats.tost(b[m], a[m], margin, label=f"{k} {scope}")["p_value"]
+            row["paper_direction"] = paper_direction(k, scope)
+            row["paper"] = PAPER_SUPPL4_TEXT[k]
             row["method"] = _note(params)
+            row["note"] = (f"left out (deconvolved {k} fraction 0): {', '.join(gone)}" if gone else "")
             out_rows.append(row)
     res = pd.DataFrame(out_rows)
     write_table(outputs["table"], res, index=False)

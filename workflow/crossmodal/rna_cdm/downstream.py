@@ -175,8 +175,12 @@ def _fit_score(model, x, y, xt, yt, s, seed):
     return sc, confusion_matrix(yt, p.argmax(1), labels=np.arange(p.shape[1]))
 
 
-def _summary(folds: pd.DataFrame, baseline: str, paper: str, note: str) -> pd.DataFrame:
-    """Mean ± sd of accuracy / F1 per setting and a paired t-test over folds vs ``baseline``."""
+def _summary(folds: pd.DataFrame, baseline: str, paper: str, note: str, *, chance: float,
+             margin: float | None = None) -> pd.DataFrame:
+    """Mean ± sd of accuracy / F1 per setting, a paired t-test over folds vs ``baseline`` and,
+    with ``margin``, the equivalence test (TOST) of the fold accuracies vs ``baseline`` within
+    ± ``margin``; the baseline row carries the one-sided p of its accuracy being above
+    ``chance`` (1 / classes)."""
     from crossmodal import stats
 
     rows = []
@@ -186,12 +190,20 @@ def _summary(folds: pd.DataFrame, baseline: str, paper: str, note: str) -> pd.Da
         row = {"experiment": d["experiment"].iloc[0], "setting": setting, "n_folds": len(d),
                "n_synthetic": int(d["n_synthetic"].iloc[0]), "n_real_train": int(d["n_real_train"].median()),
                "accuracy_mean": d["accuracy"].mean(), "accuracy_sd": d["accuracy"].std(ddof=1),
-               "f1_mean": d["f1"].mean(), "f1_sd": d["f1"].std(ddof=1), "p_value_vs_baseline": np.nan}
-        if setting != baseline and len(d) >= 2 and len(d) == len(base):
+               "f1_mean": d["f1"].mean(), "f1_sd": d["f1"].std(ddof=1), "p_value_vs_baseline": np.nan,
+               "chance_accuracy": chance, "baseline_above_chance_p": np.nan,
+               "equivalence_margin": margin if margin is not None else np.nan, "tost_p_value_vs_baseline": np.nan}
+        if setting == baseline:
+            row["baseline_above_chance_p"] = stats.greater_than(d["accuracy"], chance)["p_value"]
+        elif len(d) >= 2 and len(d) == len(base):
             same = np.allclose(d["accuracy"].to_numpy(), base["accuracy"].to_numpy())
             row["p_value_vs_baseline"] = 1.0 if same else \
                 stats.ttest(d["accuracy"], base["accuracy"], paired=True)["p_value"]
-        row["test"] = f"paired t-test of fold accuracies vs {baseline} (the paper names no test)"
+            if margin is not None:
+                row["tost_p_value_vs_baseline"] = stats.tost(
+                    d["accuracy"].to_numpy(), base["accuracy"].to_numpy(), margin, label=setting)["p_value"]
+        row["test"] = (f"paired t-test of fold accuracies vs {baseline} (the paper names no test)"
+                       + (f"; TOST within ± {margin:g} accuracy" if margin is not None else ""))
         row["paper"] = "baseline" if setting == baseline else paper
         row["data"] = note
         rows.append(row)
@@ -260,10 +272,13 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     fold_df = pd.concat([fold_df[fold_df.experiment == exp_a], b0, fold_df[fold_df.experiment == exp_b]],
                         ignore_index=True)
     note = params.get("data_note", "")
+    chance = 1.0 / len(cohorts)
     summ = pd.concat([_summary(fold_df[fold_df.experiment == exp_a], baseline,
-                               "no significant difference vs 0% (Fig. 4A)", note),
+                               "no significant difference vs 0% (Fig. 4A)", note, chance=chance,
+                               margin=float(c["equivalence_margin"])),
                       _summary(fold_df[fold_df.experiment == exp_b], no_pre,
-                               "higher than no pretraining, rising with size (Fig. 4B)", note)], ignore_index=True)
+                               "higher than no pretraining, rising with size (Fig. 4B)", note, chance=chance)],
+                     ignore_index=True)
     write_table(outputs["table"], summ, index=False)
     write_table(outputs["folds"], fold_df, index=False)
 

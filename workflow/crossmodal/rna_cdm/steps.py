@@ -205,6 +205,25 @@ def _cohort_indices(ds, cohort_of: dict) -> dict:
     return {k: np.flatnonzero(c == k) for k in sorted(set(c) - {""})}
 
 
+def matched_indices(want: dict, have: dict, seed: int) -> tuple[np.ndarray, dict]:
+    """Indices of a real tile set with the cancer-type mix of the generated set: for each cohort
+    ``c`` in ``want`` (cohort -> generated tile count), ``want[c]`` of ``have[c]`` (that cohort's
+    real tile indices) drawn without replacement, seeded (Results: the generated tiles are
+    compared "with the same amount of real tiles").  Returns ``(indices, short)``; ``short``
+    maps a cohort with fewer real tiles than generated to ``(real, generated)`` (all its real
+    tiles are taken)."""
+    rng = np.random.default_rng(seed)
+    out, short = [], {}
+    for c in sorted(want):
+        n, pool = int(want[c]), np.asarray(have.get(c, []), dtype=int)
+        if n <= 0:
+            continue
+        if len(pool) < n:
+            short[c] = (len(pool), n)
+        out.append(np.sort(rng.choice(pool, min(n, len(pool)), replace=False)) if len(pool) else pool)
+    return (np.concatenate(out) if out else np.zeros(0, int)), short
+
+
 @step("evaluate_rna_cdm")
 def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     """FID / KID / IS of generated vs real test-patient tiles, overall and per cancer type, with
@@ -234,7 +253,7 @@ def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     note = params.get("data_note", "")
     rows = []
 
-    def row(scope, a, b, what):
+    def row(scope, a, b, what, sets=""):
         r = image.compare(a, b, ext, kid_subset_size=int(params.get("kid_subset_size", 1000)), seed=seed)
         paper_fid = PAPER["fid"] if scope == "all" else PAPER.get(f"fid_{scope}", float("nan"))
         gen_row = what.startswith("real vs RNA-CDM")
@@ -247,13 +266,30 @@ def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
                      "is_generated": r["is_b_mean"], "is_real": r["is_a_mean"],
                      "paper_is": PAPER["is"] if scope == "all" and what.startswith("real vs RNA-CDM") else float("nan"),
                      "extractor": r["extractor"], "comparability": r["comparability"], "is_classes": r["is_classes"],
-                     "data": note})
+                     "sets": sets, "data": note})
 
-    s_test = image.extract_stats(_Resized(test, size), desc="real test tiles", **kw)
-    s_gen = image.extract_stats(gen, desc="RNA-CDM tiles", **kw)
-    s_train = image.extract_stats(_Resized(train, size), desc="real training tiles", **kw)
-    row("all", s_test, s_gen, "real vs RNA-CDM (test patients)")
-    row("all", s_test, s_train, "real vs real (test vs training patients; floor)")
+    # overall: the generated set (capped at max_images, keeping its mix) against real test and
+    # training tiles drawn per cancer type to the same counts - the same cancer-type mix
+    g_all = np.concatenate([g_by[c] for c in cohorts])
+    if max_images and int(max_images) < len(g_all):
+        g_all = np.sort(np.random.default_rng(seed).choice(g_all, int(max_images), replace=False))
+    want = {c: int(np.isin(g_all, g_by[c]).sum()) for c in cohorts}
+    t_idx, t_short = matched_indices(want, t_by, seed)
+    r_idx, r_short = matched_indices(want, _cohort_indices(train, cohort_of), seed + 1)
+    for name, short in (("test", t_short), ("training", r_short)):
+        if short:
+            logging.getLogger(__name__).warning(
+                "evaluate_rna_cdm: fewer real %s tiles than generated in %s: the overall sets' mixes differ there",
+                name, ", ".join(f"{c} ({a} real vs {b} generated)" for c, (a, b) in short.items()))
+    kw_all = dict(kw, max_images=None)
+    s_test = image.extract_stats(_Resized(test, size, t_idx), desc="real test tiles", **kw_all)
+    s_gen = image.extract_stats(_Resized(gen, size, g_all), desc="RNA-CDM tiles", **kw_all)
+    s_train = image.extract_stats(_Resized(train, size, r_idx), desc="real training tiles", **kw_all)
+    mix = "real tiles drawn per cancer type to the generated counts (" + ", ".join(
+        f"{c} {want[c]}" for c in cohorts) + ")" + "".join(
+        f"; fewer real {n} tiles in {', '.join(short)}" for n, short in (("test", t_short), ("training", r_short)) if short)
+    row("all", s_test, s_gen, "real vs RNA-CDM (test patients)", mix)
+    row("all", s_test, s_train, "real vs real (test vs training patients; floor)", mix)
     for c in cohorts:
         if len(g_by.get(c, [])) >= 2 and len(t_by.get(c, [])) >= 2:
             a = image.extract_stats(_Resized(test, size, t_by[c]), desc=f"real {c}", **kw)
@@ -718,6 +754,24 @@ def vae_gene_count(model_path: str) -> tuple[int, str]:
     return len(genes), f"genes in {model_path} (common to the expression tables it was trained on; {len(cohorts)} cancer types)"
 
 
+def fig4a_holds(row, summary: pd.DataFrame, alpha: float) -> tuple:
+    """``(holds, direction note)`` of a Figure 4A row ("no significant difference vs 0%
+    synthetic"): shown only by an equivalence test (TOST of the fold accuracies within the
+    configured margin, p ≤ ``alpha``), and only testable when the 0% baseline is clearly above
+    chance - its accuracy above 1 / classes by more than the margin, one-sided t p ≤ ``alpha``;
+    otherwise a classifier that learned nothing would pass (n/a)."""
+    base = summary[(summary["experiment"] == row.experiment) & (summary["paper"] == "baseline")].iloc[0]
+    margin, chance = float(row.equivalence_margin), float(base["chance_accuracy"])
+    b_acc, b_p, tost = float(base["accuracy_mean"]), float(base["baseline_above_chance_p"]), float(row.tost_p_value_vs_baseline)
+    rule = (f"direction = equivalent to 0% synthetic: TOST of the fold accuracies within ± {100 * margin:g} points "
+            f"(rna_cdm.downstream.equivalence_margin) at p ≤ {alpha:g} (TOST p = {tost:.2g}); testable only when "
+            f"the 0% baseline ({100 * b_acc:.1f} %) is above chance ({100 * chance:.1f} %) by more than the margin "
+            f"with one-sided t p ≤ {alpha:g} (p = {b_p:.2g})")
+    if not (np.isfinite(b_p) and b_acc - chance > margin and b_p <= alpha):
+        return rp.NA, rule + "; n/a: the baseline is not clearly above chance, so 'no difference' shows nothing"
+    return rp.holds(tost <= alpha, tost), rule
+
+
 def _experiment_rows(claims: rp.Claims, inputs) -> None:
     """Rows of the deconvolution / perturbation / downstream / SimCLR experiments (when run)."""
     sig = f"r > 0 with p ≤ {ALPHA:g}"
@@ -739,17 +793,30 @@ def _experiment_rows(claims: rp.Claims, inputs) -> None:
                            rp.join_notes(r.method, f"direction = {sig} (the stand-in recovers the planted fractions)"))
     per = _list(inputs.get("perturbation"))
     if per:
+        from crossmodal.rna_cdm.deconvolution import suppl4_holds
+
         t = pd.read_csv(per[0], sep="\t")
-        for r in t[t["scope"] == "all"].itertuples():
-            p = getattr(r, "p_value", float("nan"))
-            claims.add(f"Suppl. Fig. 4: {r.counted} % from {r.perturbation}-attributable vs bulk expression", r.paper,
-                       f"{SEC_CELLS}; Supplementary Figure 4",
-                       f"{r.mean_pct_perturbed:.2f} vs {r.mean_pct_bulk:.2f} "
-                       f"({'rises' if r.difference > 0 else 'does not rise'}; paired t p = {p:.2g}; n = {r.n_patients}; "
+        for r in t.itertuples():
+            # fibroblast: one claim over all cancer types; haematopoietic: one per cancer type
+            if r.paper_direction == "-" or (r.scope == "all") != (r.perturbation == "fibroblast"):
+                continue
+            scope = "all cancer types" if r.scope == "all" else r.scope
+            p, tp = r.p_value, r.tost_p_value
+            moved = "rises" if r.difference > 0 else "falls" if r.difference < 0 else "unchanged"
+            test = (f"TOST p = {tp:.2g} (± {r.equivalence_margin_pct:g} points)" if r.paper_direction == "same"
+                    else f"paired t p = {p:.2g}")
+            direction = {"higher": f"the {r.counted} % rises (difference > 0) with paired t p ≤ {ALPHA:g}",
+                         "lower": f"the {r.counted} % falls (difference < 0) with paired t p ≤ {ALPHA:g}",
+                         "same": f"the {r.counted} % is the same within ± {r.equivalence_margin_pct:g} percentage "
+                                 f"points (equivalence margin, rna_cdm.perturbation.equivalence_margin_pct): TOST "
+                                 f"p ≤ {ALPHA:g}"}[r.paper_direction]
+            claims.add(f"Suppl. Fig. 4: {r.counted} % from {r.perturbation}-attributable vs bulk expression, {scope}",
+                       f"{r.paper_direction} ({r.paper})", f"{SEC_CELLS}; Supplementary Figure 4",
+                       f"{r.mean_pct_perturbed:.2f} vs {r.mean_pct_bulk:.2f} ({moved}; {test}; n = {r.n_patients}; "
                        f"latent moved {r.latent_shift:.1f}x the between-patient spread)",
-                       rp.holds(r.difference > 0 and p <= ALPHA, r.difference, p),
-                       rp.join_notes(r.method, f"direction = the {r.counted} % rises (difference > 0) with paired t "
-                                               f"p ≤ {ALPHA:g}, over all cancer types"))
+                       suppl4_holds(r.paper_direction, r.difference, p, tp, ALPHA),
+                       rp.join_notes(r.method, f"direction = {direction}, over the patients of {scope}",
+                                     str(r.note) if isinstance(r.note, str) else ""))
     ds = _list(inputs.get("downstream"))
     if ds:
         t = pd.read_csv(ds[0], sep="\t")
@@ -762,8 +829,7 @@ def _experiment_rows(claims: rp.Claims, inputs) -> None:
             if r.paper == "baseline":
                 holds, direction = rp.NA, "the baseline of the other rows"
             elif fig == "A":
-                holds = rp.holds(pv > ALPHA, pv)
-                direction = f"direction = no significant difference vs 0% synthetic (paired t p > {ALPHA:g})"
+                holds, direction = fig4a_holds(r, t, ALPHA)
             else:
                 holds = rp.holds(r.accuracy_mean > b, r.accuracy_mean, b)
                 direction = (f"direction = accuracy above no pretraining ({100 * b:.1f} %); the rise with the "
