@@ -93,10 +93,12 @@ def real_tiles(lmdbs, splits: pd.DataFrame, cohorts: list[str], which: list[str]
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 
-def synthetic_tiles(lmdb, cohorts: list[str], size: int, per_class: int | None = None, seed: int = 0):
-    """RNA-CDM tiles of ``lmdb`` whose cohort is one of ``cohorts``: tiles, class index.  All of
-    them, or ``per_class`` random ones of each cohort (only those are decoded); a cohort with
-    fewer raises, naming the LMDB and the budget that sets its size."""
+def synthetic_tiles(lmdb, cohorts: list[str], size: int, per_class: int | None = None, seed: int = 0,
+                    with_groups: bool = False):
+    """RNA-CDM tiles of ``lmdb`` whose cohort is one of ``cohorts``: tiles, class index (and, with
+    ``with_groups``, the patient whose expression generated each tile).  All of them, or
+    ``per_class`` random ones of each cohort (only those are decoded); a cohort with fewer
+    raises, naming the LMDB and the budget that sets its size."""
     from crossmodal.data import TileDataset
     from crossmodal.rna_gan.evaluate import resize_uint8
 
@@ -117,7 +119,11 @@ def synthetic_tiles(lmdb, cohorts: list[str], size: int, per_class: int | None =
             keep.append(ii if len(ii) == per_class else np.sort(rng.choice(ii, int(per_class), replace=False)))
         idx = np.sort(np.concatenate(keep))
     x = resize_uint8(np.stack([ds[int(i)] for i in idx]), size)
-    return x, np.array([cohorts.index(coh[i]) for i in idx])
+    y = np.array([cohorts.index(coh[i]) for i in idx])
+    if not with_groups:
+        return x, y
+    meta = [ds.meta(int(i)) for i in idx]
+    return x, y, np.array([m.get("patient") or m.get("sample") or f"tile-{i}" for m, i in zip(meta, idx)], dtype=object)
 
 
 def synthetic_need(y: np.ndarray, folds, replace_fractions, pretrain_fractions, n_classes: int) -> int:
@@ -229,7 +235,7 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
                               size, seed)
     folds = _folds(y, groups, int(c["folds"]), seed)
     need = synthetic_need(y, folds, c["replace_fractions"], c["pretrain_fractions"], len(cohorts))
-    sx, sy = synthetic_tiles(inputs["generated"], cohorts, size, per_class=need, seed=seed + 2)
+    sx, sy, sg = synthetic_tiles(inputs["generated"], cohorts, size, per_class=need, seed=seed + 2, with_groups=True)
     lg.info("downstream: %d real tiles (%d patients), %d synthetic tiles (%d per class), %d classes", len(y),
             len(set(groups)), len(sy), need, len(cohorts))
     rng = np.random.default_rng(seed)
@@ -244,7 +250,9 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
         want = int(round(float(frac) * len(y)))
         per = {k: want // len(cohorts) for k in range(len(cohorts))}  # synthetic_need loaded enough
         ii = take_per_class(sy, per, np.random.default_rng(seed + 1))
-        net, _ = clf.train(make(), sx[ii], sy[ii], s_pre, seed=seed, progress=False)
+        # early stopping (pretrain_val_fraction) holds out whole generating patients, not tiles
+        net, _ = clf.train(make(), sx[ii], sy[ii], s_pre, seed=seed, progress=False,
+                           groups=sg[ii] if s_pre.val_fraction > 0 else None)
         pretrained[frac] = (net.state_dict(), len(ii))
     rows, cms = [], {}
     for f, (tr, te) in enumerate(folds):
