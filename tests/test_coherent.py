@@ -466,3 +466,22 @@ def check_toy_stage_completion(res: Path) -> dict:
 
 def test_toy_run_completion_recovers_stage_f1(toy_run):
     check_toy_stage_completion(toy_run / "results/coherent")
+
+
+def test_outlier_detection_fills_gaps_with_training_medians_only():
+    """Which training samples count as outliers must not depend on the test samples: the gaps of
+    the training rows are filled with training medians, not medians over every sample."""
+    rng = np.random.default_rng(0)
+    train = [f"T{i:02d}" for i in range(30)]
+    x = pd.DataFrame(rng.normal(size=(30, 1)), index=train, columns=["a"])
+    x.iloc[:3, 0] = np.nan  # missing in 3 training rows
+    s = dict(PRE, max_missing=0.5, outlier_mad=3.0)
+
+    def outliers(test_value):
+        test = pd.DataFrame(np.full((40, 1), float(test_value)), index=[f"X{i:02d}" for i in range(40)],
+                            columns=["a"])
+        return P.preprocess_modality("wsi", pd.concat([x, test]), train, s)[1]["outliers"]
+
+    # 40 extreme test rows no longer decide the training fill (a fill of 50 made T00-T02 outliers)
+    far = outliers(50.0)
+    assert far == outliers(0.0) and not {"T00", "T01", "T02"} & set(far)

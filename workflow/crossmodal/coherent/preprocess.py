@@ -129,7 +129,9 @@ def preprocess_modality(name: str, df: pd.DataFrame, train_ids, s: dict) -> tupl
     elif name == "rppa":
         df, _ = rppa_center(df, train_ids)
     df = drop_sparse_features(df, train_ids, s["max_missing"], name)
-    out = outlier_samples(df.fillna(df.median()), train_ids, s["outlier_mad"])
+    # outlier detection looks at training samples only, so the gaps are filled with training medians
+    tr_ids = [t for t in train_ids if t in df.index]
+    out = outlier_samples(df.fillna(df.loc[tr_ids].median()), train_ids, s["outlier_mad"])
     if out:
         log.info("%s: %d training outliers removed", name, len(out))
         df = df.drop(index=out)
