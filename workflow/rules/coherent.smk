@@ -118,6 +118,7 @@ rule train_coherent_diffusion:
     params:
         diffusion=COH["diffusion"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/train_coherent_diffusion.py"
 
@@ -139,9 +140,15 @@ rule generate_coherent:
         "benchmarks/generate_coherent/all.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=16000,
     params:
         generate=COH["generate"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/generate_coherent.py"
 
@@ -354,10 +361,16 @@ rule search_coherent_hyperparameters:
         "benchmarks/search_coherent_hyperparameters/all.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=16000,
     params:
         diffusion=COH["diffusion"],
         grid=COH["grid"]["values"],
         kinds=COH["grid"]["kinds"],
         seed=config["seed"],
+        device=config["device"],
     script:
         "../scripts/search_coherent_hyperparameters.py"

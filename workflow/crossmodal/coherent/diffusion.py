@@ -115,39 +115,51 @@ def _t(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float32))
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def sample(model: MLPDenoiser, ddpm: DDPM, conds, mask=None, *, generator: torch.Generator | None = None,
            clip: tuple[float, float] | None = None) -> torch.Tensor:
-    """Ancestral DDPM sampling of ``len(conds[0])`` samples from one model."""
+    """Ancestral DDPM sampling of ``len(conds[0])`` samples from one model, on the model's device
+    (the noise is drawn from ``generator`` on the CPU, so a GPU run draws the same numbers); the
+    samples stay on that device."""
     model.eval()
+    dev = _device_of(model)
+    conds = [c.to(dev) for c in conds]
+    mask = None if mask is None else mask.to(dev)
     n = conds[0].shape[0]
-    x = torch.randn((n, model.arch["x_dim"]), generator=generator)
+    x = torch.randn((n, model.arch["x_dim"]), generator=generator).to(dev)
 
     def eps_fn(xt, tt):
         return model(xt, tt, conds, mask)
 
     for t in range(ddpm.T - 1, -1, -1):
-        noise = torch.randn(x.shape, generator=generator) if t > 0 else None
+        noise = torch.randn(x.shape, generator=generator).to(dev) if t > 0 else None
         x = ddpm.p_step(eps_fn, x, t, noise=noise, clip=clip)
     return x
 
 
 def fit_denoiser(x_train, conds_train, avail_train, x_val, conds_val, avail_val, s: DiffusionSettings, *,
-                 multi: bool, seed: int = 0, name: str = "") -> tuple[MLPDenoiser, dict]:
-    """Train one denoiser; returns it at the best validation reconstruction MSE and its history.
+                 multi: bool, seed: int = 0, name: str = "", device: str = "cpu") -> tuple[MLPDenoiser, dict]:
+    """Train one denoiser on ``device``; returns it (on the CPU) at the best validation
+    reconstruction MSE and its history.
 
     ``conds_*`` are lists of (n, d_i) arrays (missing rows zero), ``avail_*`` (n, k) 0/1 masks.
+    Every random draw comes from CPU generators, so the run does not depend on the device's RNG.
     """
-    x_train, x_val = _t(x_train), _t(x_val)
-    ct, cv = [_t(c) for c in conds_train], [_t(c) for c in conds_val]
-    at, av = _t(avail_train), _t(avail_val)
+    dev = torch.device(device)
+    x_train, x_val = _t(x_train).to(dev), _t(x_val).to(dev)
+    ct, cv = [_t(c).to(dev) for c in conds_train], [_t(c).to(dev) for c in conds_val]
+    at, av = _t(avail_train).to(dev), _t(avail_val).to(dev)
     if len(x_train) < 2 or len(x_val) < 1:
         raise ValueError(f"{name}: need >= 2 training and >= 1 validation samples "
                          f"(got {len(x_train)}, {len(x_val)})")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = MLPDenoiser(x_train.shape[1], [c.shape[1] for c in ct], hidden=s.hidden, layers=s.layers,
-                        time_dim=s.time_dim, cond_emb=s.cond_emb)
+                        time_dim=s.time_dim, cond_emb=s.cond_emb).to(dev)
     ddpm = s.ddpm()
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     n = len(x_train)
@@ -163,7 +175,7 @@ def fit_denoiser(x_train, conds_train, avail_train, x_val, conds_val, avail_val,
             b = b.repeat(r)
             m = at[b]
             if multi:  # random condition subsets, the empty set included
-                m = m * (torch.rand(m.shape, generator=gen) < 0.5).float()
+                m = m * (torch.rand(m.shape, generator=gen) < 0.5).float().to(dev)
             loss = ddpm.loss(lambda xt, tt: model(xt, tt, [c[b] for c in ct], m), x_train[b], generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,7 +193,7 @@ def fit_denoiser(x_train, conds_train, avail_train, x_val, conds_val, avail_val,
                 if since >= s.patience:
                     break
     model.load_state_dict(best_state)
-    model.eval()
+    model = model.cpu().eval()
     log.info("%s: %d epochs, best validation MSE %.4g", name, hist[-1]["epoch"] if hist else 0, best)
     return model, {"val_mse": best, "history": hist}
 
@@ -202,9 +214,9 @@ def weighted_cosine_distance(eps: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     """
     k = eps.shape[0]
     if k < 2:
-        return torch.zeros(eps.shape[1])
+        return torch.zeros(eps.shape[1], device=eps.device)
     u = nn.functional.normalize(eps, dim=2, eps=1e-12)
-    num = torch.zeros(eps.shape[1])
+    num = torch.zeros(eps.shape[1], device=eps.device)
     den = 0.0
     for i in range(k):
         for j in range(i + 1, k):
@@ -215,26 +227,27 @@ def weighted_cosine_distance(eps: torch.Tensor, w: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def _coherent_pass(eps_fns, w, ddpm: DDPM, n: int, dim: int, threshold: float, gen, clip=None
+def _coherent_pass(eps_fns, w, ddpm: DDPM, n: int, dim: int, threshold: float, gen, clip=None, device=None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.randn((n, dim), generator=gen)
+    dev = torch.device(device or "cpu")
+    x = torch.randn((n, dim), generator=gen).to(dev)
     dist = torch.zeros((ddpm.T, n))
-    wt = torch.as_tensor(w, dtype=torch.float32)
+    wt = torch.as_tensor(w, dtype=torch.float32).to(dev)
     for step, t in enumerate(range(ddpm.T - 1, -1, -1)):
-        tt = torch.full((n,), t, dtype=torch.long)
+        tt = torch.full((n,), t, dtype=torch.long, device=dev)
         eps = torch.stack([f(x, tt) for f in eps_fns]).to(torch.float32)
-        dist[step] = weighted_cosine_distance(eps, wt)
+        dist[step] = weighted_cosine_distance(eps, wt).cpu()
         consensus = (wt[:, None, None] * eps).sum(0)
-        noise = torch.randn(x.shape, generator=gen) if t > 0 else None
+        noise = torch.randn(x.shape, generator=gen).to(dev) if t > 0 else None
         x = ddpm.p_step(lambda *_: consensus, x, t, noise=noise, clip=clip)
-    return x, dist
+    return x.cpu(), dist
 
 
 @torch.no_grad()
 def coherent_sample(eps_fns, val_mse, ddpm: DDPM, n: int, dim: int, *, threshold: float = 1.0,
                     max_fraction: float = 0.05, max_retries: int = 3,
                     generator: torch.Generator | None = None,
-                    clip: tuple[float, float] | None = None) -> tuple[torch.Tensor, dict]:
+                    clip: tuple[float, float] | None = None, device=None) -> tuple[torch.Tensor, dict]:
     """Coherent Denoising of ``n`` samples from the models ``eps_fns`` (callables ``(x_t, t)``
     already bound to their conditions) with coherence-based rejection.
 
@@ -242,10 +255,11 @@ def coherent_sample(eps_fns, val_mse, ddpm: DDPM, n: int, dim: int, *, threshold
     tries), ``still_rejected`` (incoherent after ``max_retries`` retries; kept, flagged in
     ``incoherent``), ``fraction_over`` (per final sample, fraction of steps over threshold) and
     ``distances`` (T x n weighted mean pairwise cosine distances of the final trajectories, for
-    the threshold sensitivity analysis).
+    the threshold sensitivity analysis).  ``device``: where the models and their bound conditions
+    are (the samples come back on the CPU).
     """
     w = ensemble_weights(val_mse)
-    x, dist = _coherent_pass(eps_fns, w, ddpm, n, dim, threshold, generator, clip)
+    x, dist = _coherent_pass(eps_fns, w, ddpm, n, dim, threshold, generator, clip, device)
     frac = (dist > threshold).float().mean(0)
     bad = frac > max_fraction
     rejected = int(bad.sum())
@@ -255,7 +269,7 @@ def coherent_sample(eps_fns, val_mse, ddpm: DDPM, n: int, dim: int, *, threshold
         idx = torch.nonzero(bad).flatten()
         # resample the rejected rows only, with their own conditions
         sub = [_subset_fn(f, idx) for f in eps_fns]
-        x2, d2 = _coherent_pass(sub, w, ddpm, len(idx), dim, threshold, generator, clip)
+        x2, d2 = _coherent_pass(sub, w, ddpm, len(idx), dim, threshold, generator, clip, device)
         x[idx], dist[:, idx] = x2, d2
         frac[idx] = (d2 > threshold).float().mean(0)
         bad = frac > max_fraction

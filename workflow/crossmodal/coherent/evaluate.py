@@ -77,11 +77,11 @@ def _train_ids(labels: pd.DataFrame, lat: pd.DataFrame | None = None, mod: str |
 # --------------------------------------------------------------------------------------
 # generation
 # --------------------------------------------------------------------------------------
-def generate_all(models_path, lat: pd.DataFrame, labels: pd.DataFrame, s: dict, *, seed: int = 0
-                 ) -> tuple[dict, pd.DataFrame]:
+def generate_all(models_path, lat: pd.DataFrame, labels: pd.DataFrame, s: dict, *, seed: int = 0,
+                 device: str = "cpu") -> tuple[dict, pd.DataFrame]:
     import torch
 
-    bank = Bank(torch.load(models_path, map_location="cpu", weights_only=False))
+    bank = Bank(torch.load(models_path, map_location="cpu", weights_only=False), device=device)
     blocks = latent_blocks(lat, bank.modalities)
     test = _test_ids(labels)
     if len(test) < 2:

@@ -65,15 +65,16 @@ def model_datasets(lat: pd.DataFrame, labels: pd.DataFrame, modalities=MODALITIE
 
 
 def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed: int = 0,
-               modalities=MODALITIES) -> tuple[dict, pd.DataFrame]:
-    """Train every single-condition and multi-condition model; returns (bank, history)."""
+               modalities=MODALITIES, device: str = "cpu") -> tuple[dict, pd.DataFrame]:
+    """Train every single-condition and multi-condition model on ``device``; returns (bank,
+    history); the bank's weights are CPU tensors."""
     s = D.DiffusionSettings.from_dict(settings)
     blocks = latent_blocks(lat, modalities)
     bank = {"settings": settings, "modalities": list(modalities),
             "dims": {m: blocks[m].shape[1] for m in modalities}, "single": {}, "multi": {}}
     hist = []
     for k, (name, rec, multi, trn, val) in enumerate(model_datasets(lat, labels, modalities)):
-        model, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name)
+        model, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name, device=device)
         entry = {"arch": model.arch, "state": model.state_dict(), "val_mse": fit["val_mse"], **rec}
         if multi:
             bank["multi"][rec["target"]] = entry
@@ -84,7 +85,7 @@ def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed:
 
 
 def grid_search(lat: pd.DataFrame, labels: pd.DataFrame, base: dict, grid: dict, *, kinds=("multi",),
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, device: str = "cpu") -> pd.DataFrame:
     """Validation MSE of every combination of ``grid`` (the paper's hyperparameter grid,
     Methods "Model implementation and training") for the models of ``kinds``."""
     keys = sorted(grid)
@@ -94,16 +95,18 @@ def grid_search(lat: pd.DataFrame, labels: pd.DataFrame, base: dict, grid: dict,
         hp = dict(base, **dict(zip(keys, combo)))
         s = D.DiffusionSettings.from_dict(hp)
         for k, (name, rec, multi, trn, val) in enumerate(data):
-            _, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name)
+            _, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name, device=device)
             rows.append({"model": name, **dict(zip(keys, combo)), "val_mse": fit["val_mse"]})
     return pd.DataFrame(rows)
 
 
 class Bank:
-    """A loaded model bank with generation methods on latent blocks."""
+    """A loaded model bank with generation methods on latent blocks; the models run on ``device``
+    (the random draws stay on CPU generators, so a GPU run draws the same noise)."""
 
-    def __init__(self, bank: dict):
+    def __init__(self, bank: dict, device: str = "cpu"):
         self.raw = bank
+        self.device = torch.device(device)
         self.settings = D.DiffusionSettings.from_dict(bank["settings"])
         self.ddpm = self.settings.ddpm()
         self.modalities = bank["modalities"]
@@ -111,13 +114,11 @@ class Bank:
         self.single = {k: self._load(v) for k, v in bank["single"].items()}
         self.multi = {k: self._load(v) for k, v in bank["multi"].items()}
 
-    @staticmethod
-    def _load(rec):
+    def _load(self, rec):
         a = dict(rec["arch"])
         m = D.MLPDenoiser(a.pop("x_dim"), a.pop("cond_dims"), **a)
         m.load_state_dict(rec["state"])
-        m.eval()
-        return m
+        return m.to(self.device).eval()
 
     def val_mse(self, target, cond) -> float:
         return float(self.raw["single"][f"{target}<-{cond}"]["val_mse"])
@@ -136,7 +137,8 @@ class Bank:
                 raise ValueError("generate: no condition given and no n")
             n = len(conds[names[0]])
         gen = torch.Generator().manual_seed(int(seed))
-        rep = lambda a: torch.as_tensor(np.tile(np.asarray(a, np.float32), (runs, 1)))  # noqa: E731
+        dev = self.device
+        rep = lambda a: torch.as_tensor(np.tile(np.asarray(a, np.float32), (runs, 1))).to(dev)  # noqa: E731
         dim = self.dims[target]
         info: dict = {}
         if method == "single":
@@ -152,23 +154,23 @@ class Bank:
                 if c in conds:
                     cs.append(rep(conds[c])); mask.append(1.0)
                 else:
-                    cs.append(torch.zeros((n * runs, self.dims[c]))); mask.append(0.0)
-            mk = torch.tensor(mask, dtype=torch.float32).repeat(n * runs, 1)
+                    cs.append(torch.zeros((n * runs, self.dims[c]), device=dev)); mask.append(0.0)
+            mk = torch.tensor(mask, dtype=torch.float32, device=dev).repeat(n * runs, 1)
             x = D.sample(m, self.ddpm, cs, mk, generator=gen, clip=self.settings.clip)
         elif method == "ensemble":
             # no condition: every member sees the training-mean condition (zeros after scaling)
             use = names or [c for c in self.modalities if c != target]
             fns, mses = [], []
             for c in use:
-                cv = rep(conds[c]) if c in conds else torch.zeros((n * runs, self.dims[c]))
+                cv = rep(conds[c]) if c in conds else torch.zeros((n * runs, self.dims[c]), device=dev)
                 fns.append(D.BoundEps(self.single[f"{target}<-{c}"], [cv]))
                 mses.append(self.val_mse(target, c))
             x, info = D.coherent_sample(fns, mses, self.ddpm, n * runs, dim, threshold=threshold,
                                         max_fraction=max_fraction, max_retries=max_retries, generator=gen,
-                                        clip=self.settings.clip)
+                                        clip=self.settings.clip, device=dev)
         else:
             raise ValueError(f"unknown generation method {method!r}")
-        return x.numpy().reshape(runs, n, dim), info
+        return x.cpu().numpy().reshape(runs, n, dim), info
 
 
 def condition_subsets(target: str, modalities=MODALITIES) -> list[tuple[str, ...]]:

@@ -19,6 +19,13 @@ def _by_sample(path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", index_col="sample")
 
 
+def _device(params) -> str:
+    """``config["device"]`` (rule param ``device``; auto = CUDA when torch sees one)."""
+    from crossmodal.metrics.image import resolve_device
+
+    return resolve_device(params.get("device", "auto"))
+
+
 def _threads(threads: int) -> None:
     import torch
 
@@ -91,7 +98,7 @@ def train_coherent_diffusion(inputs, outputs, params, *, threads=1, log=None):
     _threads(threads)
     lat = _by_sample(inputs["latents"])
     labels = _by_sample(inputs["labels"])
-    bank, hist = train_bank(lat, labels, params["diffusion"], seed=int(params["seed"]))
+    bank, hist = train_bank(lat, labels, params["diffusion"], seed=int(params["seed"]), device=_device(params))
     with atomic_path(outputs["models"]) as tmp:
         torch.save(bank, tmp)
     rows = [{"model": k, "kind": "single", "target": v["target"], "conditions": v["cond"], "val_mse": v["val_mse"],
@@ -111,7 +118,8 @@ def generate_coherent(inputs, outputs, params, *, threads=1, log=None):
     _threads(threads)
     lat = _by_sample(inputs["latents"])
     labels = _by_sample(inputs["labels"])
-    gens, rej = generate_all(inputs["models"], lat, labels, params["generate"], seed=int(params["seed"]))
+    gens, rej = generate_all(inputs["models"], lat, labels, params["generate"], seed=int(params["seed"]),
+                             device=_device(params))
     with atomic_path(outputs["generated"]) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **gens)
@@ -208,7 +216,7 @@ def search_coherent_hyperparameters(inputs, outputs, params, *, threads=1, log=N
     lat = _by_sample(inputs["latents"])
     labels = _by_sample(inputs["labels"])
     t = grid_search(lat, labels, params["diffusion"], params["grid"], kinds=tuple(params["kinds"]),
-                    seed=int(params["seed"]))
+                    seed=int(params["seed"]), device=_device(params))
     best = t.loc[t.groupby("model")["val_mse"].idxmin()]
     write_table(outputs["table"], t, index=False)
     write_table(outputs["best"], best, index=False)
