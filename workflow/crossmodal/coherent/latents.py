@@ -2,7 +2,10 @@
 
 Omics (CNA, RNA-seq, RPPA): an autoencoder per modality on standardised features -- the
 shared fully connected model of :mod:`crossmodal.models.vae` with β = 0 (the KL term off, so
-it is a plain autoencoder; we use its mean code).  Slide embeddings: PCA.  Every scaler,
+it is a plain autoencoder; we use its mean code).  Slide embeddings: PCA - of the embeddings
+standardised with the training statistics like every modality, i.e. PCA of the correlation
+matrix (the paper says only "PCA was used to reduce their dimensionality"; our choice, so that
+no single Titan dimension's scale dominates the components).  Every scaler,
 autoencoder and PCA is fit on the training split; the latents are then standardised with the
 training mean and sd so the diffusion models see unit-scale data.  Latent dimensions with
 no training variance (a dead unit) are dropped and logged.
