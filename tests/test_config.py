@@ -28,6 +28,7 @@ def test_default_config_validates_and_fills_defaults():
         ({"seeed": 1}, "seeed"),
         ({"tiling": {"presets": {"tile256": {"tile_sise": 128}}}}, "tiling.presets.tile256.tile_sise"),
         ({"cohort": {"sauce": "toy"}}, "cohort.sauce"),
+        ({"rna_cdm": {"vae": {"models": {"extra": {"laten": 3}}}}}, "rna_cdm.vae.models.extra.laten"),
     ],
 )
 def test_unknown_key_is_named(override, named):

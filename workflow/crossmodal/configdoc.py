@@ -61,11 +61,14 @@ def _type(s: dict) -> str:
 
 def _rows(schema: dict, prefix: str, base: Path, root: dict, out: list):
     for key, sub in (schema.get("properties") or {}).items():
+        sub_base = base
         if "$ref" in sub:
             ref = sub["$ref"]
             local = {k: v for k, v in sub.items() if k != "$ref"}  # siblings of $ref win
             sub = _load(ref, base) if not ref.startswith("#") else _resolve_local(ref, root)
             sub_root = sub if not ref.startswith("#") else root
+            if not ref.startswith("#"):  # refs inside that file are relative to its folder
+                sub_base = (base / ref).parent
             sub = {**sub, **local}
         else:
             sub_root = root
@@ -74,17 +77,23 @@ def _rows(schema: dict, prefix: str, base: Path, root: dict, out: list):
         default = _fmt_default(sub["default"]) if "default" in sub and sub.get("type") != "object" else ""
         if sub.get("type") == "object" and sub.get("properties"):
             out.append((name, "object", "", desc))
-            _rows(sub, name + ".", base, sub_root, out)
+            _rows(sub, name + ".", sub_base, sub_root, out)
         else:
             if sub.get("type") == "object" and "default" in sub:
                 default = _fmt_default(sub["default"])
             out.append((name, _type(sub), default, desc))
         ap = sub.get("additionalProperties")
         if isinstance(ap, dict):
+            ap_root = sub_root
             if "$ref" in ap:
-                ap = _resolve_local(ap["$ref"], sub_root)
+                ref = ap["$ref"]
+                if not ref.startswith("#"):  # "other.schema.yaml#/$defs/x": another schema file's definition
+                    path, _, frag = ref.partition("#")
+                    ap_root = _load(path, sub_base)
+                    ref = "#" + frag
+                ap = _resolve_local(ref, ap_root)
             if ap.get("properties"):
-                _rows(ap, name + ".<name>.", base, sub_root, out)
+                _rows(ap, name + ".<name>.", sub_base, ap_root, out)
 
 
 def _resolve_local(ref: str, root: dict) -> dict:
