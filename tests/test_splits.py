@@ -109,6 +109,26 @@ def test_complete_case_test_set(tmp_path):
     assert (per["test"] == 3).all() and (per["val"] == 1).all()    # 15% and 5% of 20
 
 
+def test_coherent_scheme_splits_patients_without_rna_too():
+    """Coherent Denoising splits every sample, RNA or not (8,305 + 443 + 1,350 = 10,098, Table 4
+    counts samples without RNA-seq): with members 'any', a patient with only a slide or only a
+    CNA / RPPA profile is split (never into the complete-case test set); with 'expression' not."""
+    s = sheet(multi=False)
+    tc = s[s.dataset == "tcga"]
+    no_rna = tc.patient.iloc[::6].tolist()  # some patients lose their expression
+    s.loc[s.patient.isin(no_rna), "expression"] = ""
+    ids = set(tc["sample"])
+    cna_ids, rppa_ids = ids, ids - {tc["sample"].iloc[1]}
+    coh_any = dict(COH, members="any")
+    t = make_splits(s, coh_any, seed=0, scheme="coherent", reference=REF, cna_ids=cna_ids, rppa_ids=rppa_ids)
+    assert set(no_rna) <= set(t.patient)                       # split although they have no RNA
+    assert not set(no_rna) & set(t.loc[t.split == "test", "patient"])  # not complete cases
+    per = t.drop_duplicates("patient").groupby(["cohort", "split"]).size().unstack(fill_value=0)
+    assert (per.sum(axis=1) == 20).all()                        # every patient of each cancer type
+    only_rna = make_splits(s, COH, seed=0, scheme="coherent", reference=REF, cna_ids=cna_ids, rppa_ids=rppa_ids)
+    assert not set(no_rna) & set(only_rna.patient)
+
+
 def test_complete_case_needs_omics_and_bad_fractions_named():
     s = sheet()
     with pytest.raises(SplitError, match="complete_case_test needs the CNA and RPPA"):

@@ -56,9 +56,27 @@ def omics_sample_ids(path) -> set[str]:
     return set(map(str, header.columns[1:]))
 
 
+def member_rows(samples: pd.DataFrame, datasets: list[str], members: str = "expression",
+                cna_ids: set | None = None, rppa_ids: set | None = None) -> pd.Series:
+    """Rows of the sample table a scheme splits: in ``datasets`` and with expression
+    (``members="expression"``) or with any modality - expression, a slide, or a CNA / RPPA
+    profile under the sample or patient id (``"any"``)."""
+    if members not in ("expression", "any"):
+        raise SplitError(f"splits: members must be 'expression' or 'any', got {members!r}")
+    ds = samples["dataset"].isin(datasets)
+    has = samples["expression"].fillna("").astype(str) != ""
+    if members == "any":
+        ids = (cna_ids or set()) | (rppa_ids or set())
+        has = has | (samples["slide"].fillna("").astype(str) != "") | samples["sample"].isin(ids) \
+            | samples["patient"].isin(ids)
+    return ds & has
+
+
 def patient_table(samples: pd.DataFrame, datasets: list[str], *, stratify: str = "cohort",
-                  cna_ids: set | None = None, rppa_ids: set | None = None) -> pd.DataFrame:
-    """One row per patient with expression in ``datasets``: stratum and modality flags.
+                  cna_ids: set | None = None, rppa_ids: set | None = None,
+                  members: str = "expression") -> pd.DataFrame:
+    """One row per patient with expression in ``datasets`` (``members="any"``: with any
+    modality, :func:`member_rows`): stratum and modality flags.
 
     A CNA / RPPA profile belongs to a patient when a column of the omics matrix is one of the
     patient's sample ids or the patient id itself.
@@ -69,9 +87,10 @@ def patient_table(samples: pd.DataFrame, datasets: list[str], *, stratify: str =
     s = samples.copy()
     s["expression"] = s["expression"].fillna("").astype(str)
     s["slide"] = s["slide"].fillna("").astype(str)
-    rna = s[s["dataset"].isin(datasets) & (s["expression"] != "")]
+    rna = s[member_rows(s, datasets, members, cna_ids, rppa_ids)]
     if rna.empty:
-        raise SplitError(f"splits: no sample with expression in dataset(s) {', '.join(datasets)} "
+        what = "expression" if members == "expression" else "any modality"
+        raise SplitError(f"splits: no sample with {what} in dataset(s) {', '.join(datasets)} "
                          f"(datasets in the sample table: {', '.join(sorted(s['dataset'].unique()))})")
     if rna[stratify].isna().any():
         bad = rna.loc[rna[stratify].isna(), "sample"].iloc[0]
@@ -88,7 +107,7 @@ def patient_table(samples: pd.DataFrame, datasets: list[str], *, stratify: str =
     pts = strata.rename("stratum").to_frame().sort_index()
     allrows = s[s["patient"].isin(pts.index)]
     ids = allrows.groupby("patient")["sample"].apply(lambda x: set(x))
-    pts["has_rna"] = True
+    pts["has_rna"] = allrows[allrows["expression"] != ""].groupby("patient").size().reindex(pts.index).fillna(0) > 0
     pts["has_slide"] = allrows.groupby("patient")["slide"].apply(lambda x: (x != "").any())
     for name, idset in (("has_cna", cna_ids), ("has_rppa", rppa_ids)):
         if idset is None:
@@ -160,12 +179,12 @@ def make_splits(samples: pd.DataFrame, settings: dict, *, seed: int, scheme: str
     cc = bool(settings.get("complete_case_test", False))
     if cc and (cna_ids is None or rppa_ids is None):
         raise SplitError(f"splits.schemes.{scheme}: complete_case_test needs the CNA and RPPA matrices")
+    members = settings.get("members", "expression")
     pts = patient_table(samples, datasets, stratify=settings.get("stratify", "cohort"),
-                        cna_ids=cna_ids, rppa_ids=rppa_ids)
+                        cna_ids=cna_ids, rppa_ids=rppa_ids, members=members)
     split = assign_splits(pts, train=settings["train"], val=settings["val"], test=settings["test"],
                           seed=seed, scheme=scheme, complete_case_test=cc)
-    s = samples[samples["patient"].isin(split.index) & samples["dataset"].isin(datasets)
-                & (samples["expression"].fillna("").astype(str) != "")]
+    s = samples[samples["patient"].isin(split.index) & member_rows(samples, datasets, members, cna_ids, rppa_ids)]
     out = s[["patient", "sample", "cohort", "dataset"]].copy()
     out["split"] = out["patient"].map(split)
     return out.sort_values(["patient", "sample"]).reset_index(drop=True)[OUT_COLUMNS]
