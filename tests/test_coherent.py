@@ -485,3 +485,29 @@ def test_outlier_detection_fills_gaps_with_training_medians_only():
     # 40 extreme test rows no longer decide the training fill (a fill of 50 made T00-T02 outliers)
     far = outliers(50.0)
     assert far == outliers(0.0) and not {"T00", "T01", "T02"} & set(far)
+
+
+def test_bank_training_resumes_finished_models_from_checkpoints(tmp_path, monkeypatch):
+    """A train_coherent_diffusion job killed at its walltime is retried; the models it had
+    finished are reloaded (same weights), not trained again - unless a setting changed."""
+    from crossmodal.coherent import models as M
+
+    torch.set_num_threads(1)
+    lat, labels = _planted_cohort()
+    hp = dict(SMALL, max_epochs=20, eval_every=10)
+    ck = tmp_path / "checkpoints"
+    bank, hist = M.train_bank(lat, labels, hp, seed=0, checkpoints=ck)
+    assert len(list(ck.glob("*.pt"))) == 16
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(M.D, "fit_denoiser", no_training)
+    again, hist2 = M.train_bank(lat, labels, hp, seed=0, checkpoints=ck)
+    for k, v in bank["single"].items():
+        for name, w in v["state"].items():
+            torch.testing.assert_close(again["single"][k]["state"][name], w)
+    pd.testing.assert_frame_equal(hist, hist2)
+    # a changed hyperparameter invalidates the checkpoints: the first model is trained again
+    with pytest.raises(AssertionError, match="trained again"):
+        M.train_bank(lat, labels, dict(hp, lr=hp.get("lr", 1e-3) * 2), seed=0, checkpoints=ck)

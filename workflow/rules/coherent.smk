@@ -119,6 +119,7 @@ rule train_coherent_diffusion:
         diffusion=COH["diffusion"],
         seed=config["seed"],
         device=config["device"],
+        checkpoints=f"{COH_DIR}/models/checkpoints",
     script:
         "../scripts/train_coherent_diffusion.py"
 

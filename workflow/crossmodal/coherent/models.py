@@ -64,23 +64,57 @@ def model_datasets(lat: pd.DataFrame, labels: pd.DataFrame, modalities=MODALITIE
                    (blocks[target].loc[ok_va].to_numpy(), cv, av))
 
 
+def _fingerprint(settings: dict, seed: int, trn, val) -> str:
+    """What a finished model depends on: its settings, seed and training / validation arrays."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps({"settings": settings, "seed": seed}, sort_keys=True, default=str).encode())
+    for part in (trn, val):
+        for a in (part[0], *part[1], part[2]):
+            h.update(np.ascontiguousarray(np.asarray(a, dtype=np.float32)).tobytes())
+    return h.hexdigest()
+
+
 def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed: int = 0,
-               modalities=MODALITIES, device: str = "cpu") -> tuple[dict, pd.DataFrame]:
+               modalities=MODALITIES, device: str = "cpu", checkpoints=None) -> tuple[dict, pd.DataFrame]:
     """Train every single-condition and multi-condition model on ``device``; returns (bank,
-    history); the bank's weights are CPU tensors."""
+    history); the bank's weights are CPU tensors.
+
+    ``checkpoints`` (a folder): each finished model is saved there (atomically), and a rerun - a
+    job killed at its walltime and retried - reloads every model whose settings, seed and data
+    are unchanged instead of training it again (the 16 paper-size models take hours each)."""
+    from pathlib import Path
+
+    from crossmodal.fileio import atomic_path
+
     s = D.DiffusionSettings.from_dict(settings)
     blocks = latent_blocks(lat, modalities)
     bank = {"settings": settings, "modalities": list(modalities),
             "dims": {m: blocks[m].shape[1] for m in modalities}, "single": {}, "multi": {}}
     hist = []
+    ck = Path(checkpoints) if checkpoints else None
+    if ck:
+        ck.mkdir(parents=True, exist_ok=True)
     for k, (name, rec, multi, trn, val) in enumerate(model_datasets(lat, labels, modalities)):
-        model, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name, device=device)
-        entry = {"arch": model.arch, "state": model.state_dict(), "val_mse": fit["val_mse"], **rec}
+        fp = _fingerprint(settings, seed + k, trn, val) if ck else None
+        path = ck / (name.replace("<-", "_from_") + ".pt") if ck else None
+        saved = torch.load(path, map_location="cpu", weights_only=False) if ck and path.is_file() else None
+        if saved is not None and saved.get("fingerprint") == fp:
+            entry, history = saved["entry"], saved["history"]
+            log.info("%s: reloaded from %s (finished by an earlier job)", name, path)
+        else:
+            model, fit = D.fit_denoiser(*trn, *val, s, multi=multi, seed=seed + k, name=name, device=device)
+            entry = {"arch": model.arch, "state": model.state_dict(), "val_mse": fit["val_mse"], **rec}
+            history = fit["history"]
+            if ck:
+                with atomic_path(path) as tmp:
+                    torch.save({"fingerprint": fp, "entry": entry, "history": history}, tmp)
         if multi:
             bank["multi"][rec["target"]] = entry
         else:
             bank["single"][name] = entry
-        hist += fit["history"]
+        hist += history
     return bank, pd.DataFrame(hist)
 
 

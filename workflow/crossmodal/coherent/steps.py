@@ -98,7 +98,8 @@ def train_coherent_diffusion(inputs, outputs, params, *, threads=1, log=None):
     _threads(threads)
     lat = _by_sample(inputs["latents"])
     labels = _by_sample(inputs["labels"])
-    bank, hist = train_bank(lat, labels, params["diffusion"], seed=int(params["seed"]), device=_device(params))
+    bank, hist = train_bank(lat, labels, params["diffusion"], seed=int(params["seed"]), device=_device(params),
+                            checkpoints=params.get("checkpoints"))
     with atomic_path(outputs["models"]) as tmp:
         torch.save(bank, tmp)
     rows = [{"model": k, "kind": "single", "target": v["target"], "conditions": v["cond"], "val_mse": v["val_mse"],
