@@ -108,3 +108,30 @@ def test_toy_run_renders_every_reproduction_table(toy_run):
     summary = pd.read_csv(toy_run / "results/report/reproduction_summary.tsv", sep="\t").set_index("paper")
     assert sorted(summary.index) == ["coherent", "pathgen", "rna_cdm", "rna_gan"]
     assert (summary["holds"] + summary["fails"] == summary["directional"]).all()
+
+
+def test_every_gpu_rule_hands_its_step_the_device():
+    """A rule that asks the cluster for a GPU must pass config["device"] to a step that uses it:
+    PathGen's and Coherent Denoising's training requested GPUs and still trained on the CPU."""
+    import inspect
+    import re
+
+    from crossmodal import steps
+
+    checked = []
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\s*(?:rule|checkpoint)\b)", smk.read_text()):
+            if "gpu=gpu_request" not in block:
+                continue
+            name = re.match(r"\s*(?:rule|checkpoint)\s*(\w*)", block).group(1) or block.split('f"', 1)[-1][:40]
+            assert 'device=config["device"]' in block, f"{smk.name}: rule {name} requests a GPU but passes no device"
+            script = re.search(r'script:\s*\n\s*"([^"]+)"', block)
+            assert script, f"{smk.name}: rule {name}: no script"
+            text = (smk.parent / script.group(1)).read_text()
+            for step_name in re.findall(r'run_from_snakemake\(\s*snakemake,\s*"(\w+)"', text):
+                src = inspect.getsource(steps.get(step_name))
+                # the step reads params["device"] itself, or builds its feature extractor from it
+                assert "device" in src or "step_extractor(" in src, f"step {step_name} (rule {name}) ignores the device"
+                checked.append(name)
+    assert {"train_pathgen", "sample_pathgen", "train_mcat_gr", "train_coherent_diffusion", "generate_coherent",
+            "train_rna_cdm_base", "train_rna_gan_generator"} <= set(checked)
