@@ -786,9 +786,8 @@ def test_tile_silhouette_permutation_null():
 
 
 def test_lazy_tiles_decode_on_demand_and_equal_the_loaded_tiles(tmp_path):
-    from crossmodal.rna_gan.evaluate import LazyTiles, load_tiles, select_tiles, tile_set
-
-    from crossmodal.data import TileWriter
+    from crossmodal.data import TileView, TileWriter
+    from crossmodal.rna_gan.evaluate import load_tiles, resize_uint8, select_tiles, tile_set
 
     rng = np.random.default_rng(0)
     paths = []
@@ -802,11 +801,15 @@ def test_lazy_tiles_decode_on_demand_and_equal_the_loaded_tiles(tmp_path):
     assert len(tiles) == 11 and tiles.std() > 10
     ds, idx, s2 = select_tiles(paths, max_per_source=6, seed=2)
     assert list(samples) == list(s2)
-    lazy = LazyTiles(ds, idx, 8)
+    lazy = TileView(ds, idx, 8, resize_uint8)
     assert len(lazy) == len(tiles)
     np.testing.assert_array_equal(lazy[np.array([3, 0])], tiles[[3, 0]])
     np.testing.assert_array_equal(lazy[2:5], tiles[2:5])
+    np.testing.assert_array_equal(lazy[4], tiles[4])  # one tile: (s, s, 3)
+    assert TileView(ds)[0].shape == (16, 16, 3) and len(TileView(ds)) == 14  # all tiles, stored size
+    with pytest.raises(ValueError, match="resize"):
+        TileView(ds, idx, 8)
     assert isinstance(tile_set(ds, idx, 8), np.ndarray)  # small: held in memory
     big = tile_set(ds, idx, 8, max_bytes=100)  # over the limit: streamed
-    assert isinstance(big, LazyTiles)
+    assert isinstance(big, TileView)
     np.testing.assert_array_equal(big[:], tiles)

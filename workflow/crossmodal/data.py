@@ -395,6 +395,45 @@ class TileDataset:
         self._envs = {}
 
 
+class TileView:
+    """Tiles ``indices`` of ``ds`` (all of them by default), decoded only when indexed and,
+    when ``size`` is given, resized to ``size`` px by ``resize(uint8 (k, H, W, 3), size)``.
+
+    ``ds``: a dataset of single tiles (``ds[i]`` -> (H, W, 3), e.g. :class:`TileDataset`), or a
+    uint8 (n, H, W, 3) array or another view (indexed with whole index arrays).
+    ``view[i]`` is one uint8 tile (s, s, 3); ``view[array or slice]`` a uint8 batch
+    (k, s, s, 3).  It lets a model stream more tiles than fit in memory (a paper-scale training
+    set is ~400,000 tiles of 256 px, ~76 GB decoded), split them into training and validation
+    without copying a tile, and lets a metric compare tile sets of different sizes (real 256 px
+    tiles vs generated ones of the toy size)."""
+
+    def __init__(self, ds, indices=None, size: int | None = None, resize: Callable | None = None):
+        if size is not None and resize is None:
+            raise ValueError("TileView: a size needs a resize function")
+        self.ds, self.size, self.resize = ds, size, resize
+        self.indices = np.arange(len(ds), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _batch(self, ii: np.ndarray) -> np.ndarray:
+        if not len(ii):
+            s = self.size or 1
+            return np.zeros((0, s, s, 3), np.uint8)
+        if isinstance(self.ds, (np.ndarray, TileView)):
+            tiles = self.ds[ii]
+        else:
+            tiles = np.stack([self.ds[int(i)] for i in ii])
+        if self.size is None or tiles.shape[1:3] == (self.size, self.size):
+            return tiles
+        return self.resize(tiles, self.size)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self._batch(self.indices[[key]])[0]
+        return self._batch(np.atleast_1d(self.indices[key]))
+
+
 def per_slide_indices(ds: "TileDataset", per_slide: int, seed: int) -> np.ndarray:
     """Indices into ``ds`` of at most ``per_slide`` tiles of each slide (source LMDB), drawn
     reproducibly from ``seed`` and sorted within each slide (RNA-CDM Methods: at most 4,000 tiles

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossmodal.data import TileView
+
 log = logging.getLogger(__name__)
 
 
@@ -86,25 +88,10 @@ def predict_proba(model: nn.Module, tiles, image_size: int, batch_size: int = 64
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
-class TileSubset:
-    """A view of rows ``idx`` of ``base`` (a uint8 (n, H, W, 3) array, or any object that returns
-    such an array for an integer index array - e.g. tiles decoded on demand from an LMDB), so
-    the train / validation split copies no tile."""
-
-    def __init__(self, base, idx):
-        self.base, self.idx = base, np.asarray(idx, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, key) -> np.ndarray:
-        ii = self.idx[key]
-        return self.base[np.atleast_1d(ii)] if np.ndim(ii) == 0 else self.base[ii]
-
-
 def _rows(tiles, idx):
-    """Rows ``idx`` of ``tiles``: a copy for an in-memory array, a :class:`TileSubset` view otherwise."""
-    return tiles[idx] if isinstance(tiles, np.ndarray) else TileSubset(tiles, idx)
+    """Rows ``idx`` of ``tiles``: a copy for an in-memory array, a :class:`crossmodal.data.TileView`
+    (no tile copied) otherwise."""
+    return tiles[idx] if isinstance(tiles, np.ndarray) else TileView(tiles, idx)
 
 
 def validation_split(y: np.ndarray, val_fraction: float, seed: int, groups=None) -> tuple[np.ndarray, np.ndarray]:
@@ -147,8 +134,8 @@ def train(model: nn.Module, tiles, y: np.ndarray, s: TrainSettings, *, seed: int
         if len(set(y[tr].tolist())) < 2:
             raise ValueError("classifier: the training part of the validation split holds one class only "
                              f"({len(tr)} tiles); more slides per class are needed")
-        val = (TileSubset(tiles, va), y[va])
-        tiles, y = TileSubset(tiles, tr), y[tr]
+        val = (TileView(tiles, va), y[va])
+        tiles, y = TileView(tiles, tr), y[tr]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # CPU stream: same shuffles and flips on any device
     dev = _device(s.device)

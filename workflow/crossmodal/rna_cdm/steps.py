@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from crossmodal import reproduction as rp
+from crossmodal.data import TileView
 from crossmodal.fileio import write_table
 from crossmodal.rna_cdm import cascade
 from crossmodal.rna_cdm import deconvolution as _deconvolution  # noqa: F401  (registers its steps)
@@ -185,19 +186,9 @@ def generate_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
 # --------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------
-class _Resized:
-    """An image set resized to ``size`` px (real 256 px tiles vs generated tiles of the toy size)."""
-
-    def __init__(self, ds, size: int, indices=None):
-        self.ds, self.size = ds, size
-        self.indices = np.arange(len(ds)) if indices is None else np.asarray(indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        t = self.ds[int(self.indices[i])]
-        return t if t.shape[0] == self.size else cascade.resize_uint8(t[None], self.size)[0]
+def _resized(ds, size: int, indices=None) -> TileView:
+    """``ds`` (its tiles ``indices``) at ``size`` px: real 256 px tiles vs generated tiles of the toy size."""
+    return TileView(ds, indices, size, cascade.resize_uint8)
 
 
 def _cohort_indices(ds, cohort_of: dict) -> dict:
@@ -282,9 +273,9 @@ def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
                 "evaluate_rna_cdm: fewer real %s tiles than generated in %s: the overall sets' mixes differ there",
                 name, ", ".join(f"{c} ({a} real vs {b} generated)" for c, (a, b) in short.items()))
     kw_all = dict(kw, max_images=None)
-    s_test = image.extract_stats(_Resized(test, size, t_idx), desc="real test tiles", **kw_all)
-    s_gen = image.extract_stats(_Resized(gen, size, g_all), desc="RNA-CDM tiles", **kw_all)
-    s_train = image.extract_stats(_Resized(train, size, r_idx), desc="real training tiles", **kw_all)
+    s_test = image.extract_stats(_resized(test, size, t_idx), desc="real test tiles", **kw_all)
+    s_gen = image.extract_stats(_resized(gen, size, g_all), desc="RNA-CDM tiles", **kw_all)
+    s_train = image.extract_stats(_resized(train, size, r_idx), desc="real training tiles", **kw_all)
     mix = "real tiles drawn per cancer type to the generated counts (" + ", ".join(
         f"{c} {want[c]}" for c in cohorts) + ")" + "".join(
         f"; fewer real {n} tiles in {', '.join(short)}" for n, short in (("test", t_short), ("training", r_short)) if short)
@@ -292,8 +283,8 @@ def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     row("all", s_test, s_train, "real vs real (test vs training patients; floor)", mix)
     for c in cohorts:
         if len(g_by.get(c, [])) >= 2 and len(t_by.get(c, [])) >= 2:
-            a = image.extract_stats(_Resized(test, size, t_by[c]), desc=f"real {c}", **kw)
-            b = image.extract_stats(_Resized(gen, size, g_by[c]), desc=f"RNA-CDM {c}", **kw)
+            a = image.extract_stats(_resized(test, size, t_by[c]), desc=f"real {c}", **kw)
+            b = image.extract_stats(_resized(gen, size, g_by[c]), desc=f"RNA-CDM {c}", **kw)
             row(c, a, b, "real vs RNA-CDM (test patients)")
     write_table(outputs["table"], pd.DataFrame(rows), index=False)
 
@@ -511,7 +502,7 @@ def benchmark_rna_cdm_samplers(inputs, outputs, params, *, threads=1, log=None):
     real = TileDataset(cascade.select_lmdbs(_list(inputs["real"]), splits, params["cohorts"], ["test"]))
     weights = _list(inputs.get("extractor_weights"))
     ext = image.get_extractor(params["extractor"], weights=weights[0] if weights else None, device=dev)
-    s_real = image.extract_stats(_Resized(real, size), ext, seed=seed, desc="real test tiles")
+    s_real = image.extract_stats(_resized(real, size), ext, seed=seed, desc="real test tiles")
     rows = []
     # untimed warm-up on one tile (lazy CUDA / cuDNN initialisation, allocator, thread pools): the
     # first timed sampler would otherwise pay it alone; both samplers call the same two networks

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from crossmodal.data import TileView
 from crossmodal.fileio import save_figure, write_table
 from crossmodal.steps import step
 
@@ -104,25 +105,6 @@ def load_tiles(lmdbs, size: int | None = None, max_per_source: int | None = None
     return tiles, samples
 
 
-class LazyTiles:
-    """Tiles ``idx`` of a TileDataset, decoded (and resized to ``size``) only when indexed:
-    ``lazy[array or slice]`` -> uint8 (k, s, s, 3).  Lets a classifier train on more tiles than
-    fit in memory (a paper-scale training set is ~400,000 tiles of 256 px, ~76 GB decoded)."""
-
-    def __init__(self, ds, idx, size: int | None = None):
-        self.ds, self.idx, self.size = ds, np.asarray(idx, dtype=np.int64), size
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, key) -> np.ndarray:
-        ii = np.atleast_1d(self.idx[key])
-        if not len(ii):
-            return np.zeros((0, self.size or 1, self.size or 1, 3), np.uint8)
-        tiles = np.stack([self.ds[int(i)] for i in ii])
-        return resize_uint8(tiles, self.size) if self.size is not None else tiles
-
-
 # a tile set larger than this (decoded, at the size it is used) is streamed from its LMDB
 # instead of held in memory (an engineering limit, not a hyperparameter: the tiles and the
 # results are the same either way)
@@ -131,8 +113,8 @@ IN_MEMORY_MAX_BYTES = 4 * 1024 ** 3
 
 def tile_set(ds, idx, size: int, max_bytes: int = IN_MEMORY_MAX_BYTES):
     """The tiles ``idx`` of ``ds`` at ``size`` px: decoded into memory when they take at most
-    ``max_bytes``, else a :class:`LazyTiles` that decodes each batch on demand."""
-    lazy = LazyTiles(ds, idx, size)
+    ``max_bytes``, else a :class:`crossmodal.data.TileView` that decodes each batch on demand."""
+    lazy = TileView(ds, idx, size, resize_uint8)
     if len(idx) * size * size * 3 > max_bytes:
         logging.getLogger(__name__).info("%d tiles of %d px (%.1f GB) are streamed from %s, not held in memory",
                                          len(idx), size, len(idx) * size * size * 3 / 1024 ** 3, ds.paths[0])
@@ -562,7 +544,7 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
             ii = [i for i in range(len(d)) if d.meta(i).get("sample") in test]
             if ii:
                 hy.append(np.array([label(d, i, "cohort") for i in ii]))
-                hx.append(clf.predict_proba(model, LazyTiles(d, ii), s.image_size))
+                hx.append(clf.predict_proba(model, TileView(d, ii), s.image_size))
         if not hx:
             raise ValueError(f"{', '.join(held)}: no tiles generated for a test-split donor; the held-out "
                              f"evaluation needs 'test' in config rna_gan.features.real_splits")
