@@ -109,3 +109,23 @@ def test_train_with_slide_groups_and_streamed_tiles():
         out.append(clf.predict_proba(m, x, 32))
     assert calls and max(calls) <= 64  # decoded in batches, never all at once
     np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+
+
+def test_seeded_resnet_weights_do_not_depend_on_the_global_torch_rng():
+    """A seeded network starts from the same weights in any process (torch's global RNG starts
+    from a random seed in each; RNA-CDM's first pretrained network took its weights from it), and
+    building it leaves the global RNG where it was."""
+    import torch
+
+    from crossmodal.models.classifier import make_resnet
+
+    torch.manual_seed(1)
+    a = make_resnet("resnet18", 3, seed=7).state_dict()
+    after = torch.rand(1)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(1), after)  # the global stream did not move
+    torch.manual_seed(2)
+    b = make_resnet("resnet18", 3, seed=7).state_dict()
+    c = make_resnet("resnet18", 3, seed=8).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"]) and not torch.equal(a["fc.weight"], c["fc.weight"])

@@ -35,13 +35,20 @@ class TrainSettings:
     device: str = "cpu"  # "auto" = CUDA when torch sees a GPU (the rule must request one), else CPU
 
 
-def make_resnet(arch: str, n_classes: int, backbone_state: dict | None = None) -> nn.Module:
+def make_resnet(arch: str, n_classes: int, backbone_state: dict | None = None, *,
+                seed: int | None = None) -> nn.Module:
     """A torchvision ResNet (random init) with an ``n_classes`` head; optionally load a
-    backbone state dict (keys of the ResNet without ``fc``)."""
+    backbone state dict (keys of the ResNet without ``fc``).  With ``seed`` the initial weights
+    depend on it alone (not on the process's global torch RNG, which starts from a random seed
+    in every process), and the global RNG is left as it was."""
     import torchvision
 
     if arch not in ("resnet18", "resnet34", "resnet50"):
         raise ValueError(f"unknown classifier architecture {arch!r} (resnet18, resnet34, resnet50)")
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return make_resnet(arch, n_classes, backbone_state)
     net = getattr(torchvision.models, arch)(weights=None)
     if backbone_state is not None:
         missing, unexpected = net.load_state_dict(backbone_state, strict=False)

@@ -250,9 +250,11 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
         want = int(round(float(frac) * len(y)))
         per = {k: want // len(cohorts) for k in range(len(cohorts))}  # synthetic_need loaded enough
         ii = take_per_class(sy, per, np.random.default_rng(seed + 1))
-        # early stopping (pretrain_val_fraction) holds out whole generating patients, not tiles
-        net, _ = clf.train(make(), sx[ii], sy[ii], s_pre, seed=seed, progress=False,
-                           groups=sg[ii] if s_pre.val_fraction > 0 else None)
+        # early stopping (pretrain_val_fraction) holds out whole generating patients, not tiles;
+        # initial weights seeded (clf.train seeds only after the network is built: the first one
+        # came from the process's random torch seed, and the 25 % row changed from run to run)
+        net, _ = clf.train(clf.make_resnet(c["arch"], len(cohorts), seed=seed), sx[ii], sy[ii], s_pre,
+                           seed=seed, progress=False, groups=sg[ii] if s_pre.val_fraction > 0 else None)
         pretrained[frac] = (net.state_dict(), len(ii))
     rows, cms = [], {}
     for f, (tr, te) in enumerate(folds):

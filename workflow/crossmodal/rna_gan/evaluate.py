@@ -500,8 +500,8 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     s = clf.TrainSettings(epochs=int(c["epochs"]), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
                           batch_size=int(c["batch_size"]), val_fraction=float(c["val_fraction"]),
                           image_size=int(c["image_size"]), device=params.get("device", "cpu"))
-    torch.manual_seed(seed)  # the ResNet's initial weights (clf.train seeds only after building it)
-    model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), None), x, y, s, seed=seed, groups=groups)
+    # seeded initial weights (clf.train seeds only after the network is built)
+    model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), seed=seed), x, y, s, seed=seed, groups=groups)
     common = {"arch": c["arch"], "n_train_tiles": int(len(y)), "train_splits": ",".join(train_splits),
               "chance": 1 / len(tissues), "epochs_run": len(hist)}
 
