@@ -55,6 +55,7 @@ def test_mistyped_value_is_named(override, named):
 @pytest.mark.parametrize("override, message", [
     ({"pathgen": {"conformal": {"n_bins": 5}}}, "pathgen.conformal.n_bins (5) must equal pathgen.mcat.n_bins (4)"),
     ({"pathgen": {"conformal": {"risk_min": -1.0, "risk_max": -5.0}}}, "risk_min (-1.0) must be below risk_max"),
+    ({"pathgen": {"cross_fit": {"folds": 1}}}, "pathgen.cross_fit.folds is 1"),
 ])
 def test_pathgen_conformal_settings_must_agree_with_the_model(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

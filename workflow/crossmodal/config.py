@@ -108,6 +108,9 @@ def _check_pathgen_conformal(instance: dict, what: str) -> None:
     if "risk_min" in cf and "risk_max" in cf and not cf["risk_min"] < cf["risk_max"]:
         raise ConfigError(f"{what}: pathgen.conformal.risk_min ({cf['risk_min']}) must be below risk_max "
                           f"({cf['risk_max']})")
+    if (pg.get("cross_fit") or {}).get("folds") == 1:
+        raise ConfigError(f"{what}: pathgen.cross_fit.folds is 1: one fold holds out every training patient "
+                          "(0 = off, or 2 and more folds)")
 
 
 def _check_rna_cdm_cascade(instance: dict, what: str) -> None:

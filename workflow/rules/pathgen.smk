@@ -96,11 +96,49 @@ rule train_pathgen:
         "../scripts/train_pathgen.py"
 
 
+# beyond the paper (pathgen.cross_fit.folds >= 2): one more PathGen per fold of the training
+# patients, trained on the other folds; sample_pathgen synthesizes each training case with the
+# model that did not see it
+rule train_pathgen_fold:
+    input:
+        **PG_DATA,
+        embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
+    output:
+        model="results/pathgen/model/cross_fit/fold{fold}.pt",
+        losses="results/pathgen/model/cross_fit/fold{fold}_losses.tsv",
+    log:
+        "logs/train_pathgen_fold/{fold}.log",
+    benchmark:
+        "benchmarks/train_pathgen_fold/{fold}.tsv"
+    wildcard_constraints:
+        fold="[0-9]+",
+    retries: 2
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=720,
+        mem_mb=32000,
+    params:
+        model=PG["model"],
+        fold=lambda w: int(w.fold) - 1,
+        folds=PG["cross_fit"]["folds"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/train_pathgen.py"
+
+
 rule sample_pathgen:
     input:
         **PG_DATA,
         embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
         model="results/pathgen/model/pathgen.pt",
+        fold_models=expand(
+            "results/pathgen/model/cross_fit/fold{fold}.pt",
+            fold=range(1, PG["cross_fit"]["folds"] + 1),
+        ),
     output:
         synthesized="results/pathgen/expression/synthesized.tsv.gz",
     log:

@@ -24,7 +24,8 @@ Hand-over formats (each read back through one validating reader):
   (:func:`.cases.write_expression` / :func:`.cases.read_expression`): TSV, one row per case
   (= diagnostic slide: a patient with several slides has several rows; Table 2 averages them per
   patient, MCAT_GR pools the patient's slide bags and averages its rows, as MCAT's loader),
-  columns ``sample`` (index), ``patient``, ``split``, ``source`` (``real`` | ``pathgen`` | ``round_trip``),
+  columns ``sample`` (index), ``patient``, ``split``, ``source`` (``real`` | ``pathgen`` | ``round_trip``;
+  ``pathgen out of fold i/k`` for a training case under ``pathgen.cross_fit``),
   ``n_draws`` (DDPM samples averaged; 0 for real), then one column per row of
   ``results/pathgen/genes.tsv`` (columns ``gene``, ``group``, ``feature``; in that order, groups
   contiguous), named by ``feature``: the gene symbol, or ``<gene>|<group>`` for a gene in several

@@ -83,7 +83,9 @@ def _table2_rows(c: Claims, t2: pd.DataFrame) -> None:
         n = int(r.n_cases)
         ok, note = _correlated(r)
         if np.isfinite(r.get("spearman_training_cases", np.nan)):
-            note = join_notes(note, f"on its own training cases (in sample; the synthesized expression MCAT_GR's "
+            kind = r.get("training_cases_synthesis", "in sample")
+            kind = "in sample" if not isinstance(kind, str) else kind
+            note = join_notes(note, f"on its own training cases ({kind}; the synthesized expression MCAT_GR's "
                                     f"synthesized run trains on) rho {fmt(r.spearman_training_cases)}")
         c.add(f"Spearman real vs synthesized: {label}", _paper(*pg) if ref else "not in the paper", SEC_TABLE2,
               fmt(r.spearman), ok, note, paper_gbmlgg=pg[0], paper_kirc=pg[1], n=n)

@@ -105,10 +105,18 @@ def train_pathgen(inputs, outputs, params, *, threads=1, log=None):
     torch.set_num_threads(max(1, threads))
     cases, genes, real, bags, sizes = _load(inputs)
     train = cases.index[cases.split == "train"]
+    meta = {}
+    if params.get("fold") is not None:  # cross-fit: the training patients outside one fold
+        fold, folds = int(params["fold"]), int(params["folds"])
+        f = synthesis.cross_fit_folds(cases, folds, int(params["seed"]))
+        train = f.index[f != fold]
+        meta = {"fold": fold, "folds": folds, "held_out": sorted(f.index[f == fold])}
+        logging.getLogger(__name__).info("cross-fit fold %d/%d: %d training cases, %d held out", fold + 1, folds,
+                                         len(train), len(meta["held_out"]))
     hp = params["model"]
     model, losses = synthesis.train(real.loc[train], bags, sizes, hp, seed=int(params["seed"]),
                                     device=_device(params))
-    synthesis.save_model(outputs["model"], model, hp, {"n_train": len(train), "genes": list(genes.feature)})
+    synthesis.save_model(outputs["model"], model, hp, {"n_train": len(train), "genes": list(genes.feature), **meta})
     synthesis.write_losses(outputs["losses"], losses)
 
 
@@ -130,6 +138,26 @@ def sample_pathgen(inputs, outputs, params, *, threads=1, log=None):
                          seed=int(params["seed"]) + 1, clip=ck["hp"].get("clip_denoised"), device=dev)
     vals = pd.DataFrame(x, index=cases.index, columns=list(genes.feature))
     meta = cases[["patient", "split"]].assign(source="pathgen", n_draws=n)
+    fold_models = inputs.get("fold_models") or []
+    fold_models = [fold_models] if isinstance(fold_models, str) else list(fold_models)
+    if fold_models:  # cross-fit: each training case from the model that did not train on it
+        folds = len(fold_models)
+        f = synthesis.cross_fit_folds(cases, folds, int(params["seed"]))
+        for k, path in enumerate(fold_models):
+            m_k, ck_k = synthesis.load_model(path)
+            ids = sorted(f.index[f == k])
+            if (ck_k["meta"].get("fold"), ck_k["meta"].get("folds")) != (k, folds) or \
+                    sorted(ck_k["meta"].get("held_out", [])) != ids:
+                got = ck_k["meta"].get("fold")
+                raise ValueError(f"PathGen cross-fit model {path}: trained for fold "
+                                 f"{'none' if got is None else got + 1} of {ck_k['meta'].get('folds')} (or on "
+                                 f"other cases), expected fold {k + 1} of {folds} holding out {len(ids)} cases")
+            vals.loc[ids] = synthesis.sample(m_k.to(dev), synthesis.make_ddpm(ck_k["hp"]), bags, ids, len(genes),
+                                             n_draws=n, seed=int(params["seed"]) + 1,
+                                             clip=ck_k["hp"].get("clip_denoised"), device=dev)
+            meta.loc[ids, "source"] = f"pathgen out of fold {k + 1}/{folds}"
+        logging.getLogger(__name__).info("cross-fit: %d training cases synthesized by the %d fold models",
+                                         len(f), folds)
     write_expression(outputs["synthesized"], vals, meta)
 
 
@@ -142,8 +170,10 @@ def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
     cases = read_cases(inputs["cases"])
     genes = read_genes(inputs["genes"])
     real, _ = read_expression(inputs["real"], genes)
-    synth, _ = read_expression(inputs["synthesized"], genes)
+    synth, smeta = read_expression(inputs["synthesized"], genes)
     test = cases.index[cases.split == params["split"]]
+    tr_src = smeta.loc[smeta.index.isin(cases.index[cases.split == "train"]), "source"].astype(str)
+    fit_kind = "out of fold" if tr_src.str.contains("out of fold").all() and len(tr_src) else "in sample"
     # the training patients: their mean expression is the baseline predictor of mae_training_mean,
     # and PathGen's in-sample fit on them (the synthesized expression MCAT_GR's synthesized run
     # trains on) goes next to the held-out numbers
@@ -155,10 +185,11 @@ def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
     fit = evaluate.table2(real_tr, synth_tr, genes, list(real_tr.index)).set_index("group")
     t["spearman_training_cases"] = t.group.map(fit.spearman)
     t["mae_training_cases"] = t.group.map(fit.mae)
+    t["training_cases_synthesis"] = fit_kind
     write_table(outputs["table"], t, index=False, float_format="%.6g")
     evaluate.plot(real, synth, genes, test, t, outputs["figure"], label)
-    logging.getLogger(__name__).info("PathGen test split: overall Spearman %.3f, MAE %.3f (training cases, in "
-                                     "sample: %.3f, %.3f)", t.spearman.iloc[-1], t.mae.iloc[-1],
+    logging.getLogger(__name__).info("PathGen test split: overall Spearman %.3f, MAE %.3f (training cases, %s: "
+                                     "%.3f, %.3f)", t.spearman.iloc[-1], t.mae.iloc[-1], fit_kind,
                                      t.spearman_training_cases.iloc[-1], t.mae_training_cases.iloc[-1])
 
 

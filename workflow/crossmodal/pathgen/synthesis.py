@@ -124,6 +124,19 @@ def sample(model, ddpm, bags: dict, samples: list[str], n_genes: int, *, n_draws
     return out
 
 
+def cross_fit_folds(cases: pd.DataFrame, k: int, seed: int) -> pd.Series:
+    """The cross-fit fold (0 .. k-1) of every training case (``cases.split == "train"``): whole
+    patients are dealt to folds in a seeded random order, so a patient's cases share one fold and
+    the folds differ in size by at most one patient."""
+    train = cases[cases["split"] == "train"]
+    patients = np.array(sorted(train["patient"].astype(str).unique()))
+    if k < 2 or k > len(patients):
+        raise ValueError(f"pathgen.cross_fit.folds = {k}: needs 2 .. {len(patients)} (the training patients)")
+    order = np.random.default_rng(seed).permutation(len(patients))
+    fold_of = {patients[j]: i % k for i, j in enumerate(order)}
+    return train["patient"].astype(str).map(fold_of).astype(int)
+
+
 def save_model(path, model, hp: dict, meta: dict) -> None:
     obj = {"format": "crossmodal-pathgen", "hp": hp, "group_sizes": model.group_sizes,
            "patch_dim": model.patch_proj[0].in_features, "state": model.state_dict(), "meta": meta}
