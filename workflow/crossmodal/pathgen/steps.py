@@ -140,7 +140,9 @@ def sample_pathgen(inputs, outputs, params, *, threads=1, log=None):
     meta = cases[["patient", "split"]].assign(source="pathgen", n_draws=n)
     fold_models = inputs.get("fold_models") or []
     fold_models = [fold_models] if isinstance(fold_models, str) else list(fold_models)
-    if fold_models:  # cross-fit: each training case from the model that did not train on it
+    # cross-fit: each training case from the model that did not train on it (the main model's draws
+    # above cover every case, so the other cases keep exactly the values they get without cross-fit)
+    if fold_models:
         folds = len(fold_models)
         f = synthesis.cross_fit_folds(cases, folds, int(params["seed"]))
         for k, path in enumerate(fold_models):
@@ -175,8 +177,8 @@ def evaluate_pathgen(inputs, outputs, params, *, threads=1, log=None):
     tr_src = smeta.loc[smeta.index.isin(cases.index[cases.split == "train"]), "source"].astype(str)
     fit_kind = "out of fold" if tr_src.str.contains("out of fold").all() and len(tr_src) else "in sample"
     # the training patients: their mean expression is the baseline predictor of mae_training_mean,
-    # and PathGen's in-sample fit on them (the synthesized expression MCAT_GR's synthesized run
-    # trains on) goes next to the held-out numbers
+    # and PathGen's fit on them (in sample, or out of fold under pathgen.cross_fit: the synthesized
+    # expression MCAT_GR's synthesized run trains on) goes next to the held-out numbers
     real_tr, synth_tr = (evaluate.per_patient(v, cases, cases.index[cases.split == "train"]) for v in (real, synth))
     real, synth = (evaluate.per_patient(v, cases, test) for v in (real, synth))  # a patient counts once
     test = list(real.index)
