@@ -57,7 +57,7 @@ def test_mistyped_value_is_named(override, named):
     ({"pathgen": {"conformal": {"risk_min": -1.0, "risk_max": -5.0}}}, "risk_min (-1.0) must be below risk_max"),
     ({"pathgen": {"cross_fit": {"folds": 1}}}, "pathgen.cross_fit.folds is 1"),
 ])
-def test_pathgen_conformal_settings_must_agree_with_the_model(override, message):
+def test_pathgen_settings_must_agree_with_the_model(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(override, path=REPO / "config" / "config.yaml")
 

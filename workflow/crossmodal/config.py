@@ -91,6 +91,7 @@ def validate(instance: dict, schema_file: str | Path, what: str = "config") -> d
         raise ConfigError(_message(errors[0], what))
     _check_diffusion_schedules(instance, what)
     _check_pathgen_conformal(instance, what)
+    _check_pathgen_cross_fit(instance, what)
     _check_rna_cdm_cascade(instance, what)
     return instance
 
@@ -108,7 +109,12 @@ def _check_pathgen_conformal(instance: dict, what: str) -> None:
     if "risk_min" in cf and "risk_max" in cf and not cf["risk_min"] < cf["risk_max"]:
         raise ConfigError(f"{what}: pathgen.conformal.risk_min ({cf['risk_min']}) must be below risk_max "
                           f"({cf['risk_max']})")
-    if (pg.get("cross_fit") or {}).get("folds") == 1:
+
+
+def _check_pathgen_cross_fit(instance: dict, what: str) -> None:
+    """pathgen.cross_fit.folds: 0 (off) or at least 2 - one fold would hold out every training patient."""
+    pg = instance.get("pathgen") if isinstance(instance, dict) else None
+    if isinstance(pg, dict) and (pg.get("cross_fit") or {}).get("folds") == 1:
         raise ConfigError(f"{what}: pathgen.cross_fit.folds is 1: one fold holds out every training patient "
                           "(0 = off, or 2 and more folds)")
 
