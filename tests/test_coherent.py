@@ -2,6 +2,7 @@
 the ensemble with coherence rejection, and the evaluations on planted data."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -487,6 +488,58 @@ def test_outlier_detection_fills_gaps_with_training_medians_only():
     assert far == outliers(0.0) and not {"T00", "T01", "T02"} & set(far)
 
 
+def test_bank_trained_in_shard_jobs_equals_the_one_job_bank(tmp_path):
+    """coherent.train_jobs: 3 jobs of train_coherent_shard joined by train_coherent_diffusion
+    give the same models (weights, validation MSE, order) and tables as one job; a missing,
+    repeated or foreign shard is refused, naming the file."""
+    from crossmodal import steps
+
+    torch.set_num_threads(1)
+    lat, labels = _planted_cohort()
+    lat.to_csv(tmp_path / "latents.tsv", sep="\t")
+    labels.to_csv(tmp_path / "labels.tsv", sep="\t")
+    data = {"latents": str(tmp_path / "latents.tsv"), "labels": str(tmp_path / "labels.tsv")}
+    hp = dict(SMALL, max_epochs=20, eval_every=10)
+
+    def outputs(d):
+        (tmp_path / d).mkdir()
+        return {k: str(tmp_path / d / f) for k, f in
+                [("models", "models.pt"), ("val_mse", "val_mse.tsv"), ("history", "history.tsv")]}
+
+    one = outputs("one")
+    steps.run("train_coherent_diffusion", data, one, {"diffusion": hp, "seed": 0, "device": "cpu"})
+    shards = [str(tmp_path / f"{i}_of_3.pt") for i in range(3)]
+    for i, path in enumerate(shards):
+        steps.run("train_coherent_shard", data, {"shard": path},
+                  {"diffusion": hp, "seed": 0, "device": "cpu", "shard": (i, 3)})
+    joined = outputs("joined")
+    steps.run("train_coherent_diffusion", {**data, "shards": shards}, joined, {"diffusion": hp, "seed": 0})
+
+    a, b = (torch.load(o["models"], weights_only=False) for o in (one, joined))
+    assert list(a) == list(b) and list(a["single"]) == list(b["single"]) and list(a["multi"]) == list(b["multi"])
+    for kind in ("single", "multi"):
+        for name, rec in a[kind].items():
+            assert b[kind][name]["val_mse"] == rec["val_mse"], name
+            for w, t in rec["state"].items():
+                torch.testing.assert_close(b[kind][name]["state"][w], t, rtol=0, atol=0)
+    for key in ("val_mse", "history"):
+        assert open(one[key]).read() == open(joined[key]).read(), key
+
+    bad = outputs("bad")
+    with pytest.raises(ValueError, match=r"shards \[2\] of 3 are missing"):
+        steps.run("train_coherent_diffusion", {**data, "shards": shards[:2]}, bad, {})
+    stale = str(tmp_path / "stale_1_of_3.pt")
+    shutil.copy(shards[1], stale)
+    with pytest.raises(ValueError, match=r"stale_1_of_3.pt: shard 1 of 3 is also in .*/1_of_3.pt"):
+        steps.run("train_coherent_diffusion", {**data, "shards": [shards[0], shards[1], stale]}, bad, {})
+    other = str(tmp_path / "other_2_of_3.pt")
+    steps.run("train_coherent_shard", data, {"shard": other},
+              {"diffusion": dict(hp, lr=1e-2), "seed": 0, "device": "cpu", "shard": (2, 3)})
+    with pytest.raises(ValueError, match=r"other_2_of_3.pt: settings differ"):
+        steps.run("train_coherent_diffusion", {**data, "shards": shards[:2] + [other]}, bad, {})
+    assert not any((tmp_path / "bad").iterdir())
+
+
 def test_bank_training_resumes_finished_models_from_checkpoints(tmp_path, monkeypatch):
     """A train_coherent_diffusion job killed at its walltime is retried; the models it had
     finished are reloaded (same weights), not trained again - unless a setting changed."""
@@ -511,3 +564,25 @@ def test_bank_training_resumes_finished_models_from_checkpoints(tmp_path, monkey
     # a changed hyperparameter invalidates the checkpoints: the first model is trained again
     with pytest.raises(AssertionError, match="trained again"):
         M.train_bank(lat, labels, dict(hp, lr=hp.get("lr", 1e-3) * 2), seed=0, checkpoints=ck)
+
+
+def test_train_jobs_plan_one_shard_job_each_and_a_cpu_join(tmp_path):
+    """coherent.train_jobs: 3 plans three train_coherent_shard jobs (a GPU each) that
+    train_coherent_diffusion joins without a GPU; the default plans no shard job."""
+    import re
+
+    import yaml
+    from conftest import REPO, run_snakemake
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["device"] = "auto"
+    cfg["coherent"]["train_jobs"] = 3
+    (tmp_path / "three.yaml").write_text(yaml.safe_dump(cfg))
+    p = run_snakemake(tmp_path / "three", "-n", "results/coherent/models/models.pt", "--forceall",
+                      configfile=tmp_path / "three.yaml")
+    plan = p.stdout + p.stderr
+    assert sorted(re.findall(r"models/shards/(\d+_of_\d+)\.pt", plan)) == ["0_of_3"] * 2 + ["1_of_3"] * 2 + ["2_of_3"] * 2, plan[-3000:]
+    join = plan[plan.index("rule train_coherent_diffusion:"):]
+    assert re.search(r"resources:.*gpu=0", join.split("\n\n")[0], re.S), join[:1500]
+    p = run_snakemake(tmp_path / "one", "-n", "results/coherent/models/models.pt", "--forceall")
+    assert "train_coherent_shard" not in p.stdout + p.stderr

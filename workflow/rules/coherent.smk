@@ -6,6 +6,7 @@ from crossmodal.coherent import rules as coh_rules
 COH = config["coherent"]
 COH_DIR = "results/coherent"
 COH_STAND_IN = coh_rules.stand_in(config)
+COH_BANK_JOB = coh_rules.bank_job(config)
 COH_SLIDES = [
     s
     for s in SLIDE_SAMPLES
@@ -92,9 +93,39 @@ rule encode_coherent_latents:
         "../scripts/encode_coherent_latents.py"
 
 
+rule train_coherent_shard:
+    input:
+        **COH_LATENTS,
+    output:
+        shard=f"{COH_DIR}/models/shards/{{shard}}_of_{COH['train_jobs']}.pt",
+    log:
+        "logs/train_coherent_shard/{shard}.log",
+    benchmark:
+        "benchmarks/train_coherent_shard/{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    retries: 2
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=gpu_request(config, 1),
+        runtime=1440,
+        mem_mb=16000,
+    params:
+        diffusion=COH["diffusion"],
+        seed=config["seed"],
+        device=config["device"],
+        checkpoints=f"{COH_DIR}/models/checkpoints",
+        shard=lambda w: (int(w.shard), COH["train_jobs"]),
+    script:
+        "../scripts/train_coherent_shard.py"
+
+
 rule train_coherent_diffusion:
     input:
         **COH_LATENTS,
+        **coh_rules.shard_inputs(config),
     output:
         models=f"{COH_DIR}/models/models.pt",
         val_mse=report(
@@ -112,8 +143,8 @@ rule train_coherent_diffusion:
         "../../envs/torch.yaml"
     threads: 1
     resources:
-        gpu=gpu_request(config, 1),
-        runtime=1440,
+        gpu=gpu_request(config, COH_BANK_JOB["gpus"]),
+        runtime=COH_BANK_JOB["runtime"],
         mem_mb=16000,
     params:
         diffusion=COH["diffusion"],

@@ -76,18 +76,32 @@ def _fingerprint(settings: dict, seed: int, trn, val) -> str:
     return h.hexdigest()
 
 
+def model_order(modalities=MODALITIES) -> list[str]:
+    """The bank's model names in training order (that of :func:`model_datasets`): per target, its
+    single-condition models, then its multi-condition model ``<target><-multi``."""
+    return [n for t in modalities for n in [f"{t}<-{c}" for c in modalities if c != t] + [f"{t}<-multi"]]
+
+
 def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed: int = 0,
-               modalities=MODALITIES, device: str = "cpu", checkpoints=None) -> tuple[dict, pd.DataFrame]:
+               modalities=MODALITIES, device: str = "cpu", checkpoints=None,
+               shard: tuple[int, int] = (0, 1)) -> tuple[dict, pd.DataFrame]:
     """Train every single-condition and multi-condition model on ``device``; returns (bank,
     history); the bank's weights are CPU tensors.
 
     ``checkpoints`` (a folder): each finished model is saved there (atomically), and a rerun - a
     job killed at its walltime and retried - reloads every model whose settings, seed and data
-    are unchanged instead of training it again (the 16 paper-size models take hours each)."""
+    are unchanged instead of training it again (the 16 paper-size models take hours each).
+
+    ``shard=(i, n)``: train only the models ``k`` (in :func:`model_order`) with ``k % n == i`` -
+    one of ``n`` cluster jobs; :func:`merge_banks` joins the ``n`` parts. Model ``k`` is seeded
+    ``seed + k`` whatever ``n`` is, so the joined bank equals a one-job bank."""
     from pathlib import Path
 
     from crossmodal.fileio import atomic_path
 
+    i, n = (int(v) for v in shard)
+    if not 0 <= i < n:
+        raise ValueError(f"train_bank: shard {i} of {n} does not exist (shards are 0..{n - 1})")
     s = D.DiffusionSettings.from_dict(settings)
     blocks = latent_blocks(lat, modalities)
     bank = {"settings": settings, "modalities": list(modalities),
@@ -96,7 +110,10 @@ def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed:
     ck = Path(checkpoints) if checkpoints else None
     if ck:
         ck.mkdir(parents=True, exist_ok=True)
+    bank["shard"] = [i, n]
     for k, (name, rec, multi, trn, val) in enumerate(model_datasets(lat, labels, modalities)):
+        if k % n != i:
+            continue
         fp = _fingerprint(settings, seed + k, trn, val) if ck else None
         path = ck / (name.replace("<-", "_from_") + ".pt") if ck else None
         saved = torch.load(path, map_location="cpu", weights_only=False) if ck and path.is_file() else None
@@ -115,7 +132,44 @@ def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed:
         else:
             bank["single"][name] = entry
         hist += history
+    if n == 1:
+        del bank["shard"]
     return bank, pd.DataFrame(hist)
+
+
+def merge_banks(parts: dict[str, tuple[dict, pd.DataFrame]]) -> tuple[dict, pd.DataFrame]:
+    """Join the shard banks of :func:`train_bank` (``{source: (bank, history)}``, one per shard
+    ``0..n-1``) into the bank and history one job would have produced, models in
+    :func:`model_order`. Refuses, naming the file, a missing / repeated shard or shards trained
+    with other settings or modalities."""
+    if not parts:
+        raise ValueError("merge_banks: no shard banks given")
+    first_src, (first, _) = next(iter(parts.items()))
+    n = first.get("shard", [0, 1])[1]
+    seen = {}
+    for src, (b, _) in parts.items():
+        i, n_b = b.get("shard", [0, 1])
+        if n_b != n:
+            raise ValueError(f"{src}: shard {i} of {n_b}, but {first_src} is one of {n}")
+        if i in seen:
+            raise ValueError(f"{src}: shard {i} of {n} is also in {seen[i]}")
+        for key in ("settings", "modalities", "dims"):
+            if b[key] != first[key]:
+                raise ValueError(f"{src}: {key} differ from {first_src}'s - the shards come from different runs")
+        seen[i] = src
+    missing = sorted(set(range(n)) - set(seen))
+    if missing:
+        raise ValueError(f"merge_banks: shards {missing} of {n} are missing (got {sorted(parts)})")
+    order = {name: k for k, name in enumerate(model_order(first["modalities"]))}
+    single = {k: v for b, _ in parts.values() for k, v in b["single"].items()}
+    multi = {k: v for b, _ in parts.values() for k, v in b["multi"].items()}
+    bank = {key: first[key] for key in ("settings", "modalities", "dims")}
+    bank["single"] = dict(sorted(single.items(), key=lambda kv: order[kv[0]]))
+    bank["multi"] = dict(sorted(multi.items(), key=lambda kv: order[f"{kv[0]}<-multi"]))
+    hist = pd.concat([h for _, h in parts.values()], ignore_index=True)
+    if len(hist):
+        hist = hist.sort_values("model", key=lambda m: m.map(order), kind="stable", ignore_index=True)
+    return bank, hist
 
 
 def grid_search(lat: pd.DataFrame, labels: pd.DataFrame, base: dict, grid: dict, *, kinds=("multi",),

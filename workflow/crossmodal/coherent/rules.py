@@ -25,6 +25,22 @@ def raw_inputs(config: dict) -> dict:
             "clinical": clinical, "wsi": wsi, "splits": "results/splits/coherent.tsv"}
 
 
+def shard_inputs(config: dict) -> dict:
+    """train_coherent_diffusion's ``shards`` input: the ``coherent.train_jobs`` shard banks it
+    joins, or nothing when it trains the 16 models itself (``train_jobs: 1``)."""
+    n = int(config["coherent"]["train_jobs"])
+    if n == 1:
+        return {}
+    return {"shards": [f"{DIR}/models/shards/{i}_of_{n}.pt" for i in range(n)]}
+
+
+def bank_job(config: dict) -> dict:
+    """train_coherent_diffusion's GPUs and runtime (minutes): it trains the 16 models (one GPU,
+    24 h) or, with ``coherent.train_jobs`` > 1, only joins the shard banks (no GPU, minutes)."""
+    one = int(config["coherent"]["train_jobs"]) == 1
+    return {"gpus": 1 if one else 0, "runtime": 1440 if one else 30}
+
+
 def layouts(config: dict) -> dict:
     return {"rnaseq": "xena" if config["coherent"]["source"] == "xena" else "samples",
             "cna": "xena", "rppa": "xena", "wsi": "samples"}

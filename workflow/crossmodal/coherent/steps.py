@@ -88,18 +88,45 @@ def encode_coherent_latents(inputs, outputs, params, *, threads=1, log=None):
     write_table(outputs["history"], hist, index=False)
 
 
-@step("train_coherent_diffusion")
-def train_coherent_diffusion(inputs, outputs, params, *, threads=1, log=None):
-    """The 12 single-condition and 4 multi-condition MLP DDPMs with validation early stopping."""
+def _train_args(inputs, params, threads):
+    _threads(threads)
+    return (_by_sample(inputs["latents"]), _by_sample(inputs["labels"]), params["diffusion"]), {
+        "seed": int(params["seed"]), "checkpoints": params.get("checkpoints")}
+
+
+@step("train_coherent_shard")
+def train_coherent_shard(inputs, outputs, params, *, threads=1, log=None):
+    """One of ``coherent.train_jobs`` cluster jobs: the bank's models ``k`` with ``k % n == i``."""
     import torch
 
     from crossmodal.coherent.models import train_bank
 
-    _threads(threads)
-    lat = _by_sample(inputs["latents"])
-    labels = _by_sample(inputs["labels"])
-    bank, hist = train_bank(lat, labels, params["diffusion"], seed=int(params["seed"]), device=_device(params),
-                            checkpoints=params.get("checkpoints"))
+    args, kw = _train_args(inputs, params, threads)
+    i, n = (int(v) for v in params["shard"])
+    bank, hist = train_bank(*args, **kw, device=_device(params), shard=(i, n))
+    with atomic_path(outputs["shard"]) as tmp:
+        torch.save({"bank": bank, "history": hist.to_dict("records")}, tmp)
+
+
+@step("train_coherent_diffusion")
+def train_coherent_diffusion(inputs, outputs, params, *, threads=1, log=None):
+    """The 12 single-condition and 4 multi-condition MLP DDPMs with validation early stopping:
+    trained here, or joined from the ``shards`` input (``coherent.train_jobs`` > 1)."""
+    import torch
+
+    from crossmodal.coherent.models import merge_banks, train_bank
+
+    if inputs.get("shards"):
+        parts = {}
+        for path in inputs["shards"]:
+            if str(path) in parts:
+                raise ValueError(f"{path}: given twice as a shard bank")
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            parts[str(path)] = (saved["bank"], pd.DataFrame(saved["history"]))
+        bank, hist = merge_banks(parts)
+    else:
+        args, kw = _train_args(inputs, params, threads)
+        bank, hist = train_bank(*args, **kw, device=_device(params))
     with atomic_path(outputs["models"]) as tmp:
         torch.save(bank, tmp)
     rows = [{"model": k, "kind": "single", "target": v["target"], "conditions": v["cond"], "val_mse": v["val_mse"],

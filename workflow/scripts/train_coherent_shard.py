@@ -1,0 +1,3 @@
+from crossmodal.steps import run_from_snakemake
+
+run_from_snakemake(snakemake, "train_coherent_shard")
