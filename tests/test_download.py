@@ -294,7 +294,67 @@ def test_gdc_bulk_tar_keeps_colliding_names_distinct(server, tmp_path):
     assert not list((tmp_path / "raw").glob(".bulk-*"))
 
 
+def test_gdc_bulk_of_one_file_uses_get_since_the_gdc_sends_the_file_not_a_tar(server, tmp_path):
+    """GDC /data: "If a single UUID is provided, the API will return the associated file"."""
+    body = b"gene_id\tunstranded\n"
+    server.route("/data/id-a", ("ok", body))
+    rows = [{"file_id": "id-a", "file_name": "counts.tsv", "md5": hashlib.md5(body).hexdigest()}]
+    out = gdc.fetch_bulk(_client(), server.url, rows, tmp_path / "raw")
+    assert [p.read_bytes() for p in out] == [body] and out[0] == tmp_path / "raw" / "id-a" / "counts.tsv"
+    assert not server.hits("/data")
+
+
+def test_gdc_query_cut_mid_body_is_retried(server):
+    """A /files answer cut short (ChunkedEncodingError, not a ConnectionError) is retried."""
+    hits = json.loads((FIX / "gdc_files_hits.json").read_text())
+    page = json.dumps({"data": {"hits": hits, "pagination": {"count": 5, "total": 5, "size": 500, "from": 0,
+                                                             "page": 1, "pages": 1, "sort": ""}}}).encode()
+    server.route("/files", ("cut", page, 100), ("ok", page))
+    delays: list[float] = []
+    got = gdc.search(_client(delays), server.url, "files", {"op": "and", "content": []}, ["file_id"])
+    assert len(got) == 5 and len(delays) == 1
+
+
+def test_gdc_query_answered_with_html_names_the_url(server):
+    server.route("/files", ("ok", b"<html>The GDC is down for maintenance</html>"))
+    with pytest.raises(DownloadError, match=r"POST http://127.0.0.1:\d+/files: HTTP 200 but the body is not JSON"):
+        gdc.search(_client(), server.url, "files", {"op": "and", "content": []}, ["file_id"])
+
+
 # -- parsers --------------------------------------------------------------------------------------
+def test_gtex_attributes_with_bare_quotes_in_notes_keep_every_row():
+    """GTEx annotation files are not CSV-quoted; a pathology note that opens a double quote must
+    not swallow the next rows (with quoting on, the Thyroid row merged into the Muscle one)."""
+    from crossmodal.download import gtex
+
+    a = gtex.read_attributes(FIX / "gtex_sample_attributes.txt")
+    assert len(a) == 9 and list(a.columns[:2]) == ["SAMPID", "SMATSSCR"]
+    row = a.set_index("SAMPID").loc["GTEX-1117F-0426-SM-5EGHI"]
+    assert row["SMTSD"] == "Thyroid" and row["SMPTHNTS"].startswith('"nodular goiter')
+    assert a.set_index("SAMPID").loc["GTEX-1117F-0626-SM-5EGHK", "SMPTHNTS"] == '2 pieces, 1" x 0.5"'
+
+
+def test_geo_per_sample_tar_in_the_gse50760_layout(tmp_path):
+    """GSE50760_RAW.tar: GSM<id>_AMC_<patient>.<tissue>_FPKM.txt.gz, columns ``genes`` and
+    ``AMC_2.1_FPKM``; a few gene symbols occur twice, and files need not share the row order."""
+    from crossmodal.download import geo
+
+    files = {"GSM1228184": ("AMC_2.1", [("TSPAN6", 20.3), ("A2M", 95.2), ("SNORD3A", 1.0), ("SNORD3A", 2.5)]),
+             "GSM1228185": ("AMC_3.1", [("A2M", 40.1), ("SNORD3A", 0.5), ("TSPAN6", 31.7), ("SNORD3A", 0.25)])}
+    tar = tmp_path / "GSE50760_RAW.tar"
+    with tarfile.open(tar, "w") as tf:
+        for gsm, (title, rows) in files.items():
+            text = f"genes\t{title}_FPKM\n" + "".join(f"{g}\t{v}\n" for g, v in rows)
+            data = gzip.compress(text.encode())
+            ti = tarfile.TarInfo(f"{gsm}_{title}_FPKM.txt.gz")
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    ch = pd.DataFrame({"sample": list(files), "title": ["AMC_2.1", "AMC_3.1"]})
+    m = geo.expression_from_supplementary([str(tar)], "per_sample_tar", ch)
+    assert list(m.columns) == ["GSM1228184", "GSM1228185"]
+    assert m.loc["SNORD3A"].tolist() == [3.5, 0.75] and m.loc["A2M"].tolist() == [95.2, 40.1]
+
+
 def test_gdc_sample_sheet_pairs_slides_with_counts_and_keeps_colliding_names_apart(tmp_path):
     hits = json.loads((FIX / "gdc_files_hits.json").read_text())
     rows = gdc.file_rows(hits[:3], "star_counts", "http://x") + gdc.file_rows(hits[3:], "diagnostic_slide", "http://x")
@@ -320,6 +380,33 @@ def test_gdc_clinical_table(tmp_path):
         c["diagnoses"] = [{**(c.get("diagnoses") or [{}])[0], "tumor_grade": raw}]
         assert gdc.clinical_table([c]).grade.iloc[0] == want, raw
     assert t.loc["TCGA-AA-3517", "sex"] == "female" and abs(t.loc["TCGA-AA-3517", "age"] - 54.27) < 0.01
+    # TCGA-AA-3517 lists a prior primary first: age / stage / follow-up are the primary diagnosis's
+    assert t.loc["TCGA-AA-3517", "stage"] == "Stage IIA" and t.loc["TCGA-AA-3517", "survival_time"] == 1790
+
+
+def test_gdc_clinical_sex_is_read_from_sex_at_birth_and_gender_only_as_fallback():
+    """The GDC data dictionary v3.4 replaced demographic.gender by sex_at_birth; the API
+    returns only sex_at_birth now (the fixture's format), older dumps only gender."""
+    cases = json.loads((FIX / "gdc_cases_hits.json").read_text())
+    assert all("gender" not in c["demographic"] for c in cases)
+    assert gdc.clinical_table(cases).sex.tolist() == ["male", "male", "female"]
+    old = [{**cases[0], "demographic": {"gender": "female", "vital_status": "Alive"}}]
+    assert gdc.clinical_table(old).sex.iloc[0] == "female"
+    nr = [{**cases[0], "demographic": {"sex_at_birth": "Not Reported", "vital_status": "Alive"}}]
+    assert gdc.clinical_table(nr).sex.iloc[0] == ""
+    # the /cases request asks for sex_at_birth even where gdc.yaml lists only gender
+    s = {"base_url": "http://x", "case_fields": ["submitter_id", "demographic.gender"]}
+    fields = json.loads(gdc.cases_row(["TCGA-LUAD"], s)["payload"])["fields"].split(",")
+    assert "demographic.sex_at_birth" in fields and "demographic.gender" in fields
+    assert len(fields) == len(set(fields))
+
+
+def test_gdc_clinical_unknown_vital_status_has_no_event():
+    """vital_status "Not Reported" is not "alive": no event indicator rather than a censored case."""
+    c = json.loads((FIX / "gdc_cases_hits.json").read_text())[0]
+    c["demographic"] = {**c["demographic"], "vital_status": "Not Reported"}
+    t = gdc.clinical_table([c])
+    assert t.event.iloc[0] == ""
 
 
 def test_geo_parse_uses_the_backbone_reader_and_names_bad_inputs(tmp_path):
@@ -542,3 +629,15 @@ def test_offline_lists_every_missing_file_without_network(server, tmp_path):
               "resources/downloads/geo_tiny/raw/GSE50760-matrix/GSE50760_series_matrix.txt.gz"):
         assert f in text
     assert "xena_tiny: 6 files expected, 6 missing" in text
+
+
+def test_gdc_primary_diagnosis_flag_is_read_as_boolean_or_keyword_string():
+    """diagnosis_is_primary_disease is a keyword field in the GDC index: /cases returns a JSON
+    boolean, other endpoints the string "true"; either picks the primary diagnosis."""
+    c = json.loads((FIX / "gdc_cases_hits.json").read_text())
+    case = next(x for x in c if x["submitter_id"] == "TCGA-AA-3517")
+    prior, primary = case["diagnoses"]
+    as_strings = [{**prior, "diagnosis_is_primary_disease": "false", "classification_of_tumor": "not reported"},
+                  {**primary, "diagnosis_is_primary_disease": "true", "classification_of_tumor": "not reported"}]
+    t = gdc.clinical_table([{**case, "diagnoses": as_strings}])
+    assert t.stage.iloc[0] == "Stage IIA" and abs(t.age.iloc[0] - 19823 / 365.25) < 0.01

@@ -111,9 +111,25 @@ def cases_filters(projects) -> dict:
     return {"op": "and", "content": [_in("project.project_id", list(projects))]}
 
 
+# Case fields asked for besides gdc.yaml's case_fields, so that clinical_table finds them on the
+# current GDC data model (the API silently ignores a field it does not know):
+# * demographic.sex_at_birth: the GDC data dictionary (v3.4, July 2025) replaced demographic.gender
+#   by sex_at_birth, and the API no longer returns gender - asking only for gender gives every
+#   case an empty sex;
+# * the diagnosis flags that tell the primary diagnosis from a prior / other one (a case may
+#   carry several diagnoses, in no guaranteed order).
+EXTRA_CASE_FIELDS = ("demographic.sex_at_birth", "diagnoses.classification_of_tumor",
+                     "diagnoses.diagnosis_is_primary_disease")
+
+
+def case_fields(s: dict) -> list[str]:
+    fields = list(s["case_fields"])
+    return fields + [f for f in EXTRA_CASE_FIELDS if f not in fields]
+
+
 def cases_row(projects, s: dict) -> dict:
     """The clinical records as one manifest entry: a POST /cases fetched like any file."""
-    body = {"filters": cases_filters(projects), "fields": ",".join(s["case_fields"]), "format": "JSON",
+    body = {"filters": cases_filters(projects), "fields": ",".join(case_fields(s)), "format": "JSON",
             "size": int(s.get("case_page_size", 20000)), "from": 0}
     return {"file_id": "cases", "file_name": "cases.json", "url": f"{s['base_url'].rstrip('/')}/cases",
             "md5": "", "size": "", "method": "POST", "payload": json.dumps(body, sort_keys=True),
@@ -135,6 +151,8 @@ def read_cases(path) -> list[dict]:
 def fetch_bulk(client: Client, base_url: str, rows: list[dict], dest_dir) -> list[Path]:
     """Many files in one POST /data (a tar.gz of ``<file_id>/<file_name>``), extracted safely.
 
+    One file is fetched with GET /data/<id>: for a single id the GDC sends the file, not a tar.gz.
+
     Each member is checked against the manifest md5 before it is moved into ``dest_dir``;
     nothing lands in ``dest_dir`` unless the whole archive is safe.
     """
@@ -142,6 +160,10 @@ def fetch_bulk(client: Client, base_url: str, rows: list[dict], dest_dir) -> lis
 
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    if len(rows) == 1:  # the GDC /data endpoint returns a single id's file itself, not an archive
+        r = rows[0]
+        return [client.fetch(f"{base_url.rstrip('/')}/data/{r['file_id']}", dest_dir / r["file_id"] / r["file_name"],
+                             md5=r.get("md5") or None, size=r.get("size") or None)]
     with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".bulk-") as tmp:
         tar = Path(tmp) / "bulk.tar.gz"
         client.fetch(f"{base_url.rstrip('/')}/data", tar, json={"ids": [r["file_id"] for r in rows]},
@@ -168,19 +190,48 @@ def clinical_table(cases: list[dict]) -> pd.DataFrame:
     recs = []
     for c in cases:
         demo = c.get("demographic") or {}
-        dx = _first(c.get("diagnoses") or [], default={}) or {}
-        dead = str(demo.get("vital_status", "")).lower() == "dead"
-        t = demo.get("days_to_death") if dead else dx.get("days_to_last_follow_up")
+        dxs = [d for d in (c.get("diagnoses") or []) if d]
+        dx = _primary_diagnosis(dxs)
+        vital = str(demo.get("vital_status") or "").strip().lower()
+        dead = vital == "dead"
+        if dead:
+            t = demo.get("days_to_death")
+        else:  # the last follow-up of any diagnosis record of the case
+            fu = [d.get("days_to_last_follow_up") for d in dxs]
+            fu = [v for v in fu if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            t = max(fu) if fu else None
         age = dx.get("age_at_diagnosis")
         recs.append({
             "patient": c.get("submitter_id", ""), "project": (c.get("project") or {}).get("project_id", ""),
             "grade": _grade(dx.get("tumor_grade")), "stage": _na(dx.get("ajcc_pathologic_stage")),
-            "survival_time": t if t is not None else float("nan"), "event": int(dead) if demo.get("vital_status") else "",
+            "survival_time": t if t is not None else float("nan"),
+            # "Not Reported" / "Unknown" vital status: no event indicator, not a censored patient
+            "event": int(dead) if vital in ("alive", "dead") else "",
             "age": round(age / 365.25, 2) if isinstance(age, (int, float)) else float("nan"),
-            "sex": (demo.get("gender") or "").lower(),
+            "sex": _sex(demo),
         })
     df = pd.DataFrame(recs, columns=["patient", "project", "grade", "stage", "survival_time", "event", "age", "sex"])
     return df.drop_duplicates("patient").sort_values("patient").reset_index(drop=True)
+
+
+def _primary_diagnosis(dxs: list[dict]) -> dict:
+    """The case's primary diagnosis: the one flagged primary (``diagnosis_is_primary_disease``
+    or ``classification_of_tumor`` "primary"), else the first."""
+    for d in dxs:
+        cls = str(d.get("classification_of_tumor") or "").lower()
+        # a keyword field in the GDC index: /cases gives a JSON boolean, other endpoints "true"
+        if str(d.get("diagnosis_is_primary_disease")).lower() == "true" or cls == "primary":
+            return d
+    return dxs[0] if dxs else {}
+
+
+def _sex(demo: dict) -> str:
+    """``demographic.sex_at_birth`` (current GDC model), else the retired ``gender``; "" if unknown."""
+    for k in ("sex_at_birth", "gender"):
+        v = str(demo.get(k) or "").strip().lower()
+        if v and v not in ("not reported", "unknown", "unspecified", "--"):
+            return v
+    return ""
 
 
 def _na(v):

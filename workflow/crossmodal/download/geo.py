@@ -148,7 +148,13 @@ def expression_from_supplementary(files: list[str], layout: str, ch: pd.DataFram
                     num = t.select_dtypes("number")
                     if num.shape[1] == 0:
                         raise ValueError(f"{tar}: {member.name}: no numeric column")
-                    cols[m.group(1)] = num.iloc[:, -1]
+                    col = num.iloc[:, -1]
+                    if col.index.has_duplicates:
+                        # e.g. GSE50760's per-sample FPKM files list a few gene symbols twice; the
+                        # backbone sums a symbol's rows, so do it here (samples cannot be aligned
+                        # on a duplicated index)
+                        col = col.groupby(level=0, sort=False).sum(min_count=1)
+                    cols[m.group(1)] = col
         if not cols:
             raise ValueError(f"{files}: no per-sample file named after a GSM of the series")
         return pd.DataFrame(cols)

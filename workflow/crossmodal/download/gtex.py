@@ -76,7 +76,12 @@ def slide_rows(selected: pd.DataFrame, d: dict, s: dict) -> list[dict]:
 
 
 def read_attributes(path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    """A GTEx annotation TSV. It is not CSV-quoted: free-text fields (SMPTHNTS, the pathology
+    notes) hold bare double quotes (inches, quoted words), so a quote is data, not a delimiter -
+    with quoting on, a note that starts with one swallows the following rows or fails at EOF."""
+    import csv
+
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
 
 
 def _open(path):

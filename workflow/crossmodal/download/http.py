@@ -169,8 +169,8 @@ class Client:
             try:
                 resp = self.session.request(method, url, headers=headers,
                                             timeout=self.settings.timeout, **kw)
-            except (requests.ConnectionError, requests.Timeout) as e:
-                last = e
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+                last = e  # incl. a connection cut mid-body (ChunkedEncodingError is no ConnectionError)
             else:
                 if resp.status_code in (401, 403):
                     raise self._auth_error(url, resp.status_code)
@@ -186,11 +186,18 @@ class Client:
                 self._sleep(d)
         raise DownloadError(f"{method} {url}: giving up after {self.settings.retries + 1} attempts: {last}")
 
+    def _json(self, resp: requests.Response, method: str, url: str):
+        try:
+            return resp.json()
+        except ValueError as e:  # an HTML maintenance / error page served with 200
+            raise DownloadError(f"{method} {url}: HTTP {resp.status_code} but the body is not JSON "
+                                f"({resp.headers.get('Content-Type', '?')}): {resp.text[:200]!r}") from e
+
     def get_json(self, url: str, **kw):
-        return self.request("GET", url, **kw).json()
+        return self._json(self.request("GET", url, **kw), "GET", url)
 
     def post_json(self, url: str, payload: dict, **kw):
-        return self.request("POST", url, json=payload, **kw).json()
+        return self._json(self.request("POST", url, json=payload, **kw), "POST", url)
 
     # -- files ----------------------------------------------------------------------------
     def fetch(self, url: str, dest: str | os.PathLike, *, md5: str | None = None,
