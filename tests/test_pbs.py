@@ -67,6 +67,68 @@ def test_missing_account_is_a_clear_error():
         pbs.qsub_args("js.sh", rule="train_vae", jobid=1, runtime=60, env={})
 
 
+def test_runtime_under_the_queue_minimum_is_raised_to_five_minutes():
+    """Every Polaris queue has "Time Min 5 min"; qsub refuses a shorter walltime."""
+    args, warnings = pbs.qsub_args("js.sh", rule="fail_cluster_check", jobid=2, runtime=1, env=ENV)
+    assert _opt(args, "-q") == ["debug"] and warnings == []
+    assert _opt(args, "-l", "walltime") == ["walltime=00:05:00"]
+    assert _opt(args, "-v") == ["CROSSMODAL_WALLTIME_S=300"]  # the job's time budget matches
+
+
+def test_group_job_gets_one_node_whatever_its_members_add_up_to():
+    """Snakemake sums ``nodes`` over a group's members (``{rule}`` is GROUP); the group runs on
+    one node, so 32 tile jobs grouped must not ask for 32 nodes (in ``prod``)."""
+    args, warnings = pbs.qsub_args("js.sh", rule="GROUP", jobid="6a8a40bd", runtime=30, nodes=32,
+                                   env=ENV)
+    assert _opt(args, "-l", "select") == ["select=1:system=polaris"]
+    assert _opt(args, "-q") == ["debug"]
+    assert len(warnings) == 1 and "add up to 32" in warnings[0]
+    with pytest.raises(pbs.PBSError, match="8 GPUs.*group-components"):
+        pbs.qsub_args("js.sh", rule="GROUP", jobid="x", runtime=30, nodes=8, gpu=8, env=ENV)
+
+
+def test_site_setup_file_travels_with_qsub_v(tmp_path, monkeypatch):
+    """PBS does not export the submitting environment to the job: the setup file the job
+    script sources must be named in -v (as an absolute path)."""
+    monkeypatch.chdir(tmp_path)
+    env = dict(ENV, CROSSMODAL_PBS_SETUP="site/polaris.sh")
+    args, _ = pbs.qsub_args("js.sh", rule="train_vae", jobid=7, runtime=600, gpu=1, env=env)
+    assert _opt(args, "-v") == [
+        f"CROSSMODAL_WALLTIME_S=36000,CROSSMODAL_PBS_SETUP={tmp_path}/site/polaris.sh"]
+    with pytest.raises(pbs.PBSError, match="commas"):
+        pbs.qsub_args("js.sh", rule="r", jobid=1, runtime=60,
+                      env=dict(ENV, CROSSMODAL_PBS_SETUP="/a,b/setup.sh"))
+
+
+def test_limit_rejection_from_debug_is_resubmitted_to_preemptable(tmp_path):
+    """qsub refuses a job over a queue's job-count limit; an automatically routed debug job is
+    then submitted to preemptable, an explicitly chosen queue is not changed."""
+    qsub = tmp_path / "qsub"
+    qsub.write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/qsub.calls\n'
+                    'case " $* " in *" -q debug "*)\n'
+                    '  echo "qsub: would exceed queue debug\'s per-user limit of jobs in \'Q\' state" >&2\n'
+                    '  exit 38;; esac\n'
+                    'echo 4183399.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov\n')
+    qsub.chmod(0o755)
+    env = dict(os.environ, **ENV, CROSSMODAL_QSUB=str(qsub))
+    env.pop("CROSSMODAL_PBS_QUEUE", None)
+    cmd = [sys.executable, "-m", "crossmodal.cluster.pbs", "submit", "--rule", "tile_slide",
+           "--jobid", "3", "--runtime", "20", "--logdir", str(tmp_path / "logs"), "js.sh"]
+    p = subprocess.run(cmd + ["--queue", "auto"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "4183399.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov\n"
+    assert "submitting it to preemptable" in p.stderr
+    calls = [c.split() for c in (tmp_path / "qsub.calls").read_text().splitlines()]
+    assert [_opt(c, "-q") for c in calls] == [["debug"], ["preemptable"]]
+    assert _opt(calls[1], "-r") == ["y"]
+    (tmp_path / "qsub.calls").unlink()
+    p = subprocess.run(cmd + ["--queue", "debug"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 38 and "per-user limit" in p.stderr
+    assert len((tmp_path / "qsub.calls").read_text().splitlines()) == 1
+
+
 def test_walltime_format():
     assert pbs.walltime(90) == "01:30:00"
     assert pbs.walltime(0.2) == "00:01:00"  # PBS minimum we request
@@ -130,6 +192,16 @@ def test_status_command_prints_one_word_and_falls_back_to_text_when_json_is_brok
                      "-x -f 4183303.polaris-pbs-01.hsn.cm.polaris.alcf.anl.gov"]
 
 
+def test_qstat_that_hangs_reads_running(tmp_path, monkeypatch):
+    """A PBS server that does not answer must not stall Snakemake's status loop."""
+    q = tmp_path / "qstat"
+    q.write_text("#!/bin/bash\nexec sleep 30\n")
+    q.chmod(0o755)
+    monkeypatch.setattr(pbs, "QSTAT_TIMEOUT_S", 1)
+    status, why = pbs.query_status("4183305.polaris-pbs-01", qstat=str(q))
+    assert status == "running" and "will ask again" in why
+
+
 def test_unknown_job_reads_failed_and_unreachable_server_reads_running(tmp_path):
     p = _status(tmp_path, _fake_qstat(tmp_path, None, error="qstat: Unknown Job Id 99.polaris"))
     assert p.stdout == "failed\n"
@@ -185,17 +257,21 @@ class _Fmt(dict):
 
 # ------------------------------------------------ the profile end to end, PBS faked
 _FAKE_QSUB = r'''#!/bin/bash
-# fake qsub: record the arguments, run the job script in the background as PBS would
-# (PBS_O_WORKDIR, PBS_JOBID, the -v variables), print the job id
+# fake qsub: record the arguments, run the job script in the background as PBS would: in a
+# clean environment holding only HOME, a system PATH, PBS_O_WORKDIR, PBS_JOBID and the -v
+# variables (PBS does not export the submitting shell's environment), print the job id
 D=__D__
 echo "$@" >> "$D/qsub.calls"
 n=$(( $(cat "$D/counter" 2>/dev/null || echo 0) + 1 )); echo $n > "$D/counter"
 id="$n.fake-pbs"
 vars=()
-while [ $# -gt 1 ]; do [ "$1" = -v ] && vars+=("$2"); shift; done
+while [ $# -gt 1 ]; do
+  [ "$1" = -v ] && IFS=, read -r -a list <<< "$2" && vars+=("${list[@]}")
+  shift
+done
 cp "$1" "$D/job$n.sh"
-( export PBS_O_WORKDIR="$PWD" PBS_JOBID="$id" "${vars[@]}"
-  bash "$D/job$n.sh" > "$D/job$n.out" 2>&1; echo $? > "$D/job$n.rc.tmp"
+( env -i HOME="$HOME" PATH=/usr/local/bin:/usr/bin:/bin PBS_O_WORKDIR="$PWD" PBS_JOBID="$id" \
+    "${vars[@]}" bash "$D/job$n.sh" > "$D/job$n.out" 2>&1; echo $? > "$D/job$n.rc.tmp"
   mv "$D/job$n.rc.tmp" "$D/job$n.rc" ) < /dev/null > /dev/null 2>&1 &
 echo "$id"
 '''
@@ -227,7 +303,10 @@ def test_polaris_profile_submits_runs_and_reports_a_failed_job_through_fake_pbs(
     for name in ("config", "resources"):
         (wd / name).symlink_to(REPO / name, target_is_directory=True)
     (tmp_path / "fail.yaml").write_text("cluster:\n  check_fail: true\n  check_steps: 10\n")
-    env = dict(os.environ, **ENV, PATH=f"{fake}:{Path(sys.executable).parent}:{os.environ['PATH']}")
+    setup = tmp_path / "site-setup.sh"  # what a user puts `module load ...` and proxies in
+    setup.write_text('echo "site setup sourced on $(hostname)" >&2\nexport SITE_SETUP_DONE=1\n')
+    env = dict(os.environ, **ENV, PATH=f"{fake}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+               CROSSMODAL_PBS_SETUP=str(setup))
     env.pop("CROSSMODAL_PBS_QUEUE", None)
     env.pop("CROSSMODAL_QSTAT", None)
     env.pop("CROSSMODAL_QSUB", None)
@@ -248,7 +327,9 @@ def test_polaris_profile_submits_runs_and_reports_a_failed_job_through_fake_pbs(
     assert {"select=1:system=polaris", "walltime=00:10:00", "filesystems=home:eagle",
             "place=scatter"} <= set(_opt(train, "-l"))
     assert _opt(train, "-N") == ["smk.train_cluster_check"] and "-r" not in train
-    assert _opt(train, "-v") == ["CROSSMODAL_WALLTIME_S=600"]
+    assert _opt(train, "-v") == [f"CROSSMODAL_WALLTIME_S=600,CROSSMODAL_PBS_SETUP={setup}"]
+    # the job ran in PBS's clean environment and still found the site setup file
+    assert "site setup sourced" in (fake / "job1.out").read_text()
     # the generated job script: our template around Snakemake's job command
     script = (fake / "job1.sh").read_text()
     assert "crossmodal: PBS job" in script and "CROSSMODAL_JOB_END" in script

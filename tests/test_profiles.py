@@ -71,12 +71,15 @@ def test_allocation_script_unlocks_then_runs_snakemake_with_node_gpus(tmp_path):
     (fake / "snakemake").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/calls\n'
                                     f'echo "END=$CROSSMODAL_JOB_END" >> {tmp_path}/calls\n')
     (fake / "snakemake").chmod(0o755)
-    (work / ".venv" / "bin" / "activate").write_text(f'export PATH="{fake}:$PATH"\n')
+    (work / ".venv" / "bin" / "activate").write_text(f'export PATH="{fake}:$PATH"\n'
+                                                     f'echo activate >> {tmp_path}/order\n')
+    setup = tmp_path / "setup.sh"  # e.g. `module load conda`, which prepends conda's bin/
+    setup.write_text(f'echo setup >> {tmp_path}/order\n')
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("x3005c0s13b0n0\nx3005c0s13b0n0\nx3005c0s19b1n0\n")
     env = dict(os.environ, PBS_O_WORKDIR=str(work), PBS_NODEFILE=str(nodefile),
                PBS_JOBID="4183399.polaris-pbs-01", CROSSMODAL_ARGS="--configfile config/x.yaml",
-               CROSSMODAL_WALLTIME_S="3600")
+               CROSSMODAL_WALLTIME_S="3600", CROSSMODAL_PBS_SETUP=str(setup))
     p = subprocess.run(["bash", str(REPO / "profiles/polaris-allocation/allocation.pbs")],
                        capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -85,6 +88,8 @@ def test_allocation_script_unlocks_then_runs_snakemake_with_node_gpus(tmp_path):
     assert calls[2] == ("--profile profiles/polaris-allocation --resources gpu=4 nodes=2 "
                         "--configfile config/x.yaml")
     assert calls[3].startswith("END=") and int(calls[3][4:]) > 0
+    # site setup before the venv, so the venv's snakemake/python come first on PATH
+    assert (tmp_path / "order").read_text().split() == ["setup", "activate"]
     head = (REPO / "profiles/polaris-allocation/allocation.pbs").read_text()
     for directive in ("select=", "filesystems=home:eagle", "-q preemptable", "-r y"):
         assert directive in head

@@ -9,12 +9,19 @@ Three commands, used by ``profiles/polaris/config.yaml``::
 
 ``submit`` builds ``qsub -A $CROSSMODAL_PBS_ACCOUNT -q <queue> -l select=<N>:system=polaris
 -l place=scatter -l walltime=HH:MM:SS -l filesystems=home:eagle -N <rule> -j oe -o
-logs/pbs/<rule>-<jobid>.log [-r y] JOBSCRIPT`` (``--print`` shows it as JSON instead of
-submitting).  Every Polaris job gets whole nodes (4 A100 each).  ``-r y`` (rerunnable) is set
-for the ``preemptable`` queue, so PBS requeues a preempted job, which then resumes from its
-checkpoint.  The walltime is the rule's ``runtime`` (minutes) capped at the queue's maximum; a
+logs/pbs/<rule>-<jobid>.log -v CROSSMODAL_WALLTIME_S=<s>[,CROSSMODAL_PBS_SETUP=<file>] [-r y]
+JOBSCRIPT`` (``--print`` shows it as JSON instead of submitting).  Every Polaris job gets whole
+nodes (4 A100 each).  ``-r y`` (rerunnable) is set for the ``preemptable`` queue, so PBS
+requeues a preempted job, which then resumes from its checkpoint.  The walltime is the rule's
+``runtime`` (minutes) raised to the queues' 5-minute minimum and capped at the queue's maximum; a
 capped training job is stopped by its time budget, exits 75 and Snakemake's ``retries``
 resubmit it (see ``crossmodal.training``).
+
+PBS does not pass the submitting shell's environment to a job (only ``PBS_O_*`` and ``-v``), so
+``$CROSSMODAL_PBS_SETUP`` (the site setup file the job script sources) travels with ``-v``.  A
+Snakemake group job (``{rule}`` is ``GROUP``) runs on one node, whatever the summed ``nodes`` of
+its members.  When the queue was chosen automatically as ``debug`` and PBS refuses the job for a
+per-user/per-project job limit, the job is submitted once more to ``preemptable``.
 
 ``status`` asks ``qstat -x -f -F json JOBID`` (falls back to the text ``qstat -x -f`` when the
 JSON is unparsable, a known PBS Pro problem with some environment variables) and maps it:
@@ -41,7 +48,7 @@ from dataclasses import dataclass
 ACCOUNT_ENV = "CROSSMODAL_PBS_ACCOUNT"
 QUEUE_ENV = "CROSSMODAL_PBS_QUEUE"
 FILESYSTEMS_ENV = "CROSSMODAL_PBS_FILESYSTEMS"
-DEFAULT_FILESYSTEMS = "home:eagle"
+DEFAULT_FILESYSTEMS = "home:eagle"  # ALCF: valid names are home and eagle
 GPUS_PER_NODE = 4  # Polaris: 4x A100-40GB per node
 
 
@@ -50,6 +57,7 @@ class Queue:
     min_nodes: int
     max_nodes: int
     max_minutes: int
+    min_minutes: int = 5  # every Polaris queue: "Time Min 5 min"
 
 
 #: Polaris execution queues (ALCF "Running Jobs on Polaris"; check ``qstat -Qf <queue>``).
@@ -67,6 +75,12 @@ POLARIS_QUEUES = {
 #: PBS Pro job states that are not final
 ACTIVE_STATES = set("QHWTREBSUM")
 FINAL_STATES = set("FX")
+SETUP_ENV = "CROSSMODAL_PBS_SETUP"
+#: qsub's messages when a queue's job-count limit is reached (PBS Pro ``max_queued`` /
+#: ``max_run``-style limits), e.g. "would exceed queue debug's per-user limit of jobs in 'Q' state"
+_LIMIT_RE = re.compile(r"would exceed|[Mm]aximum number of jobs|limit of jobs")
+#: seconds to wait for qstat before answering ``running`` (asked again at the next check)
+QSTAT_TIMEOUT_S = 120
 
 _RUNNING, _SUCCESS, _FAILED = "running", "success", "failed"
 
@@ -102,6 +116,17 @@ def qsub_args(jobscript: str, *, rule: str, jobid: str | int, runtime: float, no
     env = os.environ if env is None else env
     warnings: list[str] = []
     nodes = max(1, int(nodes))
+    if rule == "GROUP":
+        # Snakemake sums ``nodes`` (and ``gpu``) over the members of a group job, but the group
+        # runs on the PBS job's first node only: asking for more nodes would leave them idle.
+        if nodes > 1:
+            warnings.append(f"group job {jobid}: its members' nodes add up to {nodes}; a group "
+                            f"runs on one node, requesting 1")
+        nodes = 1
+        if int(gpu) > GPUS_PER_NODE:
+            raise PBSError(f"group job {jobid}: its members ask for {gpu} GPUs at once, more than "
+                           f"the {GPUS_PER_NODE} of the one node a group runs on -- use fewer "
+                           f"--group-components")
     if int(gpu) > GPUS_PER_NODE * nodes:
         raise PBSError(f"rule {rule}: {gpu} GPUs do not fit on {nodes} node(s) of "
                        f"{GPUS_PER_NODE}; one PBS job per rule runs on one node -- use "
@@ -127,17 +152,38 @@ def qsub_args(jobscript: str, *, rule: str, jobid: str | int, runtime: float, no
                             f"{walltime(q.max_minutes)} -- a training job stops at its time "
                             f"budget with a checkpoint and Snakemake's retries resume it")
             runtime = q.max_minutes
+        if float(runtime) < q.min_minutes:
+            runtime = q.min_minutes  # PBS refuses a walltime under the queue minimum
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"smk.{rule}")[:230]
     args = ["qsub", "-A", account, "-q", queue,
             "-l", f"select={nodes}:system=polaris", "-l", "place=scatter",
             "-l", f"walltime={walltime(runtime)}",
             "-l", f"filesystems={filesystems or env.get(FILESYSTEMS_ENV) or DEFAULT_FILESYSTEMS}",
             "-N", name, "-j", "oe", "-o", f"{logdir}/{rule}-{jobid}.log",
-            "-v", f"CROSSMODAL_WALLTIME_S={int(float(runtime) * 60)}"]
+            "-v", ",".join(_job_variables(rule, runtime, env))]
     if queue == "preemptable":
         args += ["-r", "y"]
     args.append(jobscript)
     return args, warnings
+
+
+def _job_variables(rule: str, runtime: float, env) -> list[str]:
+    """``-v`` list: the walltime for the training time budget and, when set, the site setup
+    file (PBS does not export the submitting environment to the job)."""
+    out = [f"CROSSMODAL_WALLTIME_S={int(float(runtime) * 60)}"]
+    setup = env.get(SETUP_ENV)
+    if setup:
+        setup = os.path.abspath(os.path.expanduser(setup))
+        if "," in setup or "'" in setup or '"' in setup:
+            raise PBSError(f"rule {rule}: {SETUP_ENV}={setup!r}: qsub -v cannot pass a path "
+                           f"with commas or quotes; move the file")
+        out.append(f"{SETUP_ENV}={setup}")
+    return out
+
+
+def is_limit_rejection(stderr: str) -> bool:
+    """True when qsub refused a job because a queue's job-count limit is reached."""
+    return bool(_LIMIT_RE.search(stderr or ""))
 
 
 # ------------------------------------------------------------------ status
@@ -218,7 +264,11 @@ def _find(jobs: dict[str, dict], jobid: str) -> dict | None:
 def query_status(jobid: str, qstat: str | None = None) -> tuple[str, str]:
     """Run qstat for ``jobid``; return (status, explanation)."""
     qstat = qstat or os.environ.get("CROSSMODAL_QSTAT") or shutil.which("qstat") or "qstat"
-    p = subprocess.run([qstat, "-x", "-f", "-F", "json", jobid], capture_output=True, text=True)
+    try:
+        p = subprocess.run([qstat, "-x", "-f", "-F", "json", jobid], capture_output=True,
+                           text=True, timeout=QSTAT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return _RUNNING, f"qstat failed (no answer in {QSTAT_TIMEOUT_S} s); will ask again"
     if p.returncode != 0:
         err = (p.stderr or p.stdout).strip()
         if "Unknown Job Id" in err or "Job has finished" in err:
@@ -227,7 +277,11 @@ def query_status(jobid: str, qstat: str | None = None) -> tuple[str, str]:
     try:
         jobs = parse_qstat_json(p.stdout)
     except (json.JSONDecodeError, AttributeError):
-        t = subprocess.run([qstat, "-x", "-f", jobid], capture_output=True, text=True)
+        try:
+            t = subprocess.run([qstat, "-x", "-f", jobid], capture_output=True, text=True,
+                               timeout=QSTAT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return _RUNNING, f"qstat failed (no answer in {QSTAT_TIMEOUT_S} s); will ask again"
         if t.returncode != 0:
             return _RUNNING, f"qstat failed ({t.stderr.strip()}); will ask again"
         jobs = parse_qstat_text(t.stdout)
@@ -268,8 +322,19 @@ def main(argv=None) -> int:
             print(json.dumps(args))
             return 0
         os.makedirs(a.logdir, exist_ok=True)
-        args[0] = os.environ.get("CROSSMODAL_QSUB") or "qsub"
+        qsub = os.environ.get("CROSSMODAL_QSUB") or "qsub"
+        args[0] = qsub
         r = subprocess.run(args, capture_output=True, text=True)
+        auto = (a.queue or "").strip("'\" ") in ("", "auto") and not os.environ.get(QUEUE_ENV)
+        if (r.returncode != 0 and auto and args[args.index("-q") + 1] == "debug"
+                and is_limit_rejection(r.stderr + r.stdout)):
+            # the debug queue's job limits are small; the job fits preemptable (<= 1 h, <= 2 nodes)
+            print(f"crossmodal.cluster.pbs: warning: debug refused rule {a.rule} "
+                  f"({r.stderr.strip()}); submitting it to preemptable", file=sys.stderr)
+            args, _ = qsub_args(a.jobscript, rule=a.rule, jobid=a.jobid, runtime=a.runtime,
+                                nodes=a.nodes, gpu=a.gpu, queue="preemptable", logdir=a.logdir)
+            args[0] = qsub
+            r = subprocess.run(args, capture_output=True, text=True)
         if r.returncode != 0:
             print(f"crossmodal.cluster.pbs: qsub failed ({r.returncode}): {r.stderr.strip()}",
                   file=sys.stderr)
