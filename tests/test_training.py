@@ -306,3 +306,75 @@ def test_relaunch_turns_a_forwarded_sigterm_into_exit_75(tmp_path, monkeypatch):
     worker.write_text("import sys\nsys.exit(3)\n")
     with pytest.raises(RuntimeError, match="status 3"):
         training.relaunch_under_accelerate("x", {}, {}, {"num_processes": 2})
+
+
+# -- GPU pinning where jobs share a node (profiles/polaris-allocation) ---------------------------
+_HOLD_GPU = """
+import os, sys, time
+from crossmodal.training import claim_gpus
+env = {"CROSSMODAL_GPU_SLOTS": "2"}
+print(claim_gpus(1, env=env, lock_dir=sys.argv[1]), env["CUDA_VISIBLE_DEVICES"], flush=True)
+time.sleep(600)
+"""
+
+
+def test_jobs_sharing_a_node_get_different_gpus_and_a_killed_job_frees_its_gpu(tmp_path):
+    """Snakemake's local executor does not say which GPU a job gets: without pinning, four gpu=1
+    jobs of a Polaris allocation would all use GPU 0. Each job holds a lock per GPU it took."""
+    env = dict(os.environ, PYTHONPATH=str(Path(training.__file__).resolve().parents[1]))
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_GPU, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert other.stdout.readline().split() == ["[0]", "0"]
+        mine: dict = {"CROSSMODAL_GPU_SLOTS": "2"}
+        assert training.claim_gpus(1, env=mine, lock_dir=tmp_path) == [1] and mine["CUDA_VISIBLE_DEVICES"] == "1"
+        third: dict = {"CROSSMODAL_GPU_SLOTS": "2"}
+        with pytest.raises(RuntimeError, match=r"no 1 free GPU\(s\) of 2 after 0 s.*crossmodal-gpus-"):
+            training.claim_gpus(1, env=third, lock_dir=tmp_path, wait_s=0.2, poll_s=0.05)
+        assert "CUDA_VISIBLE_DEVICES" not in third
+        other.kill()  # SIGKILL: the kernel drops its lock
+        other.wait()
+        assert training.claim_gpus(1, env=third, lock_dir=tmp_path, wait_s=5, poll_s=0.05) == [0]
+    finally:
+        other.kill()
+        while training._CLAIMED_GPUS:
+            training._CLAIMED_GPUS.pop().close()
+
+
+def test_gpu_pinning_only_where_asked_for(tmp_path):
+    """No slots configured (per-job profiles: the scheduler pins), no GPU requested, or
+    CUDA_VISIBLE_DEVICES already set: nothing is claimed; a job larger than the node is refused."""
+    assert training.claim_gpus(1, env={}, lock_dir=tmp_path) is None
+    assert training.claim_gpus(0, env={"CROSSMODAL_GPU_SLOTS": "4"}, lock_dir=tmp_path) is None
+    pinned = {"CROSSMODAL_GPU_SLOTS": "4", "CUDA_VISIBLE_DEVICES": "3"}
+    assert training.claim_gpus(2, env=pinned, lock_dir=tmp_path) is None and pinned["CUDA_VISIBLE_DEVICES"] == "3"
+    with pytest.raises(ValueError, match=r"asks for 5 GPUs, the node has 4"):
+        training.claim_gpus(5, env={"CROSSMODAL_GPU_SLOTS": "4"}, lock_dir=tmp_path)
+    assert not list(tmp_path.glob("*/gpu*.lock"))
+
+
+def test_snakemake_job_is_pinned_before_its_step_runs(tmp_path, monkeypatch):
+    """run_from_snakemake passes the job's gpu resource on: the step already sees its GPUs."""
+    from types import SimpleNamespace
+
+    from crossmodal import steps
+
+    seen = {}
+
+    @steps.step("_test_sees_gpus")
+    def _sees(inputs, outputs, params, *, threads=1, log=None):
+        seen["cuda"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    monkeypatch.setenv("CROSSMODAL_GPU_SLOTS", "4")
+    monkeypatch.setenv("CROSSMODAL_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so the claim is undone at teardown
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    smk = SimpleNamespace(input=SimpleNamespace(items=lambda: []), output=SimpleNamespace(items=lambda: []),
+                          params=SimpleNamespace(items=lambda: []), wildcards=SimpleNamespace(items=lambda: []),
+                          log=[], threads=1, resources=SimpleNamespace(gpu=2, nodes=1))
+    try:
+        steps.run_from_snakemake(smk, "_test_sees_gpus")
+        assert seen["cuda"] == "0,1"
+    finally:
+        while training._CLAIMED_GPUS:
+            training._CLAIMED_GPUS.pop().close()
+        steps._REGISTRY.pop("_test_sees_gpus", None)

@@ -14,4 +14,6 @@ if [ -n "${{CROSSMODAL_PBS_SETUP:-}}" ]; then
   # shellcheck disable=SC1090
   source "$CROSSMODAL_PBS_SETUP"
 fi
+# the node's 4 GPUs: the jobs of a group job each claim their own (crossmodal.training.claim_gpus)
+export CROSSMODAL_GPU_SLOTS=${{CROSSMODAL_GPU_SLOTS:-4}}
 {exec_job}

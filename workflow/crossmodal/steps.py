@@ -98,8 +98,14 @@ def _plain(named) -> dict:
 
 
 def run(name: str, inputs: dict, outputs: dict, params: dict, *, threads: int = 1,
-        logfile: str | None = None):
+        logfile: str | None = None, gpus: int = 0):
+    """Run step ``name``; ``gpus``: the job's GPU request, pinned with
+    :func:`crossmodal.training.claim_gpus` where several jobs share a node."""
     setup_logging(logfile)
+    if gpus:
+        from crossmodal.training import claim_gpus
+
+        claim_gpus(gpus)
     fn = get(name)
     log.info("step %s: start (threads=%d)", name, threads)
     t0 = time.perf_counter()
@@ -119,7 +125,9 @@ def run_from_snakemake(smk, name: str):
     params = {k: v for k, v in smk.params.items()}
     params.setdefault("wildcards", dict(smk.wildcards.items()))
     logfile = smk.log[0] if len(smk.log) else None
-    return run(name, _plain(inputs), _plain(outputs), params, threads=smk.threads, logfile=logfile)
+    # a multi-node job takes whole nodes; a one-node job is pinned to its GPUs where jobs share a node
+    gpus = int(getattr(smk.resources, "gpu", 0) or 0) if int(getattr(smk.resources, "nodes", 1) or 1) <= 1 else 0
+    return run(name, _plain(inputs), _plain(outputs), params, threads=smk.threads, logfile=logfile, gpus=gpus)
 
 
 def _kv(items):

@@ -51,7 +51,9 @@ Contract
 Multi-GPU: rules request ``resources: gpu=N`` and pass it as ``params: num_processes``; the
 step calls :func:`relaunch_under_accelerate`, which runs ``accelerate launch --num_processes N
 -m crossmodal <step> ...`` (see :func:`launch_command`).  Snakemake does not set
-``CUDA_VISIBLE_DEVICES``; each process picks ``cuda:LOCAL_RANK`` through accelerate.  With
+``CUDA_VISIBLE_DEVICES``; where jobs share a node (``$CROSSMODAL_GPU_SLOTS``, set by the Polaris
+allocation) :func:`claim_gpus` pins each job to GPUs no other job holds; each process picks
+``cuda:LOCAL_RANK`` of those through accelerate.  With
 ``gpu`` 0 or 1 (the toy config on CPU) the step runs in-process: the same code path.
 Under ``torchrun``/``accelerate launch`` a stop makes the workers exit 75 but the launcher 1;
 :func:`relaunch_under_accelerate` turns that into 75 when it forwarded the stop signal.
@@ -121,6 +123,69 @@ def make_accelerator(device: str = "auto", mixed_precision: str = "auto", **kw):
     log.info("accelerator: device=%s mixed_precision=%s process %d/%d", acc.device,
              acc.mixed_precision, acc.process_index, acc.num_processes)
     return acc
+
+
+#: GPUs of the node that several jobs of one Snakemake share (profiles/polaris-allocation sets
+#: 4); unset = no pinning, as on a per-job cluster profile where the scheduler pins the GPUs
+GPU_SLOTS_ENV = "CROSSMODAL_GPU_SLOTS"
+_CLAIMED_GPUS: list = []  # the open lock files of this process's GPUs (released at exit)
+
+
+def claim_gpus(n: int, *, env: dict | None = None, lock_dir=None, wait_s: float = 900,
+               poll_s: float = 5) -> list[int] | None:
+    """Pin this job (and the processes it launches) to ``n`` GPUs no other job of the node holds.
+
+    Snakemake's local executor counts ``gpu`` resources but does not say which GPU a job gets:
+    inside a Polaris allocation four ``gpu=1`` jobs would all train on GPU 0.  With
+    ``$CROSSMODAL_GPU_SLOTS`` (the node's GPU count) set and ``CUDA_VISIBLE_DEVICES`` unset, each
+    GPU ``i`` is a lock file ``gpu<i>.lock`` (``fcntl.flock``, held until this process exits, even
+    when killed); the first ``n`` free ones are taken and ``CUDA_VISIBLE_DEVICES`` set to them.
+    Snakemake never starts more GPU jobs than ``--resources gpu=``, so a GPU frees up within
+    ``wait_s`` unless a stray process holds it (then a clear error).  Returns the indices, or
+    None when nothing is pinned (no GPU asked for, no slots configured, or the scheduler pinned
+    the job already)."""
+    import fcntl
+    import tempfile
+
+    env = os.environ if env is None else env
+    n = int(n or 0)
+    slots = env.get(GPU_SLOTS_ENV)
+    if n <= 0 or not slots or env.get("CUDA_VISIBLE_DEVICES") is not None:
+        return None
+    try:
+        total = int(slots)
+    except ValueError:
+        raise ValueError(f"${GPU_SLOTS_ENV}={slots!r}: expected the number of GPUs of the node") from None
+    if n > total:
+        raise ValueError(f"the job asks for {n} GPUs, the node has {total} (${GPU_SLOTS_ENV})")
+    root = Path(lock_dir or env.get("CROSSMODAL_GPU_LOCK_DIR") or tempfile.gettempdir())
+    folder = root / f"crossmodal-gpus-{os.getuid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + float(wait_s)
+    while True:
+        held = []
+        for i in range(total):
+            fh = open(folder / f"gpu{i}.lock", "a")  # noqa: SIM115 - kept open while the job runs
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            held.append((i, fh))
+            if len(held) == n:
+                break
+        if len(held) == n:
+            _CLAIMED_GPUS.extend(fh for _, fh in held)
+            ids = [i for i, _ in held]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
+            log.info("GPUs %s of %d claimed (CUDA_VISIBLE_DEVICES; locks in %s)", ids, total, folder)
+            return ids
+        for _, fh in held:
+            fh.close()
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"no {n} free GPU(s) of {total} after {wait_s:.0f} s: another process "
+                               f"holds the locks in {folder} (${GPU_SLOTS_ENV}={total})")
+        time.sleep(poll_s)
 
 
 def gpu_request(config: Mapping[str, Any], n: int) -> int:
