@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -69,7 +70,7 @@ def test_allocation_script_unlocks_then_runs_snakemake_with_node_gpus(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "snakemake").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/calls\n'
-                                    f'echo "END=$CROSSMODAL_JOB_END" >> {tmp_path}/calls\n')
+                                    f'echo "END=$CROSSMODAL_JOB_END SLOTS=$CROSSMODAL_GPU_SLOTS" >> {tmp_path}/calls\n')
     (fake / "snakemake").chmod(0o755)
     (work / ".venv" / "bin" / "activate").write_text(f'export PATH="{fake}:$PATH"\n'
                                                      f'echo activate >> {tmp_path}/order\n')
@@ -87,12 +88,23 @@ def test_allocation_script_unlocks_then_runs_snakemake_with_node_gpus(tmp_path):
     assert calls[0] == "--profile profiles/polaris-allocation --unlock --configfile config/x.yaml"
     assert calls[2] == ("--profile profiles/polaris-allocation --resources gpu=4 nodes=2 "
                         "--configfile config/x.yaml")
-    assert calls[3].startswith("END=") and int(calls[3][4:]) > 0
+    end, slots = calls[3].split()
+    assert abs(int(end[4:]) - (time.time() + 3600)) < 60 and slots == "SLOTS=4"
     # site setup before the venv, so the venv's snakemake/python come first on PATH
     assert (tmp_path / "order").read_text().split() == ["setup", "activate"]
     head = (REPO / "profiles/polaris-allocation/allocation.pbs").read_text()
     for directive in ("select=", "filesystems=home:eagle", "-q preemptable", "-r y"):
         assert directive in head
+    # without CROSSMODAL_WALLTIME_S the job's own walltime (qstat -f) sets the training budget
+    (fake / "qstat").write_text('#!/bin/bash\necho "Job Id: $2"\necho "    Resource_List.walltime = 02:30:00"\n')
+    (fake / "qstat").chmod(0o755)
+    (tmp_path / "calls").unlink()
+    env.pop("CROSSMODAL_WALLTIME_S")
+    p = subprocess.run(["bash", str(REPO / "profiles/polaris-allocation/allocation.pbs")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    end = (tmp_path / "calls").read_text().splitlines()[3].split()[0]
+    assert abs(int(end[4:]) - (time.time() + 9000)) < 60, p.stderr
 
 
 def test_multi_node_launch_runs_one_accelerate_launcher_per_node():
