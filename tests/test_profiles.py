@@ -70,7 +70,7 @@ def test_allocation_script_unlocks_then_runs_snakemake_with_node_gpus(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "snakemake").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/calls\n'
-                                    f'echo "END=$CROSSMODAL_JOB_END SLOTS=$CROSSMODAL_GPU_SLOTS" >> {tmp_path}/calls\n')
+                                    f'echo "END=$CROSSMODAL_JOB_END SLOTS=$CROSSMODAL_GPU_SLOTS EVERY=$CROSSMODAL_CHECKPOINT_EVERY_S" >> {tmp_path}/calls\n')
     (fake / "snakemake").chmod(0o755)
     (work / ".venv" / "bin" / "activate").write_text(f'export PATH="{fake}:$PATH"\n'
                                                      f'echo activate >> {tmp_path}/order\n')
@@ -88,8 +88,8 @@ def test_allocation_script_unlocks_then_runs_snakemake_with_node_gpus(tmp_path):
     assert calls[0] == "--profile profiles/polaris-allocation --unlock --configfile config/x.yaml"
     assert calls[2] == ("--profile profiles/polaris-allocation --resources gpu=4 nodes=2 "
                         "--configfile config/x.yaml")
-    end, slots = calls[3].split()
-    assert abs(int(end[4:]) - (time.time() + 3600)) < 60 and slots == "SLOTS=4"
+    end, slots, every = calls[3].split()
+    assert abs(int(end[4:]) - (time.time() + 3600)) < 60 and slots == "SLOTS=4" and every == "EVERY=1800"
     # site setup before the venv, so the venv's snakemake/python come first on PATH
     assert (tmp_path / "order").read_text().split() == ["setup", "activate"]
     head = (REPO / "profiles/polaris-allocation/allocation.pbs").read_text()

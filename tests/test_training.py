@@ -231,6 +231,32 @@ def test_time_budget_stops_margin_before_walltime(tmp_path):
     assert late.should_stop
 
 
+def test_checkpoint_also_after_every_s_seconds(tmp_path, monkeypatch):
+    """A kill without warning (Polaris preemptable) loses at most every_s of work: a save is
+    due at the first step once every_s passed since the last one, between the every_steps saves;
+    $CROSSMODAL_CHECKPOINT_EVERY_S sets it from a cluster profile, a bad value is named."""
+    clock = [1000.0]
+    monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])
+    objs = _objects()
+    run = training.ResumableRun(tmp_path / "a", every_steps=100, every_s=60, handle_signals=False)
+    saved = []
+    for step in range(1, 31):
+        clock[0] += 5  # 5 s per step: a save is due every 12 steps
+        run.step_done(step, objs)
+        if run.last_saved == step:
+            saved.append(step)
+    assert saved == [12, 24]
+    assert [s for s, _ in run.checkpoints()] == [12, 24]
+    monkeypatch.setenv("CROSSMODAL_CHECKPOINT_EVERY_S", "30")
+    assert training.ResumableRun(tmp_path / "b", every_steps=100, handle_signals=False).every_s == 30
+    assert training.ResumableRun(tmp_path / "b", every_steps=100, every_s=10, handle_signals=False).every_s == 10
+    monkeypatch.setenv("CROSSMODAL_CHECKPOINT_EVERY_S", "half an hour")
+    with pytest.raises(ValueError, match=r"CROSSMODAL_CHECKPOINT_EVERY_S='half an hour': expected seconds"):
+        training.ResumableRun(tmp_path / "b", every_steps=100, handle_signals=False)
+    monkeypatch.delenv("CROSSMODAL_CHECKPOINT_EVERY_S")
+    assert training.ResumableRun(tmp_path / "b", every_steps=100, handle_signals=False).every_s is None
+
+
 def test_finish_writes_marker(tmp_path):
     run = training.ResumableRun(tmp_path / "ck", every_steps=1, handle_signals=False)
     run.save(4, _objects())

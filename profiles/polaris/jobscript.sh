@@ -14,6 +14,8 @@ if [ -n "${{CROSSMODAL_PBS_SETUP:-}}" ]; then
   # shellcheck disable=SC1090
   source "$CROSSMODAL_PBS_SETUP"
 fi
+# preemptable jobs are killed without warning: training also checkpoints every 30 min
+export CROSSMODAL_CHECKPOINT_EVERY_S=${{CROSSMODAL_CHECKPOINT_EVERY_S:-1800}}
 # the node's 4 GPUs: the jobs of a group job each claim their own (crossmodal.training.claim_gpus)
 export CROSSMODAL_GPU_SLOTS=${{CROSSMODAL_GPU_SLOTS:-4}}
 {exec_job}

@@ -89,6 +89,9 @@ JOB_END_ENV = ("CROSSMODAL_JOB_END", "SLURM_JOB_END_TIME")
 
 _CKPT_RE = re.compile(r"^step-(\d{9})$")
 
+#: seconds between time-triggered checkpoints (ResumableRun ``every_s``), set by a cluster profile
+EVERY_S_ENV = "CROSSMODAL_CHECKPOINT_EVERY_S"
+
 #: one JSON line per early stop (step, reason, time) in the checkpoint folder; listed as
 #: ``stops`` in the finished marker, so a run's preemptions stay visible after its retries
 STOPS_FILE = "stops.jsonl"
@@ -274,11 +277,15 @@ class ResumableRun:
         ``should_stop`` turns true ``margin_s`` before it runs out, or before the job end
         time in ``$CROSSMODAL_JOB_END`` / ``$SLURM_JOB_END_TIME`` if that is earlier.
     handle_signals: install SIGTERM / SIGUSR1 handlers that set ``should_stop``.
+    every_s: also save when this many seconds passed since the last save (or the start), at
+        the next step: a bound on the work lost to a kill without warning (Polaris'
+        ``preemptable`` queue).  Default ``$CROSSMODAL_CHECKPOINT_EVERY_S`` (set by a cluster
+        profile), else none: only ``every_steps``.
     """
 
     def __init__(self, ckpt_dir, *, every_steps: int, accelerator=None, keep: int = 2,
                  meta: Mapping[str, Any] | None = None, time_limit_s: float | None = None,
-                 margin_s: float = 300.0, handle_signals: bool = True):
+                 margin_s: float = 300.0, handle_signals: bool = True, every_s: float | None = None):
         if int(every_steps) < 1:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         if int(keep) < 1:
@@ -293,6 +300,15 @@ class ResumableRun:
             if os.environ.get(var, "").strip().isdigit():
                 ends.append(float(os.environ[var]))
         self.deadline = min(ends) - float(margin_s) if ends else None
+        if every_s is None and os.environ.get(EVERY_S_ENV, "").strip():
+            try:
+                every_s = float(os.environ[EVERY_S_ENV])
+            except ValueError:
+                raise ValueError(f"${EVERY_S_ENV}={os.environ[EVERY_S_ENV]!r}: expected seconds") from None
+        if every_s is not None and float(every_s) <= 0:
+            raise ValueError(f"every_s must be > 0 seconds, got {every_s}")
+        self.every_s = float(every_s) if every_s is not None else None
+        self._saved_at = time.monotonic()
         self.stop_signal: int | None = None
         self.last_saved: int | None = None
         self._old_handlers: dict[int, Any] = {}
@@ -320,18 +336,24 @@ class ResumableRun:
         log.warning("received %s: will save a checkpoint and exit with status %d",
                     signal.Signals(signum).name, EXIT_PREEMPTED)
 
-    @property
-    def should_stop(self) -> bool:
-        """True once SIGTERM/SIGUSR1 arrived or the time budget is used up (any process)."""
-        local = self.stop_signal is not None or (
+    def _flags(self) -> tuple[bool, bool]:
+        """(stop, save due by time), each true if true on any process (one collective)."""
+        stop = self.stop_signal is not None or (
             self.deadline is not None and time.time() >= self.deadline)
+        due = self.every_s is not None and time.monotonic() - self._saved_at >= self.every_s
         acc = self.accelerator
         if acc is not None and acc.num_processes > 1:
             import torch
 
-            flag = torch.tensor([1.0 if local else 0.0], device=acc.device)
-            return bool(acc.reduce(flag, reduction="sum").item() > 0)
-        return local
+            flags = torch.tensor([float(stop), float(due)], device=acc.device)
+            flags = acc.reduce(flags, reduction="sum")
+            return bool(flags[0].item() > 0), bool(flags[1].item() > 0)
+        return stop, due
+
+    @property
+    def should_stop(self) -> bool:
+        """True once SIGTERM/SIGUSR1 arrived or the time budget is used up (any process)."""
+        return self._flags()[0]
 
     def exit_preempted(self) -> None:
         """Exit with :data:`EXIT_PREEMPTED` (75): checkpoint saved, rerun to resume."""
@@ -410,6 +432,7 @@ class ResumableRun:
             log.info("checkpoint %s saved", final)
         self._barrier()
         self.last_saved = step
+        self._saved_at = time.monotonic()
         return final
 
     def maybe_save(self, step: int, objects: Mapping[str, Any]) -> bool:
@@ -420,10 +443,13 @@ class ResumableRun:
         return False
 
     def step_done(self, step: int, objects: Mapping[str, Any]) -> None:
-        """Call after each optimisation step: ``maybe_save``; on a stop request save and
-        exit with status 75."""
-        self.maybe_save(step, objects)
-        if self.should_stop:
+        """Call after each optimisation step: ``maybe_save`` (or save when ``every_s`` passed);
+        on a stop request save and exit with status 75."""
+        stop, due = self._flags()
+        if not self.maybe_save(step, objects) and due and step > 0 and step != self.last_saved:
+            log.info("step %d: %.0f s since the last checkpoint", step, time.monotonic() - self._saved_at)
+            self.save(step, objects)
+        if stop:
             if self.last_saved != step:
                 self.save(step, objects)
             self.exit_preempted()
