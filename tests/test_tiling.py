@@ -168,11 +168,50 @@ def test_non_pyramidal_tiff_named(tmp_path):
 
 
 def test_missing_mpp_is_an_error_unless_given(tmp_path):
-    path = write_svs(tmp_path / "nompp.svs", make_slide_rgb()[:1024, :2048], mpp=None)
+    # neither MPP nor AppMag (objective power): only the sample sheet can say
+    path = write_svs(tmp_path / "nompp.svs", make_slide_rgb()[:1024, :2048], mpp=None, app_mag=None)
     with pytest.raises(SlideError, match=r"nompp\.svs: no microns-per-pixel metadata.*sample sheet"):
         tile_slide(path, tmp_path / "x.lmdb")
     qc = tile_slide(path, tmp_path / "y.lmdb", mpp=0.25)
     assert qc["mpp"] == 0.25 and qc["kept"] > 0 and qc["size0"] == 512
+    assert qc["mpp_source"] == "sample_sheet"
+
+
+@pytest.mark.parametrize("app_mag, mpp0, size0", [(40, 0.25, 512), (20, 0.5, 256)])
+def test_missing_mpp_falls_back_to_the_objective_power_with_a_warning(tmp_path, app_mag, mpp0, size0):
+    """Aperio SVS without ``MPP`` but with ``AppMag`` (seen in TCGA): nominal 10 / AppMag µm/px,
+    as the RNA-GAN public tiler assumes, and a warning in the QC."""
+    path = write_svs(tmp_path / "nompp.svs", make_slide_rgb()[:1024, :2048], mpp=None, app_mag=app_mag)
+    with openslide.OpenSlide(str(path)) as s:
+        assert "openslide.mpp-x" not in s.properties
+        assert s.properties["openslide.objective-power"] == str(app_mag)
+    qc = tile_slide(path, tmp_path / "x.lmdb")
+    assert (qc["mpp"], qc["mpp_source"], qc["size0"]) == (pytest.approx(mpp0), "objective_power", size0)
+    assert qc["objective_power"] == str(app_mag)
+    assert any("nominal value of objective power" in w for w in qc["warnings"])
+    assert read_header(tmp_path / "x.lmdb")["slide_mpp_source"] == "objective_power"
+    # the sample sheet still wins
+    qc = tile_slide(path, tmp_path / "y.lmdb", mpp=0.2)
+    assert (qc["mpp"], qc["mpp_source"]) == (0.2, "sample_sheet")
+
+
+def test_transparent_pixels_are_background_not_black(slide, tmp_path):
+    """OpenSlide returns RGBA (0, 0, 0, 0) outside the scanned area (beyond a level's edge,
+    unscanned Aperio tiles); they must read as the slide's background (white), not as black
+    (which the pen rule takes for ink and which would end up in stored tiles)."""
+    from crossmodal.tiling import _read_rgb
+
+    with openslide.OpenSlide(str(slide)) as s:
+        w0, h0 = s.dimensions
+        raw = np.asarray(s.read_region((w0 - 64, 0), 0, (128, 16)))
+        assert (raw[:, 64:] == 0).all()                      # what OpenSlide gives out there
+        rgb = _read_rgb(s, (w0 - 64, 0), 0, (128, 16))
+        assert rgb.shape == (16, 128, 3) and rgb.dtype == np.uint8
+        assert (rgb[:, 64:] == 255).all()
+        np.testing.assert_array_equal(rgb[:, :64], raw[:, :64, :3])
+        ds = s.level_downsamples[1]
+        lev = _read_rgb(s, (0, h0 - 32), 1, (int(w0 / ds) + 8, 32))
+        assert (lev[:, -8:] == 255).all() and (lev[-int(16 / ds):, :] == 255).all()
 
 
 def test_slide_without_tissue_gives_empty_lmdb_and_warning(tmp_path):
@@ -264,7 +303,7 @@ def test_rules_on_a_users_sample_sheet(tmp_path):
 
     rgb = make_slide_rgb(1)[:1024]
     write_svs(tmp_path / "A.svs", rgb)
-    write_svs(tmp_path / "B.svs", rgb, mpp=None)
+    write_svs(tmp_path / "B.svs", rgb, mpp=None, app_mag=None)
     (tmp_path / "samples.tsv").write_text(
         "patient\tsample\tcohort\tdataset\tslide\texpression\texpression_format\tmpp\n"
         "P1\tA\tTCGA-LUAD\ttcga\tA.svs\t\t\t\n"

@@ -24,11 +24,12 @@ def _downsample2(img: np.ndarray) -> np.ndarray:
     return ((a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2] + 2) // 4).astype(np.uint8)
 
 
-def write_svs(path, rgb: np.ndarray, *, mpp: float | None = 0.25, app_mag: int = 40,
+def write_svs(path, rgb: np.ndarray, *, mpp: float | None = 0.25, app_mag: int | None = 40,
               tile: int = 256, min_level_size: int = 512, quality: int = 85) -> Path:
     """Write ``rgb`` (H, W, 3 uint8) as an Aperio-style pyramidal SVS at ``path`` (atomic).
 
-    ``mpp=None`` omits the MPP field (a slide without resolution metadata).
+    ``mpp=None`` omits the MPP field (a slide without resolution metadata); ``app_mag=None``
+    omits ``AppMag`` (no objective power either).
     """
     import tifffile
 
@@ -40,6 +41,7 @@ def write_svs(path, rgb: np.ndarray, *, mpp: float | None = 0.25, app_mag: int =
     while min(levels[-1].shape[:2]) // 2 >= min_level_size:
         levels.append(_downsample2(levels[-1]))
     mpp_txt = f"|MPP = {mpp}" if mpp is not None else ""
+    mag_txt = f"|AppMag = {app_mag}" if app_mag is not None else ""
     head = "Aperio Image Library v12.0.15\r\n"
     jpeg = dict(compression="jpeg", compressionargs={"level": quality}, photometric="rgb")
     res = {}
@@ -50,16 +52,16 @@ def write_svs(path, rgb: np.ndarray, *, mpp: float | None = 0.25, app_mag: int =
         with tifffile.TiffWriter(tmp, bigtiff=True) as tw:
             tw.write(levels[0], tile=(tile, tile), metadata=None, **jpeg, **res,
                      description=f"{head}{W}x{H} [0,0 {W}x{H}] ({tile}x{tile}) JPEG/RGB Q={quality}"
-                     f"|AppMag = {app_mag}{mpp_txt}|ScanScope ID = CROSSMODAL-TOY|Filename = {path.stem}")
+                     f"{mag_txt}{mpp_txt}|ScanScope ID = CROSSMODAL-TOY|Filename = {path.stem}")
             th = levels[-1]
             while max(th.shape[:2]) > 768:
                 th = _downsample2(th)
             tw.write(th, metadata=None, **jpeg,
-                     description=f"{head}{W}x{H} -> {th.shape[1]}x{th.shape[0]} - |AppMag = {app_mag}{mpp_txt}")
+                     description=f"{head}{W}x{H} -> {th.shape[1]}x{th.shape[0]} - {mag_txt}{mpp_txt}")
             for lev in levels[1:]:
                 tw.write(lev, tile=(tile, tile), metadata=None, **jpeg,
                          description=f"{head}{W}x{H} [0,0 {W}x{H}] ({tile}x{tile}) -> "
-                         f"{lev.shape[1]}x{lev.shape[0]} JPEG/RGB Q={quality}|AppMag = {app_mag}{mpp_txt}")
+                         f"{lev.shape[1]}x{lev.shape[0]} JPEG/RGB Q={quality}{mag_txt}{mpp_txt}")
             tw.write(np.full((128, 256, 3), 220, np.uint8), metadata=None, compression="lzw",
                      subfiletype=1, description=f"{head}label 256x128")
             tw.write(np.full((128, 384, 3), 160, np.uint8), metadata=None, compression="jpeg",
@@ -103,16 +105,25 @@ def _tiff_structure(path: Path) -> str | None:
         return None if "not a TIFF" in str(e) else f"corrupt TIFF ({type(e).__name__}: {e})"
 
 
-def resolve_mpp(slide, path, mpp: float | None = None) -> float:
-    """Microns per pixel at level 0: the sample sheet's ``mpp`` if given, else the slide's.
+#: µm/px of a nominal 1x objective: mpp = NOMINAL_MPP_1X / objective power (20x -> 0.5,
+#: 40x -> 0.25), the Aperio convention (20x scans ~0.50, 40x ~0.25 µm/px)
+NOMINAL_MPP_1X = 10.0
 
-    Raises :class:`SlideError` naming ``path`` when neither is known.
+
+def resolve_mpp_source(slide, path, mpp: float | None = None) -> tuple[float, str]:
+    """``(level-0 µm/px, where it came from)``: the sample sheet's ``mpp`` if given
+    (``sample_sheet``), else the slide's ``openslide.mpp-x`` / ``-y`` (``slide``), else the
+    nominal value of the objective power, :data:`NOMINAL_MPP_1X` / power
+    (``objective_power``; ``openslide.objective-power``, from ``aperio.AppMag`` on Aperio
+    SVS, some of which lack ``MPP``; the RNA-GAN public tiler scales by ``AppMag`` alone).
+
+    Raises :class:`SlideError` naming ``path`` when none is known.
     """
     if mpp is not None and not (isinstance(mpp, float) and np.isnan(mpp)) and mpp != "":
         mpp = float(mpp)
         if not mpp > 0:
             raise SlideError(f"slide {path}: mpp {mpp} from the sample sheet must be > 0")
-        return mpp
+        return mpp, "sample_sheet"
     props = slide.properties
     vals = []
     for key in ("openslide.mpp-x", "openslide.mpp-y"):
@@ -120,10 +131,22 @@ def resolve_mpp(slide, path, mpp: float | None = None) -> float:
             vals.append(float(props[key]))
         except (KeyError, ValueError):
             pass
-    if not vals or not all(v > 0 for v in vals):
-        raise SlideError(f"slide {path}: no microns-per-pixel metadata (openslide.mpp-x missing); "
-                         "give it in the sample sheet's `mpp` column")
-    return float(np.mean(vals))
+    if vals and all(v > 0 for v in vals):
+        return float(np.mean(vals)), "slide"
+    for key in ("openslide.objective-power", "aperio.AppMag"):
+        try:
+            power = float(props[key])
+        except (KeyError, ValueError):
+            continue
+        if power > 0:
+            return NOMINAL_MPP_1X / power, "objective_power"
+    raise SlideError(f"slide {path}: no microns-per-pixel metadata (openslide.mpp-x and the "
+                     "objective power are missing); give it in the sample sheet's `mpp` column")
+
+
+def resolve_mpp(slide, path, mpp: float | None = None) -> float:
+    """Microns per pixel at level 0 (see :func:`resolve_mpp_source`)."""
+    return resolve_mpp_source(slide, path, mpp)[0]
 
 
 def open_slide(path, mpp: float | None = None, *, require_mpp: bool = True):
@@ -131,8 +154,8 @@ def open_slide(path, mpp: float | None = None, *, require_mpp: bool = True):
 
     Errors name the file: missing file, corrupt / unreadable file, non-pyramidal TIFF, and
     (with ``require_mpp``) a slide without MPP metadata when the sample sheet gives none.
-    The returned ``openslide.OpenSlide`` carries ``.mpp`` (level-0 µm/px, or None) and
-    ``.path``.
+    The returned ``openslide.OpenSlide`` carries ``.mpp`` (level-0 µm/px, or None),
+    ``.mpp_source`` (see :func:`resolve_mpp_source`) and ``.path``.
     """
     import openslide
 
@@ -154,9 +177,9 @@ def open_slide(path, mpp: float | None = None, *, require_mpp: bool = True):
         slide.read_region((0, 0), slide.level_count - 1, (1, 1))
     except openslide.OpenSlideError as e:
         raise SlideError(f"slide {path}: corrupt, cannot decode ({e})") from None
-    slide.mpp = None
+    slide.mpp = slide.mpp_source = None
     try:
-        slide.mpp = resolve_mpp(slide, path, mpp)
+        slide.mpp, slide.mpp_source = resolve_mpp_source(slide, path, mpp)
     except SlideError:
         if require_mpp:
             slide.close()

@@ -121,9 +121,34 @@ class Thresholds:
     saturation: float   # 0..1; tissue = saturation above it
 
 
+def _background_rgb(slide) -> np.ndarray:
+    """The slide's background colour (``openslide.background-color``, hex RRGGBB; white if
+    absent), what OpenSlide's own ``get_thumbnail`` composites transparent pixels onto."""
+    hexrgb = str(slide.properties.get("openslide.background-color") or "ffffff")
+    try:
+        return np.array([int(hexrgb[i:i + 2], 16) for i in (0, 2, 4)], np.uint16)
+    except ValueError:
+        return np.array([255, 255, 255], np.uint16)
+
+
 def _read_rgb(slide, loc0, level, size) -> np.ndarray:
+    """RGB uint8 of a region, transparent pixels composited onto the slide's background.
+
+    ``read_region`` returns RGBA with alpha 0 (and RGB 0) outside the scanned area: beyond
+    the level's edge, in Aperio tiles the scanner did not write, between the scanned regions
+    of multi-region slides.  ``convert("RGB")`` alone would turn those into black pixels,
+    which the pen rule (near-black) and the stored tiles would then take for ink or tissue.
+    """
     region = slide.read_region((int(loc0[0]), int(loc0[1])), level, (int(size[0]), int(size[1])))
-    return np.asarray(region.convert("RGB"))
+    a = np.asarray(region)
+    if a.ndim != 3 or a.shape[2] != 4:
+        return np.asarray(region.convert("RGB"))
+    alpha = a[..., 3]
+    if alpha.size == 0 or alpha.min() == 255:
+        return np.ascontiguousarray(a[..., :3])
+    al = alpha.astype(np.uint16)[..., None]
+    out = (a[..., :3].astype(np.uint16) * al + _background_rgb(slide) * (255 - al) + 127) // 255
+    return out.astype(np.uint8)
 
 
 def _hsv_grey(rgb: np.ndarray):
@@ -217,6 +242,10 @@ def _setup(slide_path, mpp, p: dict):
         meta = float(slide.properties["openslide.mpp-x"])
         if abs(meta - mpp0) > 0.01 * mpp0:
             warnings.append(f"sample sheet mpp {mpp0} overrides the slide's {meta}")
+    if slide.mpp_source == "objective_power":
+        warnings.append(f"no microns-per-pixel metadata (openslide.mpp-x): level-0 mpp {mpp0:g} is the "
+                        f"nominal value of objective power {slide.properties.get('openslide.objective-power') or slide.properties.get('aperio.AppMag')}x; "
+                        "give the slide's mpp in the sample sheet's `mpp` column to override it")
     grid = make_grid(slide.dimensions, mpp0, p["tile_size"], p["target_mpp"])
     target_ds = p["target_mpp"] / mpp0
     if target_ds < 0.99:
@@ -241,7 +270,9 @@ def _read_level(slide, level: int) -> np.ndarray:
 def _qc(slide_path, sample, slide, mpp0, grid, level, dlevel, thr, p, warnings) -> dict:
     return {
         "slide": str(slide_path), "sample": sample, "vendor": slide.properties.get("openslide.vendor"),
-        "dimensions": list(slide.dimensions), "mpp": mpp0, "target_mpp": p["target_mpp"],
+        "dimensions": list(slide.dimensions), "mpp": mpp0, "mpp_source": slide.mpp_source,
+        "objective_power": slide.properties.get("openslide.objective-power"),
+        "level_count": slide.level_count, "target_mpp": p["target_mpp"],
         "tile_size": p["tile_size"], "size0": grid.size0, "level": level,
         "downsample": float(slide.level_downsamples[level]),
         "resize": float(grid.size0 / slide.level_downsamples[level]) != float(p["tile_size"]),
@@ -255,7 +286,8 @@ def _qc(slide_path, sample, slide, mpp0, grid, level, dlevel, thr, p, warnings) 
 def _header(qc: dict, p: dict, preset) -> dict:
     return {"slide": qc["slide"], "sample": qc["sample"], "preset": preset, "mpp": p["target_mpp"],
             "tile_size": p["tile_size"], "encoding": p["format"], "jpeg_quality": p["jpeg_quality"],
-            "slide_mpp": qc["mpp"], "level": qc["level"], "size0": qc["size0"]}
+            "slide_mpp": qc["mpp"], "slide_mpp_source": qc["mpp_source"], "level": qc["level"],
+            "size0": qc["size0"]}
 
 
 def _tile_meta(qc: dict, grid: Grid, t: int) -> dict:
@@ -422,10 +454,10 @@ def reference_tile_slide(slide_path, out_lmdb, *, tile_size: int = 256, target_m
         with TileWriter(out_lmdb, _header(qc, p, preset)) as w:
             for t in chosen:
                 x, y = grid.origin(t)
-                region = slide.read_region((x, y), 0, (grid.size0, grid.size0)).convert("RGB")
-                if region.size != (p["tile_size"],) * 2:
-                    from PIL import Image
+                from PIL import Image
 
+                region = Image.fromarray(_read_rgb(slide, (x, y), 0, (grid.size0, grid.size0)))
+                if region.size != (p["tile_size"],) * 2:
                     region = region.resize((p["tile_size"],) * 2, Image.Resampling.BOX)
                 tile = np.asarray(region)
                 if p["min_sharpness"] > 0 and laplacian_variance(tile) < p["min_sharpness"]:
