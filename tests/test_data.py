@@ -7,7 +7,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from crossmodal.data import (HEADER_KEY, TileDataset, TileStoreError, TileWriter, read_header,
+from crossmodal.data import (HEADER_KEY, TileDataset, TileStoreError, TileWriter, _open_env, read_header,
                              shared_env, tile_key, unpack_record)
 
 
@@ -201,3 +201,41 @@ def test_writer_rejects_wrong_shapes(tmp_path):
         with TileWriter(tmp_path / "b.lmdb", {}) as w:
             w.add(np.zeros((8, 8), np.uint8), {})
     assert not (tmp_path / "a.lmdb").exists() and not (tmp_path / "b.lmdb").exists()
+
+
+def test_full_map_grows_instead_of_failing(tmp_path, caplog):
+    """A store larger than the writer's initial LMDB map (MapFullError) grows the map and
+    keeps every tile, including the uncommitted ones replayed after the resize."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(0, 256, (40, 128, 128, 3), dtype=np.uint8)   # 40 x 48 KiB raw
+    with caplog.at_level(logging.INFO, logger="crossmodal.data"):
+        with TileWriter(tmp_path / "g.lmdb", {"encoding": "raw", "mpp": None}, commit_every=16,
+                        map_size=256 << 10) as w:
+            for k, t in enumerate(tiles):
+                w.add(t, {"k": k})
+    assert w.map_size > 256 << 10
+    assert any("map full, growing" in r.getMessage() for r in caplog.records)
+    ds = TileDataset([tmp_path / "g.lmdb"])
+    assert len(ds) == 40 and read_header(tmp_path / "g.lmdb")["count"] == 40
+    for k in (0, 15, 16, 39):
+        np.testing.assert_array_equal(ds[k], tiles[k])
+        assert ds.meta(k)["k"] == k
+
+
+def test_readers_map_only_what_the_store_holds(tmp_path):
+    """Read-only environments map the data written, not the writer's map size: a process
+    reading thousands of slide LMDBs must not reserve a writer-sized map for each."""
+    import os
+
+    with TileWriter(tmp_path / "r.lmdb", {"encoding": "png", "mpp": None}, map_size=1 << 34) as w:
+        w.add(np.zeros((16, 16, 3), np.uint8))
+    env = _open_env(tmp_path / "r.lmdb")
+    try:
+        assert env.info()["map_size"] < 1 << 24
+        maps = [ln for ln in open(f"/proc/{os.getpid()}/maps") if str(tmp_path / "r.lmdb") in ln]
+        assert maps and all(int(e, 16) - int(b, 16) < 1 << 24
+                            for b, e in (ln.split()[0].split("-") for ln in maps))
+    finally:
+        env.close()

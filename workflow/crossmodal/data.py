@@ -51,7 +51,13 @@ ENCODINGS = ("raw", "jpeg", "png")
 HEADER_KEY = b"__header__"
 KEY_FORMAT = "%08d"
 _LEN = struct.Struct("<I")
-_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as written
+#: a writer's initial LMDB map (address space, not disk: the file grows only as written); it
+#: doubles whenever a write or commit hits ``MapFullError``.  Kept small because clusters that
+#: cap virtual memory (``ulimit -v``, SLURM ``VSizeFactor``) refuse a huge mmap outright
+_MAP_SIZE = 1 << 30
+#: a writer commits at least every this many bytes of records (they are kept until committed,
+#: to be replayed after a map resize)
+_COMMIT_BYTES = 64 << 20
 
 
 class TileStoreError(ValueError):
@@ -129,13 +135,15 @@ class TileWriter:
         with TileWriter("results/x.lmdb", {"mpp": None, "encoding": "png"}) as w:
             w.add(rgb_uint8, {"sample": "S1"})
 
-    Tiles are committed every ``commit_every`` additions into a temporary directory next to
-    ``out_lmdb``; on a clean exit the header (``complete: true``, ``count``) is written last and
+    Tiles are committed every ``commit_every`` additions (or 64 MiB) into a temporary directory
+    next to ``out_lmdb``; the LMDB map starts at ``map_size`` bytes and doubles whenever it is
+    full (``MapFullError``: the uncommitted records are replayed); on a clean exit the header (``complete: true``, ``count``) is written last and
     the directory renamed onto ``out_lmdb`` (replacing an older one).  On an exception nothing
     is left behind.  All tiles must have the same square shape.
     """
 
-    def __init__(self, out_lmdb, header_meta: dict | None = None, *, commit_every: int = 256):
+    def __init__(self, out_lmdb, header_meta: dict | None = None, *, commit_every: int = 256,
+                 map_size: int = _MAP_SIZE):
         self.path = Path(out_lmdb)
         self.header = dict(header_meta or {})
         self.encoding = self.header.setdefault("encoding", "png")
@@ -143,7 +151,10 @@ class TileWriter:
             raise ValueError(f"TileWriter {self.path}: unknown encoding {self.encoding!r}")
         self.quality = int(self.header.get("jpeg_quality", 90))
         self.commit_every = commit_every
+        self.map_size = int(map_size)
         self.count = 0
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._pending_bytes = 0
         self._ctx = None
         self._env = None
         self._txn = None
@@ -153,7 +164,7 @@ class TileWriter:
 
         self._ctx = atomic_path(self.path, is_dir=True)
         tmp = self._ctx.__enter__()
-        self._env = lmdb.open(str(tmp), map_size=_MAP_SIZE, subdir=True, lock=True,
+        self._env = lmdb.open(str(tmp), map_size=self.map_size, subdir=True, lock=True,
                               sync=False, metasync=False, meminit=False)
         self._txn = self._env.begin(write=True)
         return self
@@ -173,11 +184,7 @@ class TileWriter:
                              f"header tile_size is {size}")
         i = self.count
         rec = {"index": i, **(meta or {})}
-        self._txn.put(tile_key(i), pack_record(rec, encode_tile(rgb, self.encoding, self.quality)))
-        self.count += 1
-        if self.count % self.commit_every == 0:
-            self._txn.commit()
-            self._txn = self._env.begin(write=True)
+        self._put(tile_key(i), pack_record(rec, encode_tile(rgb, self.encoding, self.quality)))
         return i
 
     def add_encoded(self, image: bytes, meta: dict | None = None) -> int:
@@ -190,22 +197,73 @@ class TileWriter:
             raise ValueError(f"TileWriter {self.path}: add_encoded needs a compressed encoding and a header "
                              f"tile_size (got {self.encoding}, {self.header.get('tile_size')})")
         i = self.count
-        self._txn.put(tile_key(i), pack_record({**(meta or {}), "index": i}, bytes(image)))
-        self.count += 1
-        if self.count % self.commit_every == 0:
-            self._txn.commit()
-            self._txn = self._env.begin(write=True)
+        self._put(tile_key(i), pack_record({**(meta or {}), "index": i}, bytes(image)))
         return i
 
+    # writes that survive a full map: records stay in _pending until committed, and a
+    # MapFullError (from a put or a commit) aborts the transaction, doubles the map and
+    # replays them
+    def _put(self, key: bytes, value: bytes) -> None:
+        import lmdb
+
+        self._pending.append((key, value))
+        self._pending_bytes += len(value)
+        try:
+            self._txn.put(key, value)
+        except lmdb.MapFullError:
+            self._grow()
+        self.count += 1
+        if self.count % self.commit_every == 0 or self._pending_bytes >= _COMMIT_BYTES:
+            self._commit()
+            self._txn = self._env.begin(write=True)
+
+    def _commit(self) -> None:
+        import lmdb
+
+        while True:
+            try:
+                self._txn.commit()
+                break
+            except lmdb.MapFullError:
+                self._grow()
+        self._txn = None
+        self._pending, self._pending_bytes = [], 0
+
+    def _grow(self) -> None:
+        import lmdb
+
+        while True:
+            try:
+                self._txn.abort()
+            except lmdb.Error:
+                pass
+            self.map_size *= 2
+            log.info("TileWriter %s: LMDB map full, growing it to %.1f GiB", self.path, self.map_size / 2**30)
+            self._env.set_mapsize(self.map_size)
+            self._txn = self._env.begin(write=True)
+            try:
+                for k, v in self._pending:
+                    self._txn.put(k, v)
+                return
+            except lmdb.MapFullError:
+                continue
+
     def __exit__(self, exc_type, exc, tb):
+        import lmdb
+
         try:
             if exc_type is None:
                 hdr = {**self.header, "format": FORMAT, "version": VERSION, "count": self.count,
                        "key_format": KEY_FORMAT, "complete": True}
-                self._txn.put(HEADER_KEY, json.dumps(hdr, sort_keys=True, default=_json_default).encode())
-                self._txn.commit()
+                raw = json.dumps(hdr, sort_keys=True, default=_json_default).encode()
+                self._pending.append((HEADER_KEY, raw))
+                try:
+                    self._txn.put(HEADER_KEY, raw)
+                except lmdb.MapFullError:
+                    self._grow()
+                self._commit()
                 self._env.sync(True)
-            else:
+            elif self._txn is not None:
                 self._txn.abort()
             self._txn = None
             self._env.close()
