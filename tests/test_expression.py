@@ -136,6 +136,30 @@ def test_gct_reader_and_dimension_check(tmp_path):
         read_gct(bad)
 
 
+def test_gct_values_nan_tokens_and_bad_values_like_gtex(tmp_path):
+    """GTEx v8 TPM GCT layout (gzip, versioned ids, decimal TPMs): parsed as floats; NA
+    tokens follow nan_policy; a non-numeric value and a duplicated sample column are named."""
+    genes = [("ENSG00000223972.5", "DDX11L1"), ("ENSG00000227232.5", "WASH7P"),
+             ("ENSG00000243485.5", "MIR1302-2HG"), ("ENSG00000002586.18", "CD99")]
+    vals = [[0, 0.1236], [4.064, 3.371], ["NA", 0.5], [312.3, 250.75]]
+    p = write(tmp_path / "GTEx_gene_tpm.gct.gz", gct_text(genes, ["GTEX-1117F-0226-SM-5GZZ7", "GTEX-111CU-0226"], vals),
+              gz=True)
+    with pytest.raises(ExpressionInputError, match=r"gene_tpm\.gct\.gz: 1 gene\(s\) with missing \(NaN\) values, e\.g\. MIR1302-2HG"):
+        read_gct(p)
+    m = read_gct(p, nan_policy="drop_gene")
+    assert m.dtypes.eq(float).all() and list(m.index) == ["DDX11L1", "WASH7P", "CD99"]
+    assert m.loc["WASH7P", "GTEX-111CU-0226"] == pytest.approx(3.371)
+    bad = write(tmp_path / "bad.gct", gct_text(genes, ["A", "B"], [[0, 1], [2, "x3"], [1, 1], [1, 1]]))
+    with pytest.raises(ExpressionInputError, match=r"bad\.gct: non-numeric value 'x3' for gene WASH7P in column B"):
+        read_gct(bad)
+    neg = write(tmp_path / "neg.gct", gct_text(genes, ["A", "B"], [[0, 1], [2, -3], [1, 1], [1, 1]]))
+    with pytest.raises(ExpressionInputError, match=r"neg\.gct: negative count -3\.0 for gene WASH7P"):
+        read_gct(neg)
+    dup = write(tmp_path / "dup.gct", gct_text(genes, ["A", "A"], [[0, 1]] * 4))
+    with pytest.raises(ExpressionInputError, match=r"dup\.gct: duplicated sample column\(s\) A"):
+        read_gct(dup)
+
+
 def test_geo_series_matrix_reader_and_characteristics(tmp_path):
     p = write(tmp_path / "GSE1_series_matrix.txt.gz",
               geo_text(["TP53", "EGFR"], ["GSM1", "GSM2"], [[5, 6], [7, 8]]), gz=True)
@@ -156,6 +180,12 @@ def test_kallisto_abundance_aggregates_transcripts_to_genes(tmp_path):
     both = read_kallisto_abundance(ab, t2g, value=None)
     assert both.loc["TP53", "est_counts"] == pytest.approx(15.0) and both.loc["TP53", "tpm"] == pytest.approx(150)
     assert read_kallisto_abundance(ab, t2g, value="tpm")["EGFR"] == pytest.approx(850)
+    # GENCODE FASTA headers as kallisto reports them (index built from gencode.vXX.transcripts.fa)
+    gab = write(tmp_path / "gencode_abundance.tsv", "target_id\tlength\teff_length\test_counts\ttpm\n"
+                "ENST1.1|ENSG1.2|OTTHUMG1|OTTHUMT1|TP53-201|TP53|1000|protein_coding|\t1000\t800\t10.5\t100\n"
+                "ENST2.3|ENSG1.2|-|-|TP53-202|TP53|500|nonsense_mediated_decay|\t500\t300\t4.5\t50\n"
+                "ENST3.1|ENSG2.1|-|-|EGFR-201|EGFR|900|protein_coding|\t900\t700\t20\t850\n")
+    pd.testing.assert_frame_equal(read_kallisto_abundance(gab, t2g, value=None), both)
     short = write(tmp_path / "t2g_short.tsv", "ENST1.1\tENSG1\tTP53\n")  # headerless, missing ENST2/3
     with pytest.raises(ExpressionInputError, match=r"abundance\.tsv: 2 transcript\(s\) not in the transcript-to-gene table"):
         read_kallisto_abundance(ab, short)

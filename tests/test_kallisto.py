@@ -91,3 +91,29 @@ def test_bad_inputs_named(tmp_path):
     with pytest.raises(kallisto.KallistoError, match=r"missing\.fastq\.gz: FASTQ file not found"):
         kallisto.quant_single(tmp_path / "i.idx", tmp_path / "missing.fastq.gz", tmp_path / "a.tsv",
                               fragment_length=200, fragment_sd=20)
+
+
+def test_gencode_headers_map_to_genes(tiny, tmp_path):
+    """An index built from GENCODE's transcripts.fa names targets by the whole header
+    (``ENST...|ENSG...|-|-|NAME-201|NAME|len|biotype|``: kallisto 0.48 cuts at the first blank
+    only); the gene table keys plain transcript ids, which must still match."""
+    d, truth = tiny
+    t2g = pd.read_csv(d / "t2g.tsv", sep="\t").set_index("transcript_id")
+    fa = []
+    for block in (d / "tx.fa").read_text().split(">")[1:]:
+        tid, seq = block.split("\n", 1)
+        g = t2g.loc[tid]
+        fa.append(f">{tid}|{g.gene_id}|-|-|{g.gene_name}-201|{g.gene_name}|{len(seq.strip())}|protein_coding|\n{seq}")
+    (tmp_path / "gencode.fa").write_text("".join(fa))
+    kallisto.build_index(tmp_path / "gencode.fa", tmp_path / "g.idx")
+    kallisto.quant_single(tmp_path / "g.idx", d / "reads.fastq.gz", tmp_path / "q/abundance.tsv",
+                          fragment_length=200, fragment_sd=20)
+    ab = pd.read_csv(tmp_path / "q/abundance.tsv", sep="\t")
+    assert ab["target_id"].str.contains(r"^ENST\d+\.\d\|ENSG", regex=True).all()   # whole headers
+    genes = read_kallisto_abundance(tmp_path / "q/abundance.tsv", d / "t2g.tsv")
+    assert sorted(genes.index) == sorted(t2g["gene_name"].unique())
+    assert genes.sum() == pytest.approx(ab["est_counts"].sum())
+    # a gene table without transcript versions matches too
+    t2g.reset_index().assign(transcript_id=lambda x: x.transcript_id.str.replace(r"\.\d+$", "", regex=True)) \
+        .to_csv(tmp_path / "t2g_nover.tsv", sep="\t", index=False)
+    pd.testing.assert_series_equal(read_kallisto_abundance(tmp_path / "q/abundance.tsv", tmp_path / "t2g_nover.tsv"), genes)

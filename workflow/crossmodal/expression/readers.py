@@ -18,8 +18,8 @@ Formats:
   header ``gene_id gene_name gene_type unstranded ...``, four ``N_*`` STAR summary rows;
 - GTEx GCT v1.2 (``#1.2``, a dimensions line, ``Name`` / ``Description`` + one column per sample);
 - GEO series matrix (``!Sample_*`` lines, table between ``!series_matrix_table_begin`` / ``_end``);
-- kallisto ``abundance.tsv`` (``target_id length eff_length est_counts tpm``) + a
-  transcript-to-gene table.
+- kallisto ``abundance.tsv`` (``target_id length eff_length est_counts tpm``; target ids may be
+  whole GENCODE FASTA headers, ``ENST...|ENSG...|...|``) + a transcript-to-gene table.
 """
 from __future__ import annotations
 
@@ -66,14 +66,27 @@ def _open_text(path: Path) -> str:
 
 
 def _numeric(df: pd.DataFrame, path, *, nan_policy: str = "error", counts: bool = True) -> pd.DataFrame:
-    """Coerce to float; apply the NaN policy; reject negative values (counts)."""
-    df = df.replace({t: np.nan for t in _NAN_TOKENS})
-    num = df.apply(pd.to_numeric, errors="coerce")
-    bad = num.isna() & df.notna() & (df.astype(str).apply(lambda c: c.str.strip()) != "")
-    if bad.to_numpy().any():
-        r, c = np.argwhere(bad.to_numpy())[0]
-        raise ExpressionInputError(f"{path}: non-numeric value {df.iat[r, c]!r} for gene "
-                                   f"{df.index[r]} in column {df.columns[c]}")
+    """Coerce to float; apply the NaN policy; reject negative values (counts).
+
+    Columns already numeric (parsed by pandas) are taken as they are; the others are checked
+    value by value so that a bad value is named."""
+    from pandas.api.types import is_numeric_dtype
+
+    text_cols = [c for c in df.columns if not is_numeric_dtype(df[c])]
+    if text_cols:
+        txt = df[text_cols].replace({t: np.nan for t in _NAN_TOKENS})
+        conv = txt.apply(pd.to_numeric, errors="coerce")
+        bad = conv.isna() & txt.notna() & (txt.astype(str).apply(lambda c: c.str.strip()) != "")
+        if bad.to_numpy().any():
+            r, c = np.argwhere(bad.to_numpy())[0]
+            raise ExpressionInputError(f"{path}: non-numeric value {txt.iat[r, c]!r} for gene "
+                                       f"{txt.index[r]} in column {txt.columns[c]}")
+        num = df.copy() if len(text_cols) < df.shape[1] else conv
+        if len(text_cols) < df.shape[1]:
+            num[text_cols] = conv
+    else:
+        num = df
+    num = num.astype(float, copy=False)
     nan = num.isna().any(axis=1)
     if nan.any():
         genes = list(num.index[nan])
@@ -148,28 +161,56 @@ def read_star_counts(path, *, column: str = "unstranded", nan_policy: str = "err
     return s
 
 
+def _open_stream(path: Path):
+    """A text stream of ``path`` (gunzipped when it starts with the gzip magic)."""
+    if not path.exists():
+        raise ExpressionInputError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", encoding="utf-8") if gz else open(path, encoding="utf-8")
+
+
 def read_gct(path, *, nan_policy: str = "error", duplicates: str = "sum") -> pd.DataFrame:
-    """GTEx GCT v1.2 -> genes (symbol, from ``Description``) x samples."""
+    """GTEx GCT v1.2 -> genes (symbol, from ``Description``) x samples.
+
+    Values are parsed straight to float by pandas' C parser (a GTEx v8 GCT of one tissue set
+    is ~56,000 genes x ~1,000+ samples: reading every cell as a Python string first needs
+    several GB per copy); only a column that is not numeric goes through the string checks
+    that name the bad value.
+    """
     path = Path(path)
-    text = _open_text(path)
-    lines = text.splitlines()
-    if len(lines) < 3 or not lines[0].startswith("#1."):
-        raise ExpressionInputError(f"{path}: not a GCT file (first line must be '#1.2', got {lines[0][:40] if lines else ''!r})")
     try:
-        n_rows, n_cols = (int(x) for x in lines[1].split("\t")[:2])
-    except ValueError:
-        raise ExpressionInputError(f"{path}: GCT dimensions line {lines[1][:40]!r} is not two integers") from None
-    df = pd.read_csv(io.StringIO("\n".join(lines[2:])), sep="\t", dtype=str, keep_default_na=False)
-    if list(df.columns[:2]) != ["Name", "Description"]:
-        raise ExpressionInputError(f"{path}: GCT header must start with Name, Description (got {list(df.columns[:2])})")
+        with _open_stream(path) as f:
+            head = [f.readline().rstrip("\r\n") for _ in range(3)]
+            if not head[0].startswith("#1.") or not head[2]:
+                raise ExpressionInputError(f"{path}: not a GCT file (first line must be '#1.2', got {head[0][:40]!r})")
+            try:
+                n_rows, n_cols = (int(x) for x in head[1].split("\t")[:2])
+            except ValueError:
+                raise ExpressionInputError(f"{path}: GCT dimensions line {head[1][:40]!r} is not two integers") from None
+            cols = head[2].split("\t")
+            if cols[:2] != ["Name", "Description"]:
+                raise ExpressionInputError(f"{path}: GCT header must start with Name, Description (got {cols[:2]})")
+            dups = sorted({c for c in cols if cols.count(c) > 1})
+            if dups:
+                raise ExpressionInputError(f"{path}: duplicated sample column(s) {', '.join(dups)}")
+            df = pd.read_csv(f, sep="\t", header=None, names=cols, index_col=False,
+                             dtype={"Name": str, "Description": str}, keep_default_na=False,
+                             na_values={c: _NAN_TOKENS for c in cols[2:]}, low_memory=False)
+    except UnicodeDecodeError:
+        raise ExpressionInputError(f"{path}: not a text file") from None
+    except (OSError, EOFError) as e:
+        raise ExpressionInputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+    except (pd.errors.ParserError, ValueError) as e:
+        if isinstance(e, ExpressionInputError):
+            raise
+        raise ExpressionInputError(f"{path}: malformed GCT table ({e})") from None
     if df.shape[0] != n_rows or df.shape[1] - 2 != n_cols:
         raise ExpressionInputError(f"{path}: GCT declares {n_rows} genes x {n_cols} samples but holds "
                                    f"{df.shape[0]} x {df.shape[1] - 2}")
-    dups = df.columns[df.columns.duplicated()]
-    if len(dups):
-        raise ExpressionInputError(f"{path}: duplicated sample column(s) {', '.join(dups)}")
     _check_symbols(df["Description"], path)
-    vals = df.drop(columns=["Name"]).set_index("Description").replace({"": np.nan})
+    vals = df.drop(columns=["Name"]).set_index("Description")
+    del df
     num = collapse_duplicates(_numeric(vals, path, nan_policy=nan_policy), path, duplicates=duplicates)
     num.index.name = "gene"
     num.columns.name = "sample"
@@ -250,6 +291,25 @@ def read_t2g(t2g) -> pd.DataFrame:
     return df.drop_duplicates("transcript_id").set_index("transcript_id")
 
 
+def transcript_gene_names(target_ids, tg: pd.DataFrame) -> pd.Series:
+    """Gene symbol of each kallisto ``target_id`` (NaN where ``tg`` has none).
+
+    kallisto names a target by its FASTA header up to the first blank, so an index built from
+    GENCODE's ``gencode.vXX.transcripts.fa`` reports whole headers
+    (``ENST00000456328.2|ENSG00000290825.1|-|-|DDX11L2-202|DDX11L2|1657|lncRNA|``; kallisto
+    0.48 has no option to shorten them).  The transcript id is the header's first ``|`` field;
+    a version suffix present on one side only (``ENST...`` vs ``ENST....2``) is tolerated.
+    """
+    ids = pd.Index([str(t).split("|", 1)[0] for t in target_ids])
+    exact = tg["gene_name"]
+    out = pd.Series(exact.reindex(ids).to_numpy(), index=pd.Index(target_ids))
+    if out.isna().any():
+        bare = exact.groupby(strip_version(exact.index)).agg(lambda g: g.iloc[0] if g.nunique() == 1 else np.nan)
+        fill = bare.reindex(strip_version(ids)).to_numpy()
+        out = out.where(out.notna(), pd.Series(fill, index=out.index))
+    return out
+
+
 def read_kallisto_abundance(path, t2g, *, value: str | None = "est_counts",
                             nan_policy: str = "error") -> pd.Series | pd.DataFrame:
     """kallisto ``abundance.tsv`` -> per-gene sums of ``est_counts`` and ``tpm`` over transcripts.
@@ -267,11 +327,12 @@ def read_kallisto_abundance(path, t2g, *, value: str | None = "est_counts",
     tg = read_t2g(t2g)
     vals = df.set_index("target_id")[["est_counts", "tpm"]].replace({"": np.nan})
     num = _numeric(vals, path, nan_policy=nan_policy)
-    missing = num.index.difference(tg.index)
+    names = transcript_gene_names(num.index, tg)
+    missing = num.index[names.isna().to_numpy()]
     if len(missing):
         raise ExpressionInputError(f"{path}: {len(missing)} transcript(s) not in the transcript-to-gene "
                                    f"table, e.g. {', '.join(missing[:5])}")
-    num.index = pd.Index(tg.loc[num.index, "gene_name"], name="gene")
+    num.index = pd.Index(names.to_numpy(), name="gene")
     out = num.groupby(level=0, sort=True).sum()
     if value is None:
         return out
