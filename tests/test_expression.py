@@ -351,3 +351,25 @@ def check_toy_expression(wd: Path):
                                                  zx[miss].shape))
     for f in ("library_sizes", "pca", "missing_genes"):
         assert (root / f"summary/{f}.png").stat().st_size > 0 and (root / f"summary/{f}.pdf").exists()
+
+
+def test_geo_table_of_ensembl_ids_is_put_on_the_gene_lists_symbols(tmp_path):
+    """GEO RNA-seq supplementary counts may be indexed by Ensembl ids (e.g. GSE120795's
+    raw-count table): mapped to symbols through the gene list's gene_id, versions stripped,
+    ids off the list dropped, a symbol's ids summed; without a mapping, an error naming the file."""
+    from crossmodal.expression.harmonise import load_gene_ids
+
+    genes = write(tmp_path / "genes.tsv", "gene_name\tgene_id\tgene_type\nTP53\tENSG00000141510\tprotein_coding\n"
+                  "EGFR\tENSG00000146648\tprotein_coding\nEGFR\tENSG00000999999\tprotein_coding\n")
+    ids = ["ENSG00000141510.17", "ENSG00000146648.20", "ENSG00000999999.1", "ENSG00000000001.1"]
+    p = write(tmp_path / "GSE9_series_matrix.txt", geo_text(ids, ["GSM1", "GSM2"], [[5, 6], [7, 8], [1, 1], [9, 9]]))
+    src = [{"sample": g, "format": "geo_series_matrix", "file": str(p)} for g in ("GSM1", "GSM2")]
+    got = read_sample_counts(src, id_to_symbol=load_gene_ids(genes))
+    assert got["GSM2"].to_dict() == {"TP53": 6.0, "EGFR": 9.0}
+    with pytest.raises(ExpressionInputError, match=r"GSE9_series_matrix\.txt: genes are Ensembl ids \(e\.g\. ENSG00000141510\.17\)"):
+        read_sample_counts(src)
+    # a table of symbols is left as it is, mapping or not
+    sym = write(tmp_path / "GSE8_series_matrix.txt", geo_text(["TP53", "EGFR"], ["GSM1"], [[5], [7]]))
+    got = read_sample_counts([{"sample": "GSM1", "format": "geo_series_matrix", "file": str(sym)}],
+                             id_to_symbol=load_gene_ids(genes))
+    assert got["GSM1"].to_dict() == {"TP53": 5.0, "EGFR": 7.0}

@@ -15,6 +15,7 @@ A gene list is a TSV with a ``gene_name`` (or ``gene`` / ``symbol``) column; whe
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from crossmodal.expression.readers import (
     read_geo_series_matrix,
     read_kallisto_abundance,
     read_star_counts,
+    strip_version,
 )
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,53 @@ def load_gene_list(path) -> list[str]:
     return genes
 
 
+_ENSEMBL = re.compile(r"^ENSG\d{11}(\.\d+)?(_PAR_Y)?$")
+
+
+def load_gene_ids(path) -> pd.Series | None:
+    """``gene_id`` (unversioned Ensembl) -> symbol of a gene-list TSV with a ``gene_id`` and a
+    ``gene_name`` column (all rows, whatever their type); None when it has no ids."""
+    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "gene_id" not in df.columns or "gene_name" not in df.columns:
+        return None
+    df = df[(df["gene_id"] != "") & (df["gene_name"] != "")]
+    ids = strip_version(df["gene_id"])
+    return pd.Series(df["gene_name"].to_numpy(), index=ids).groupby(level=0).first()
+
+
+def ensembl_to_symbols(m: pd.DataFrame, id_to_symbol: pd.Series | None, path) -> pd.DataFrame:
+    """A table whose gene ids are Ensembl ids (``ENSG...``, e.g. GSE120795's supplementary counts)
+    on gene symbols: ids mapped through ``id_to_symbol`` (the gene list's ``gene_id``), rows of an
+    unmapped id dropped, a symbol's rows summed.  A table of symbols is returned unchanged;
+    Ensembl ids without a mapping are an error naming the file (otherwise no gene would match
+    the reference and every gene would be set to the missing value)."""
+    ids = pd.Series(m.index.astype(str))
+    if len(ids) == 0 or ids.str.match(_ENSEMBL).mean() < 0.5:
+        return m
+    if id_to_symbol is None:
+        raise ExpressionInputError(f"{path}: genes are Ensembl ids (e.g. {ids.iloc[0]}), not symbols; "
+                                   "give expression.protein_coding a gene list with gene_id and gene_name "
+                                   "columns to map them")
+    sym = id_to_symbol.reindex(strip_version(ids)).to_numpy()
+    keep = pd.notna(sym)
+    log.info("%s: %d of %d Ensembl ids mapped to gene symbols through the gene list (%d dropped)",
+             path, int(keep.sum()), len(ids), int((~keep).sum()))
+    if not keep.any():
+        raise ExpressionInputError(f"{path}: none of its {len(ids)} Ensembl ids (e.g. {ids.iloc[0]}) is on "
+                                   "the gene list's gene_id column")
+    out = m.loc[keep]
+    out.index = pd.Index(sym[keep], name=m.index.name)
+    return out.groupby(level=0, sort=False).sum()
+
+
 def read_sample_counts(sources: list[dict], *, t2g=None, nan_policy="error", duplicates="sum",
-                       star_column="unstranded", kallisto_value="est_counts") -> dict[str, pd.Series]:
+                       star_column="unstranded", kallisto_value="est_counts",
+                       id_to_symbol: pd.Series | None = None) -> dict[str, pd.Series]:
     """``{sample: counts per gene}`` for ``sources`` = ``[{sample, format, file}, ...]``.
 
     A shared file (GCT, GEO series matrix) is read once; a sample id absent from it, or a
-    per-sample file that does not exist, is an error naming the sample and the file.
+    per-sample file that does not exist, is an error naming the sample and the file.  A GEO
+    table of Ensembl ids is put on symbols with ``id_to_symbol`` (:func:`ensembl_to_symbols`).
     """
     shared: dict[str, pd.DataFrame] = {}
     out: dict[str, pd.Series] = {}
@@ -78,7 +121,8 @@ def read_sample_counts(sources: list[dict], *, t2g=None, nan_policy="error", dup
                 if fmt == "gct":
                     shared[path] = read_gct(path, nan_policy=nan_policy, duplicates=duplicates)
                 else:
-                    shared[path] = read_geo_series_matrix(path, nan_policy=nan_policy, duplicates=duplicates)[0]
+                    m = read_geo_series_matrix(path, nan_policy=nan_policy, duplicates=duplicates)[0]
+                    shared[path] = ensembl_to_symbols(m, id_to_symbol, path)
             m = shared[path]
             if sample not in m.columns:
                 raise ExpressionInputError(f"sample {sample}: no column {sample!r} in {path} "

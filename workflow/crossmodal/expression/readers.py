@@ -86,7 +86,7 @@ def _numeric(df: pd.DataFrame, path, *, nan_policy: str = "error", counts: bool 
             num[text_cols] = conv
     else:
         num = df
-    num = num.astype(float, copy=False)
+    num = num.astype(float)  # a lazy copy under pandas copy-on-write
     nan = num.isna().any(axis=1)
     if nan.any():
         genes = list(num.index[nan])

@@ -8,7 +8,7 @@ import pandas as pd
 
 from crossmodal import splits as _splits  # noqa: F401  (registers the make_splits step)
 from crossmodal.expression import kallisto
-from crossmodal.expression.harmonise import harmonise, load_gene_list, read_sample_counts
+from crossmodal.expression.harmonise import harmonise, load_gene_ids, load_gene_list, read_sample_counts
 from crossmodal.expression.normalise import apply_scaler, fit_scaler, log_transform
 from crossmodal.fileio import write_json, write_table
 from crossmodal.splits import load_splits
@@ -45,7 +45,8 @@ def build_expression_matrix(inputs, outputs, params, *, threads=1, log=None):
     sources = params["sources"]
     per_sample = read_sample_counts(sources, t2g=inputs.get("t2g"), nan_policy=params["nan_policy"],
                                     duplicates=params["duplicates"], star_column=params["star_column"],
-                                    kallisto_value=params["kallisto_value"])
+                                    kallisto_value=params["kallisto_value"],
+                                    id_to_symbol=load_gene_ids(inputs["genes"]) if inputs.get("genes") else None)
     genes = load_gene_list(inputs["genes"]) if inputs.get("genes") else None
     mat, qc = harmonise(per_sample, genes)
     qc.update(dataset=params.get("wildcards", {}).get("dataset"), protein_coding_list=inputs.get("genes"),
