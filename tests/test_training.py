@@ -350,16 +350,16 @@ def test_jobs_sharing_a_node_get_different_gpus_and_a_killed_job_frees_its_gpu(t
     env = dict(os.environ, PYTHONPATH=str(Path(training.__file__).resolve().parents[1]))
     other = subprocess.Popen([sys.executable, "-c", _HOLD_GPU, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
     try:
-        assert other.stdout.readline().split() == ["[0]", "0"]
+        assert other.stdout.readline().split() == ["['0']", "0"]
         mine: dict = {"CROSSMODAL_GPU_SLOTS": "2"}
-        assert training.claim_gpus(1, env=mine, lock_dir=tmp_path) == [1] and mine["CUDA_VISIBLE_DEVICES"] == "1"
+        assert training.claim_gpus(1, env=mine, lock_dir=tmp_path) == ["1"] and mine["CUDA_VISIBLE_DEVICES"] == "1"
         third: dict = {"CROSSMODAL_GPU_SLOTS": "2"}
         with pytest.raises(RuntimeError, match=r"no 1 free GPU\(s\) of 2 after 0 s.*crossmodal-gpus-"):
             training.claim_gpus(1, env=third, lock_dir=tmp_path, wait_s=0.2, poll_s=0.05)
         assert "CUDA_VISIBLE_DEVICES" not in third
         other.kill()  # SIGKILL: the kernel drops its lock
         other.wait()
-        assert training.claim_gpus(1, env=third, lock_dir=tmp_path, wait_s=5, poll_s=0.05) == [0]
+        assert training.claim_gpus(1, env=third, lock_dir=tmp_path, wait_s=5, poll_s=0.05) == ["0"]
     finally:
         other.kill()
         while training._CLAIMED_GPUS:
@@ -367,8 +367,9 @@ def test_jobs_sharing_a_node_get_different_gpus_and_a_killed_job_frees_its_gpu(t
 
 
 def test_gpu_pinning_only_where_asked_for(tmp_path):
-    """No slots configured (per-job profiles: the scheduler pins), no GPU requested, or
-    CUDA_VISIBLE_DEVICES already set: nothing is claimed; a job larger than the node is refused."""
+    """No slots configured (per-job profiles: the scheduler pins), no GPU requested, or the job
+    sees no more GPUs than it asks for: nothing is claimed; a job larger than the node is refused.
+    A site that sets CUDA_VISIBLE_DEVICES for the whole allocation: the claim picks among those."""
     assert training.claim_gpus(1, env={}, lock_dir=tmp_path) is None
     assert training.claim_gpus(0, env={"CROSSMODAL_GPU_SLOTS": "4"}, lock_dir=tmp_path) is None
     pinned = {"CROSSMODAL_GPU_SLOTS": "4", "CUDA_VISIBLE_DEVICES": "3"}
@@ -376,6 +377,14 @@ def test_gpu_pinning_only_where_asked_for(tmp_path):
     with pytest.raises(ValueError, match=r"asks for 5 GPUs, the node has 4"):
         training.claim_gpus(5, env={"CROSSMODAL_GPU_SLOTS": "4"}, lock_dir=tmp_path)
     assert not list(tmp_path.glob("*/gpu*.lock"))
+    site = {"CROSSMODAL_GPU_SLOTS": "4", "CUDA_VISIBLE_DEVICES": "2,3"}
+    try:
+        assert training.claim_gpus(1, env=site, lock_dir=tmp_path) == ["2"] and site["CUDA_VISIBLE_DEVICES"] == "2"
+        other = {"CROSSMODAL_GPU_SLOTS": "4", "CUDA_VISIBLE_DEVICES": "2,3"}
+        assert training.claim_gpus(1, env=other, lock_dir=tmp_path) == ["3"]
+    finally:
+        while training._CLAIMED_GPUS:
+            training._CLAIMED_GPUS.pop().close()
 
 
 def test_snakemake_job_is_pinned_before_its_step_runs(tmp_path, monkeypatch):

@@ -135,31 +135,36 @@ _CLAIMED_GPUS: list = []  # the open lock files of this process's GPUs (released
 
 
 def claim_gpus(n: int, *, env: dict | None = None, lock_dir=None, wait_s: float = 900,
-               poll_s: float = 5) -> list[int] | None:
+               poll_s: float = 5) -> list[str] | None:
     """Pin this job (and the processes it launches) to ``n`` GPUs no other job of the node holds.
 
     Snakemake's local executor counts ``gpu`` resources but does not say which GPU a job gets:
     inside a Polaris allocation four ``gpu=1`` jobs would all train on GPU 0.  With
-    ``$CROSSMODAL_GPU_SLOTS`` (the node's GPU count) set and ``CUDA_VISIBLE_DEVICES`` unset, each
-    GPU ``i`` is a lock file ``gpu<i>.lock`` (``fcntl.flock``, held until this process exits, even
+    ``$CROSSMODAL_GPU_SLOTS`` (the node's GPU count) set, the pool is GPUs ``0..slots-1`` - or
+    the ones ``CUDA_VISIBLE_DEVICES`` already lists when a site sets it for the whole job.  Each
+    GPU is a lock file ``gpu<id>.lock`` (``fcntl.flock``, held until this process exits, even
     when killed); the first ``n`` free ones are taken and ``CUDA_VISIBLE_DEVICES`` set to them.
     Snakemake never starts more GPU jobs than ``--resources gpu=``, so a GPU frees up within
-    ``wait_s`` unless a stray process holds it (then a clear error).  Returns the indices, or
-    None when nothing is pinned (no GPU asked for, no slots configured, or the scheduler pinned
-    the job already)."""
+    ``wait_s`` unless a stray process holds it (then a clear error).  Returns the GPU ids, or
+    None when nothing is pinned (no GPU asked for, no slots configured, or the job sees no more
+    GPUs than it asked for - e.g. the scheduler pinned it already)."""
     import fcntl
     import tempfile
 
     env = os.environ if env is None else env
     n = int(n or 0)
     slots = env.get(GPU_SLOTS_ENV)
-    if n <= 0 or not slots or env.get("CUDA_VISIBLE_DEVICES") is not None:
+    if n <= 0 or not slots:
         return None
     try:
         total = int(slots)
     except ValueError:
         raise ValueError(f"${GPU_SLOTS_ENV}={slots!r}: expected the number of GPUs of the node") from None
-    if n > total:
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    pool = [str(i) for i in range(total)] if visible is None else [v.strip() for v in visible.split(",") if v.strip()]
+    if visible is not None and len(pool) <= n:
+        return None
+    if n > len(pool):
         raise ValueError(f"the job asks for {n} GPUs, the node has {total} (${GPU_SLOTS_ENV})")
     root = Path(lock_dir or env.get("CROSSMODAL_GPU_LOCK_DIR") or tempfile.gettempdir())
     folder = root / f"crossmodal-gpus-{os.getuid()}"
@@ -167,26 +172,26 @@ def claim_gpus(n: int, *, env: dict | None = None, lock_dir=None, wait_s: float 
     deadline = time.monotonic() + float(wait_s)
     while True:
         held = []
-        for i in range(total):
-            fh = open(folder / f"gpu{i}.lock", "a")  # noqa: SIM115 - kept open while the job runs
+        for gid in pool:
+            fh = open(folder / f"gpu{gid}.lock", "a")  # noqa: SIM115 - kept open while the job runs
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 fh.close()
                 continue
-            held.append((i, fh))
+            held.append((gid, fh))
             if len(held) == n:
                 break
         if len(held) == n:
             _CLAIMED_GPUS.extend(fh for _, fh in held)
-            ids = [i for i, _ in held]
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
-            log.info("GPUs %s of %d claimed (CUDA_VISIBLE_DEVICES; locks in %s)", ids, total, folder)
+            ids = [gid for gid, _ in held]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+            log.info("GPUs %s of %s claimed (CUDA_VISIBLE_DEVICES; locks in %s)", ids, pool, folder)
             return ids
         for _, fh in held:
             fh.close()
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"no {n} free GPU(s) of {total} after {wait_s:.0f} s: another process "
+            raise RuntimeError(f"no {n} free GPU(s) of {len(pool)} after {wait_s:.0f} s: another process "
                                f"holds the locks in {folder} (${GPU_SLOTS_ENV}={total})")
         time.sleep(poll_s)
 
