@@ -366,6 +366,9 @@ def test_geo_table_of_ensembl_ids_is_put_on_the_gene_lists_symbols(tmp_path):
     src = [{"sample": g, "format": "geo_series_matrix", "file": str(p)} for g in ("GSM1", "GSM2")]
     got = read_sample_counts(src, id_to_symbol=load_gene_ids(genes))
     assert got["GSM2"].to_dict() == {"TP53": 6.0, "EGFR": 9.0}
+    # two ids on one symbol follow expression.duplicates, as a reader's duplicated symbols do
+    with pytest.raises(ExpressionInputError, match=r"GSE9_series_matrix\.txt: duplicated gene symbol\(s\) EGFR"):
+        read_sample_counts(src, id_to_symbol=load_gene_ids(genes), duplicates="error")
     with pytest.raises(ExpressionInputError, match=r"GSE9_series_matrix\.txt: genes are Ensembl ids \(e\.g\. ENSG00000141510\.17\)"):
         read_sample_counts(src)
     # a table of symbols is left as it is, mapping or not

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from crossmodal.expression.readers import (
     ExpressionInputError,
+    collapse_duplicates,
     read_gct,
     read_geo_series_matrix,
     read_kallisto_abundance,
@@ -69,10 +70,11 @@ def load_gene_ids(path) -> pd.Series | None:
     return pd.Series(df["gene_name"].to_numpy(), index=ids).groupby(level=0).first()
 
 
-def ensembl_to_symbols(m: pd.DataFrame, id_to_symbol: pd.Series | None, path) -> pd.DataFrame:
+def ensembl_to_symbols(m: pd.DataFrame, id_to_symbol: pd.Series | None, path, *,
+                       duplicates: str = "sum") -> pd.DataFrame:
     """A table whose gene ids are Ensembl ids (``ENSG...``, e.g. GSE120795's supplementary counts)
     on gene symbols: ids mapped through ``id_to_symbol`` (the gene list's ``gene_id``), rows of an
-    unmapped id dropped, a symbol's rows summed.  A table of symbols is returned unchanged;
+    unmapped id dropped, a symbol's rows handled by ``duplicates`` (as in every reader).  A table of symbols is returned unchanged;
     Ensembl ids without a mapping are an error naming the file (otherwise no gene would match
     the reference and every gene would be set to the missing value)."""
     ids = pd.Series(m.index.astype(str))
@@ -91,7 +93,7 @@ def ensembl_to_symbols(m: pd.DataFrame, id_to_symbol: pd.Series | None, path) ->
                                    "the gene list's gene_id column")
     out = m.loc[keep]
     out.index = pd.Index(sym[keep], name=m.index.name)
-    return out.groupby(level=0, sort=False).sum()
+    return collapse_duplicates(out, path, duplicates=duplicates)
 
 
 def read_sample_counts(sources: list[dict], *, t2g=None, nan_policy="error", duplicates="sum",
@@ -122,7 +124,7 @@ def read_sample_counts(sources: list[dict], *, t2g=None, nan_policy="error", dup
                     shared[path] = read_gct(path, nan_policy=nan_policy, duplicates=duplicates)
                 else:
                     m = read_geo_series_matrix(path, nan_policy=nan_policy, duplicates=duplicates)[0]
-                    shared[path] = ensembl_to_symbols(m, id_to_symbol, path)
+                    shared[path] = ensembl_to_symbols(m, id_to_symbol, path, duplicates=duplicates)
             m = shared[path]
             if sample not in m.columns:
                 raise ExpressionInputError(f"sample {sample}: no column {sample!r} in {path} "
