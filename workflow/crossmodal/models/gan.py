@@ -136,6 +136,18 @@ def generator_input(variant: str, n: int, nz: int, latents: torch.Tensor | None,
     raise ValueError(f"unknown GAN variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 
+def mode_seeking_ratio(fake1: torch.Tensor, fake2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                       noise_scale: float = 1.0) -> torch.Tensor:
+    """Mao et al. 2019 (MSGAN, Equation 3): mean |G(z1) - G(z2)| / mean |z1 - z2| for two
+    inputs that share their condition and differ in the noise.  The generator loss adds
+    ``λ / (ratio + 1e-5)``, penalising a generator that maps different noise to the same tile.
+    The noise difference is measured in units of the noise's std (``noise_scale``: 1 for the
+    GAN's N(0, I), ``noise_std`` for the narrowed noise), so one λ means the same for the three
+    variants (MSGAN's inputs are N(0, I))."""
+    dz = (z1 - z2).abs().mean() / noise_scale
+    return (fake1 - fake2).abs().mean() / dz.clamp_min(1e-12)
+
+
 def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """E[(||∇ D(x̂)||₂ - 1)²] at random interpolates x̂ of real and fake (Gulrajani et al.)."""
@@ -175,7 +187,7 @@ class WGANGP:
     def __init__(self, variant: str, nz: int, image_size: int, *, ngf=64, ndf=64, max_channels=None,
                  lr_g=1e-3, lr_d=4e-3,
                  betas=(0.5, 0.999), gp_lambda=10.0, n_critic=1, noise_std=0.1, noise_clip=0.3, seed=0,
-                 device="cpu"):
+                 mode_seeking=0.0, device="cpu"):
         if variant not in VARIANTS:
             raise ValueError(f"unknown GAN variant {variant!r}; known: {', '.join(VARIANTS)}")
         self.device = _resolve(device)
@@ -183,6 +195,9 @@ class WGANGP:
         self.variant, self.nz, self.image_size = variant, nz, image_size
         self.gp_lambda, self.n_critic = gp_lambda, n_critic
         self.noise_std, self.noise_clip = noise_std, noise_clip
+        if not mode_seeking >= 0:
+            raise ValueError(f"mode_seeking must be >= 0, got {mode_seeking!r}")
+        self.mode_seeking = float(mode_seeking)
         self.max_channels = max_channels
         self.G = Generator(nz, image_size, ngf, max_channels).to(self.device)
         self.D = Critic(image_size, ndf, max_channels).to(self.device)
@@ -214,7 +229,14 @@ class WGANGP:
         out = {"loss_d": loss_d.item(), "wasserstein": (d_real - d_fake).item(), "gp": gp.item()}
         self.steps += 1
         if self.steps % self.n_critic == 0:
-            loss_g = -self.D(self.G(self.inputs(n, latents))).mean()  # Equation 4 (maximise D(G(z)))
+            z1 = self.inputs(n, latents)
+            fake1 = self.G(z1)
+            loss_g = -self.D(fake1).mean()  # Equation 4 (maximise D(G(z)))
+            if self.mode_seeking > 0:
+                z2 = self.inputs(n, latents)  # same condition (latent), new noise
+                ms = mode_seeking_ratio(fake1, self.G(z2), z1, z2, 1.0 if self.variant == "gan" else self.noise_std)
+                loss_g = loss_g + self.mode_seeking / (ms + 1e-5)
+                out["mode_seeking_ratio"] = ms.item()
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()

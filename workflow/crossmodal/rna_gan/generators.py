@@ -56,7 +56,7 @@ def build_model(variant: str, gan_cfg: dict, latent_dim: int, seed: int, device=
                           max_channels=gan_cfg.get("max_channels"), lr_g=gan_cfg["lr_g"], lr_d=gan_cfg["lr_d"], betas=gan_cfg["betas"],
                           gp_lambda=gan_cfg["gp_lambda"], n_critic=gan_cfg["n_critic"],
                           noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed,
-                          device=device)
+                          mode_seeking=float(gan_cfg.get("mode_seeking", 0.0)), device=device)
 
 
 def save_model(model: gan_lib.WGANGP, path, info: dict) -> None:

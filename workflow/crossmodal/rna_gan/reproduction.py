@@ -56,7 +56,7 @@ def control_note(f: pd.DataFrame, div: pd.DataFrame | None, real_div: pd.Series 
                      "noise + condition GAN inputs (pix2pix, Isola et al. 2017), so it draws about one tile per "
                      "donor and its FID pays for the missing diversity (on the toy also with the paper's 2048-d "
                      "latent, where the noise has half the variance of the donors' latent means: within-donor "
-                     "pixel sd 1.1)")
+                     "pixel sd 1.1); rna_gan.gan.mode_seeking (beyond the paper, off here) restores the diversity")
         else:
             note += f"; {nums}"
     return note
