@@ -178,6 +178,7 @@ rule evaluate_pathgen:
             category="PathGen",
             subcategory="Synthesized expression",
         ),
+        figure_pdf="results/pathgen/figures/fig2_synthesized_vs_real.pdf",
     log:
         "logs/evaluate_pathgen/all.log",
     benchmark:
@@ -281,6 +282,7 @@ rule compute_pathgen_conformal:
             category="PathGen",
             subcategory="Uncertainty and fairness",
         ),
+        figure_pdf="results/pathgen/figures/fig5b_fairness.pdf",
     log:
         "logs/compute_pathgen_conformal/all.log",
     benchmark:
@@ -308,6 +310,7 @@ rule plot_pathgen_heatmaps:
             category="PathGen",
             subcategory="Interpretability",
         ),
+        figure_pdf="results/pathgen/figures/heatmaps.pdf",
         patches="results/pathgen/heatmaps/patch_predictions.tsv",
         coattention_figure=report(
             "results/pathgen/figures/fig3d_coattention.png",
@@ -315,6 +318,7 @@ rule plot_pathgen_heatmaps:
             category="PathGen",
             subcategory="Interpretability",
         ),
+        coattention_figure_pdf="results/pathgen/figures/fig3d_coattention.pdf",
         coattention=report(
             "results/pathgen/coattention.tsv",
             caption="../report/pathgen_coattention.rst",
@@ -387,6 +391,7 @@ rule evaluate_pathgen_round_trip:
             category="PathGen",
             subcategory="Round trip (beyond the paper)",
         ),
+        figure_pdf="results/pathgen/figures/round_trip.pdf",
     log:
         "logs/evaluate_pathgen_round_trip/test.log",
     benchmark:

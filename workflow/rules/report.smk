@@ -1,5 +1,5 @@
-# The run summary: per-rule wall times from the benchmark files (the time budget of
-# `make run` is watched here) and the report's front page; every paper's reproduction table
+# The run summary: per-rule wall times from the benchmark files (where the time of
+# `make run` goes) and the report's front page; every paper's reproduction table
 # rendered as HTML (the report shows TSVs only as downloads).
 
 
@@ -17,8 +17,11 @@ rule summarise_runtimes:
             caption="../report/runtimes.rst",
             category="Run summary",
         ),
+        figure_pdf="results/report/runtimes.pdf",
     log:
         "logs/summarise_runtimes/all.log",
+    benchmark:
+        "benchmarks/summarise_runtimes/all.tsv"
     conda:
         "../../envs/base.yaml"
     script:
@@ -40,6 +43,8 @@ rule render_reproduction_table:
         ),
     log:
         "logs/render_reproduction_table/{paper}.log",
+    benchmark:
+        "benchmarks/render_reproduction_table/{paper}.tsv"
     wildcard_constraints:
         paper="rna_gan|rna_cdm|pathgen|coherent",
     conda:
@@ -69,8 +74,11 @@ rule summarise_reproduction:
             caption="../report/reproduction_summary.rst",
             category="Run summary",
         ),
+        figure_pdf="results/report/reproduction_summary.pdf",
     log:
         "logs/summarise_reproduction/all.log",
+    benchmark:
+        "benchmarks/summarise_reproduction/all.tsv"
     conda:
         "../../envs/base.yaml"
     script:

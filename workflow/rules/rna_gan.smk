@@ -21,24 +21,28 @@ rule plot_rna_gan_vae_latents:
             category="RNA-GAN",
             subcategory="Figure 2: β-VAE latent space",
         ),
+        reconstructed_pdf="results/rna_gan/figures/fig2_reconstructed.pdf",
         generated=report(
             "results/rna_gan/figures/fig2_generated.png",
             caption="../report/rna_gan_fig2_generated.rst",
             category="RNA-GAN",
             subcategory="Figure 2: β-VAE latent space",
         ),
+        generated_pdf="results/rna_gan/figures/fig2_generated.pdf",
         shifted=report(
             "results/rna_gan/figures/fig2_shifted.png",
             caption="../report/rna_gan_fig2_shifted.rst",
             category="RNA-GAN",
             subcategory="Figure 2: β-VAE latent space",
         ),
+        shifted_pdf="results/rna_gan/figures/fig2_shifted.pdf",
         multi_tissue=report(
             "results/rna_gan/figures/fig2_multi_tissue.png",
             caption="../report/rna_gan_fig2_multi_tissue.rst",
             category="RNA-GAN",
             subcategory="Figure 2: β-VAE latent space",
         ),
+        multi_tissue_pdf="results/rna_gan/figures/fig2_multi_tissue.pdf",
         checks=report(
             "results/rna_gan/vae/latent_checks.tsv",
             caption="../report/rna_gan_latent_checks.rst",
@@ -179,6 +183,7 @@ rule evaluate_rna_gan_generators:
             category="RNA-GAN",
             subcategory="Figures 3-4: generated tiles",
         ),
+        umap_pdf="results/rna_gan/figures/tile_umap.pdf",
         silhouette=report(
             "results/rna_gan/tile_silhouette.tsv",
             caption="../report/rna_gan_tile_silhouette.rst",
@@ -235,6 +240,7 @@ rule evaluate_rna_gan_convergence:
             category="RNA-GAN",
             subcategory="Figure 5: epochs",
         ),
+        figure_pdf="results/rna_gan/figures/convergence.pdf",
     log:
         "logs/evaluate_rna_gan_convergence/all.log",
     benchmark:
@@ -274,6 +280,7 @@ rule plot_rna_gan_generated_tiles:
             category="RNA-GAN",
             subcategory="Figures 3-4: generated tiles",
         ),
+        figure_pdf="results/rna_gan/figures/fig5_same_epoch.pdf",
     log:
         "logs/plot_rna_gan_generated_tiles/all.log",
     benchmark:
@@ -298,6 +305,7 @@ rule plot_rna_gan_external_tiles:
             category="RNA-GAN",
             subcategory="Figure 4D: external cohort",
         ),
+        figure_pdf="results/rna_gan/figures/fig4d_external_tiles.pdf",
     log:
         "logs/plot_rna_gan_external_tiles/all.log",
     benchmark:
@@ -420,6 +428,7 @@ rule cross_validate_rna_gan_simclr:
             category="RNA-GAN",
             subcategory="Figure S4: SimCLR on synthetic tiles",
         ),
+        figure_pdf="results/rna_gan/figures/simclr_confusion.pdf",
     log:
         "logs/cross_validate_rna_gan_simclr/all.log",
     benchmark:

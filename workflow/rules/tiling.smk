@@ -15,6 +15,7 @@ rule tile_slide:
             subcategory="{preset}",
             labels={"preset": "{preset}", "sample": "{sample}"},
         ),
+        thumb_pdf="results/tiles/{preset}/{sample}.thumb.pdf",
     log:
         "logs/tile_slide/{preset}/{sample}.log",
     benchmark:
@@ -48,6 +49,7 @@ rule summarise_tiling:
             subcategory="{preset}",
             labels={"preset": "{preset}", "figure": "QC per slide"},
         ),
+        figure_pdf="results/tiles/{preset}/qc.pdf",
     log:
         "logs/summarise_tiling/{preset}.log",
     benchmark:
