@@ -586,3 +586,20 @@ def test_train_jobs_plan_one_shard_job_each_and_a_cpu_join(tmp_path):
     assert re.search(r"resources:.*gpu=0", join.split("\n\n")[0], re.S), join[:1500]
     p = run_snakemake(tmp_path / "one", "-n", "results/coherent/models/models.pt", "--forceall")
     assert "train_coherent_shard" not in p.stdout + p.stderr
+
+
+def test_coherent_slides_follow_the_split_schemes_datasets_null_meaning_every_dataset():
+    """embed_coherent_slides pools the slides of the datasets the coherent split covers; the
+    schema's ``datasets: null`` ("every dataset with expression") used to crash the DAG's parse."""
+    from crossmodal.coherent import rules as coh_rules
+
+    samples = pd.DataFrame({"dataset": ["tcga", "tcga", "gtex", "geo"],
+                            "expression": ["a.tsv", "", "b.gct", "c.txt"]},
+                           index=["T1", "T2", "G1", "E1"])
+    slides = ["T1", "T2", "G1"]  # E1 has no slide
+    cfg = {"splits": {"schemes": {"coherent": {"datasets": ["tcga"]}}}, "expression": {"reference": {}}}
+    assert coh_rules.slides(cfg, samples, slides) == ["T1", "T2"]
+    cfg["splits"]["schemes"]["coherent"]["datasets"] = None
+    assert coh_rules.slides(cfg, samples, slides) == ["T1", "T2", "G1"]
+    cfg["expression"]["reference"] = {"gtex": "tcga"}  # normalised against TCGA: not split itself
+    assert coh_rules.slides(cfg, samples, slides) == ["T1", "T2"]

@@ -7,12 +7,7 @@ COH = config["coherent"]
 COH_DIR = "results/coherent"
 COH_STAND_IN = coh_rules.stand_in(config)
 COH_BANK_JOB = coh_rules.bank_job(config)
-COH_SLIDES = [
-    s
-    for s in SLIDE_SAMPLES
-    if SAMPLES.loc[s, "dataset"]
-    in config["splits"]["schemes"].get("coherent", {}).get("datasets", ["tcga"])
-]
+COH_SLIDES = coh_rules.slides(config, SAMPLES, SLIDE_SAMPLES)
 
 
 COH_LATENTS = {

@@ -25,6 +25,17 @@ def raw_inputs(config: dict) -> dict:
             "clinical": clinical, "wsi": wsi, "splits": "results/splits/coherent.tsv"}
 
 
+def slides(config: dict, samples, slide_samples) -> list[str]:
+    """The slides embed_coherent_slides pools: those of the datasets the coherent split scheme
+    covers (``splits.schemes.coherent.datasets``; null = every dataset with expression that is
+    not normalised against another, as :func:`crossmodal.splits.scheme_datasets` resolves it)."""
+    from crossmodal.splits import scheme_datasets
+
+    settings = config["splits"]["schemes"].get("coherent") or {}
+    inside = set(scheme_datasets(settings, samples, config["expression"]["reference"]))
+    return [s for s in slide_samples if samples.loc[s, "dataset"] in inside]
+
+
 def shard_inputs(config: dict) -> dict:
     """train_coherent_diffusion's ``shards`` input: the ``coherent.train_jobs`` shard banks it
     joins, or nothing when it trains the 16 models itself (``train_jobs: 1``)."""
