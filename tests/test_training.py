@@ -180,6 +180,81 @@ def test_changed_settings_or_objects_are_an_error_naming_the_checkpoint(tmp_path
         same.restore({"model": torch.nn.Linear(3, 2)})
 
 
+def test_inputs_fingerprint_follows_the_files_stat_not_lmdb_reader_locks(tmp_path):
+    f, d = tmp_path / "a.tsv", tmp_path / "t.lmdb"
+    f.write_text("x\n")
+    d.mkdir()
+    (d / "data.mdb").write_bytes(b"0" * 64)
+    (d / "lock.mdb").write_bytes(b"1")
+    fp = training.inputs_fingerprint({"a": str(f), "tiles": [str(d)]})
+    assert fp == training.inputs_fingerprint({"tiles": [str(d)], "a": str(f)})  # order-free
+    (d / "lock.mdb").write_bytes(b"22")  # a reader's lock table: not content
+    assert training.inputs_fingerprint({"a": str(f), "tiles": [str(d)]}) == fp
+    st = (d / "data.mdb").stat()
+    (d / "data.mdb").write_bytes(b"1" * 64)  # same size, rewritten (as Snakemake would)
+    os.utime(d / "data.mdb", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    fp2 = training.inputs_fingerprint({"a": str(f), "tiles": [str(d)]})
+    assert fp2 != fp
+    f.unlink()
+    assert training.inputs_fingerprint({"a": str(f), "tiles": [str(d)]}) not in (fp, fp2)
+
+
+def test_checkpoints_of_other_inputs_are_deleted_and_training_starts_over(tmp_path, caplog):
+    objs = _objects()
+    run = training.ResumableRun(tmp_path, every_steps=1, inputs="old", handle_signals=False)
+    run.save(3, objs)
+    run.save(4, objs)
+    (tmp_path / training.STOPS_FILE).write_text('{"step": 3}\n')
+    same = training.ResumableRun(tmp_path, every_steps=1, inputs="old", handle_signals=False)
+    assert same.restore(_objects()) == 4  # a preempted job rerun on the same inputs resumes
+    other = training.ResumableRun(tmp_path, every_steps=1, inputs="new", handle_signals=False)
+    assert other.restore(_objects()) == 0
+    assert other.checkpoints() == [] and not (tmp_path / training.STOPS_FILE).exists()
+    assert "other input files" in caplog.text
+    other.save(1, objs)  # the new run's saves are the only ones
+    assert [s for s, _ in other.checkpoints()] == [1]
+    # checkpoints written before fingerprints existed, or a run without one, resume as before
+    legacy = training.ResumableRun(tmp_path / "legacy", every_steps=1, handle_signals=False)
+    legacy.save(2, objs)
+    assert training.ResumableRun(tmp_path / "legacy", every_steps=1, inputs="x",
+                                 handle_signals=False).restore(_objects()) == 2
+
+
+def test_a_rerun_step_retrains_when_its_input_files_changed(tmp_path):
+    """Snakemake reruns a finished training job whose inputs changed; before, the job restored
+    its final checkpoint and wrote the old weights again under the new inputs' name."""
+    from crossmodal import steps
+
+    data = tmp_path / "data.tsv"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8))
+
+    def write(w):
+        cols = {f"f{i}": x[:, i] for i in range(8)}
+        cols["y"] = x @ w
+        import pandas as pd
+
+        pd.DataFrame(cols).to_csv(data, sep="\t", index=False)
+
+    write(np.ones(8))
+    params = {"ckpt_dir": str(tmp_path / "ckpt"), "steps": 20, "checkpoint_every": 5, "seed": 1,
+              "device": "cpu"}
+    out = {"model": str(tmp_path / "model.pt"), "done": str(tmp_path / "done.json")}
+
+    def train():
+        steps.run("train_cluster_check", {"data": str(data)}, out, params)
+        return json.loads((tmp_path / "done.json").read_text())
+
+    first = train()
+    assert first["resumed_from"] == 0
+    assert train()["resumed_from"] == 20  # same inputs: the finished checkpoint is reused
+    st = data.stat()
+    write(-np.ones(8))  # new targets
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = train()
+    assert again["resumed_from"] == 0 and again["weights_sha256"] != first["weights_sha256"]
+
+
 def test_unreadable_newest_checkpoint_falls_back_to_previous(tmp_path, caplog):
     objs = _objects()
     run = training.ResumableRun(tmp_path, every_steps=1, handle_signals=False)

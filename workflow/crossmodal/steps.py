@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from typing import Callable
@@ -109,11 +110,21 @@ def run(name: str, inputs: dict, outputs: dict, params: dict, *, threads: int = 
     fn = get(name)
     log.info("step %s: start (threads=%d)", name, threads)
     t0 = time.perf_counter()
+    from crossmodal.training import INPUTS_ENV, inputs_fingerprint
+
+    # training checkpoints remember the inputs they were trained on (crossmodal.training)
+    before = os.environ.get(INPUTS_ENV)
+    os.environ[INPUTS_ENV] = inputs_fingerprint(inputs)
     try:
         result = fn(inputs, outputs, params, threads=threads, log=logfile)
     except Exception:
         log.exception("step %s failed", name)
         raise
+    finally:
+        if before is None:
+            os.environ.pop(INPUTS_ENV, None)
+        else:
+            os.environ[INPUTS_ENV] = before
     log.info("step %s: done in %.1f s", name, time.perf_counter() - t0)
     return result
 

@@ -44,6 +44,9 @@ Contract
   preemption) send before SIGKILL.  Their grace period is short (PBS ``kill_delay`` 10 s by
   default, SLURM ``KillWait`` 30 s), so for big models also pass ``time_limit_s`` (the rule's
   ``runtime`` resource) -- the run then stops cleanly ``margin_s`` before the walltime.
+* Each checkpoint records the job's input-file fingerprint (:func:`inputs_fingerprint`, set by
+  :func:`crossmodal.steps.run`); checkpoints of other inputs are deleted and training restarts,
+  so new data never continues (or, after a finished run, silently reuses) old weights.
 * Determinism: with a deterministic model and data order (:func:`step_batch`) a killed and
   resumed run ends with the same weights as an uninterrupted one (tested on CPU in
   ``tests/test_training.py``).
@@ -91,6 +94,50 @@ _CKPT_RE = re.compile(r"^step-(\d{9})$")
 
 #: seconds between time-triggered checkpoints (ResumableRun ``every_s``), set by a cluster profile
 EVERY_S_ENV = "CROSSMODAL_CHECKPOINT_EVERY_S"
+
+#: fingerprint of the running step's input files (set by :func:`crossmodal.steps.run`, inherited by
+#: ``accelerate launch`` workers); a checkpoint written for other inputs is not resumed
+INPUTS_ENV = "CROSSMODAL_INPUTS_FINGERPRINT"
+
+#: LMDB's reader lock table: rewritten by readers, not part of a tile set's content
+_FINGERPRINT_SKIP = {"lock.mdb"}
+
+
+def inputs_fingerprint(inputs) -> str:
+    """A short hash of the input files' paths, sizes and modification times (directories such as
+    tile LMDBs: every file under them but LMDB's ``lock.mdb``; a missing path counts as missing).
+    It changes exactly when Snakemake's default mtime trigger would rerun the job, and costs
+    one ``stat`` per file, nothing read."""
+    import hashlib
+
+    paths: list[str] = []
+
+    def flat(v):
+        if isinstance(v, Mapping):
+            for x in v.values():
+                flat(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                flat(x)
+        elif v is not None:
+            paths.append(str(v))
+
+    flat(inputs)
+    h = hashlib.sha256()
+    for p in sorted(set(paths)):
+        q = Path(p)
+        if q.is_dir():
+            for f in sorted(q.rglob("*")):
+                if f.is_file() and f.name not in _FINGERPRINT_SKIP:
+                    st = f.stat()
+                    h.update(f"{p}|{f.relative_to(q)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        elif q.exists():
+            st = q.stat()
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        else:
+            h.update(f"{p}|missing\n".encode())
+    return h.hexdigest()[:16]
+
 
 #: one JSON line per early stop (step, reason, time) in the checkpoint folder; listed as
 #: ``stops`` in the finished marker, so a run's preemptions stay visible after its retries
@@ -286,11 +333,17 @@ class ResumableRun:
         the next step: a bound on the work lost to a kill without warning (Polaris'
         ``preemptable`` queue).  Default ``$CROSSMODAL_CHECKPOINT_EVERY_S`` (set by a cluster
         profile), else none: only ``every_steps``.
+    inputs: fingerprint of the training data (:func:`inputs_fingerprint`), stored with each
+        checkpoint.  Default ``$CROSSMODAL_INPUTS_FINGERPRINT``, which :func:`crossmodal.steps.run`
+        sets for the step it runs.  Checkpoints written for other inputs (Snakemake reran the job
+        because its inputs changed) are deleted and training starts over, instead of resuming -
+        or, for a finished run, reusing - weights trained on the old data.
     """
 
     def __init__(self, ckpt_dir, *, every_steps: int, accelerator=None, keep: int = 2,
                  meta: Mapping[str, Any] | None = None, time_limit_s: float | None = None,
-                 margin_s: float = 300.0, handle_signals: bool = True, every_s: float | None = None):
+                 margin_s: float = 300.0, handle_signals: bool = True, every_s: float | None = None,
+                 inputs: str | None = None):
         if int(every_steps) < 1:
             raise ValueError(f"every_steps must be >= 1, got {every_steps}")
         if int(keep) < 1:
@@ -300,6 +353,7 @@ class ResumableRun:
         self.accelerator = accelerator
         self.keep = int(keep)
         self.meta = json.loads(json.dumps(meta or {}, sort_keys=True, default=str))
+        self.inputs = inputs if inputs is not None else (os.environ.get(INPUTS_ENV) or None)
         ends = [time.time() + float(time_limit_s)] if time_limit_s else []
         for var in JOB_END_ENV:  # set by the cluster job scripts (epoch seconds)
             if os.environ.get(var, "").strip().isdigit():
@@ -423,7 +477,7 @@ class ResumableRun:
         self._barrier()
         torch.save(_rng_state(), tmp / f"rng-rank{self.rank}.pt")
         if self.is_main:
-            state = {"step": step, "meta": self.meta,
+            state = {"step": step, "meta": self.meta, "inputs": self.inputs,
                      "objects": {k: self._state_of(k, v) for k, v in objects.items()}}
             torch.save(state, tmp / "state.pt")
         self._barrier()
@@ -459,12 +513,25 @@ class ResumableRun:
                 self.save(step, objects)
             self.exit_preempted()
 
+    def _start_over(self, path: Path) -> None:
+        """The checkpoints were trained on other input files: delete them (and the old run's
+        stops) so that this run starts at step 0 and its saves are the only ones kept."""
+        log.warning("checkpoint %s was trained on other input files (fingerprint changed: Snakemake "
+                    "reran the job for new inputs); deleting %s's checkpoints and starting at step 0",
+                    path, self.ckpt_dir)
+        if self.is_main:
+            for _, old in self.checkpoints():
+                shutil.rmtree(old, ignore_errors=True)
+            (self.ckpt_dir / STOPS_FILE).unlink(missing_ok=True)
+        self._barrier()
+
     def restore(self, objects: Mapping[str, Any]) -> int:
         """Load the newest usable checkpoint into ``objects``; return its step (0 if none).
 
         Leftover ``.tmp-`` folders of a killed save are removed.  A checkpoint that cannot
         be read is skipped with a warning (the previous one is used); one written for a
-        different run (other ``meta`` or other object names) is an error.
+        different run (other ``meta`` or other object names) is an error; one written for other
+        input files (``inputs``) is deleted with the others and training starts at step 0.
         """
         import torch
 
@@ -479,6 +546,9 @@ class ResumableRun:
             except Exception as e:  # noqa: BLE001 - a damaged file: fall back to the older one
                 log.warning("checkpoint %s unreadable (%s); trying the previous one", path, e)
                 continue
+            if self.inputs is not None and state.get("inputs") not in (None, self.inputs):
+                self._start_over(path)
+                return 0
             if state.get("meta") != self.meta:
                 raise CheckpointError(
                     f"checkpoint {path} was written by a run with different settings "
