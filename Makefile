@@ -15,6 +15,7 @@ help:
 	@echo "make run    set up .venv, run the default config on $(CORES) cores, write results/report.html"
 	@echo "make test   set up .venv, lint the workflow, run the test suite"
 	@echo "make bench  benchmarks (tiler, LMDB, metrics); prints ratios"
+	@echo "make clean delete results/ (but its README, checkpoints included), logs, benchmarks, .snakemake"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,5 +72,8 @@ test: setup lint slurm
 bench: setup
 	$(BIN)/python -m crossmodal.bench
 
+# everything under results/ but its tracked README.md (training checkpoints included), logs,
+# benchmarks and .snakemake; relative paths only, like every recipe here (run from the repo root).
 clean:
-	rm -rf results/toy results/tiles results/expression results/splits logs benchmarks .snakemake
+	if [ -d results ]; then find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +; fi
+	rm -rf logs benchmarks .snakemake

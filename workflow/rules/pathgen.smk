@@ -442,4 +442,9 @@ rule build_pathgen_reproduction:
         "../scripts/build_pathgen_reproduction.py"
 
 
+rule pathgen_all:
+    input:
+        pgt.default_targets(config),
+
+
 ALL_TARGETS.extend(pgt.default_targets(config))
