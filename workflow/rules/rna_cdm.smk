@@ -578,14 +578,8 @@ rule build_rna_cdm_reproduction:
         sr_done="results/rna_cdm/unet/sr/done.json",
         fid="results/rna_cdm/fid.tsv",
         table1="results/rna_cdm/cells/table1.tsv",
-        samplers=(
-            ["results/rna_cdm/samplers.tsv"] if RC["benchmark"]["enabled"] else []
-        ),
-        super_resolution=(
-            ["results/rna_cdm/cells/super_resolution.tsv"]
-            if RC["evaluate"]["sr_fidelity_tiles"] > 0
-            else []
-        ),
+        samplers=rct.evaluation_tables(config, "samplers"),
+        super_resolution=rct.evaluation_tables(config, "super_resolution"),
         deconvolution=rct.experiment_tables(config, "deconvolution"),
         perturbation=rct.experiment_tables(config, "perturbation"),
         downstream=rct.experiment_tables(config, "downstream"),

@@ -205,7 +205,7 @@ rule evaluate_rna_gan_generators:
         mem_mb=32000,
     params:
         tissues=RG["tissues"],
-        variants=["gan", "rna_gan", "control"],
+        variants=list(rg.VARIANTS),
         image_size=RG["gan"]["image_size"],
         extractor=RG["features"]["extractor"],
         max_tiles=RG["features"]["max_tiles"],
@@ -255,7 +255,7 @@ rule evaluate_rna_gan_convergence:
         mem_mb=32000,
     params:
         tissues=RG["tissues"],
-        variants=["gan", "rna_gan", "control"],
+        variants=list(rg.VARIANTS),
         image_size=RG["gan"]["image_size"],
         extractor=RG["features"]["extractor"],
         max_tiles=RG["features"]["max_tiles"],
@@ -289,7 +289,7 @@ rule plot_rna_gan_generated_tiles:
         "../../envs/base.yaml"
     params:
         tissues=RG["tissues"],
-        variants=["gan", "rna_gan", "control"],
+        variants=list(rg.VARIANTS),
         epochs=rg.epochs_by_tissue(config),
     script:
         "../scripts/plot_generated_tiles.py"
@@ -471,7 +471,7 @@ rule build_rna_gan_reproduction:
     conda:
         "../../envs/base.yaml"
     params:
-        data="toy" if config["cohort"]["source"] == "toy" else config["run_name"],
+        data=rg.data_label(config),
         extractor_note=f"features: {RG['features']['extractor']}",
         epochs=rg.epochs_by_tissue_variant(config),
     script:

@@ -154,6 +154,16 @@ def experiment_tables(config: dict, which: str) -> list[str]:
     return [EXPERIMENT_TABLES[which]] if experiments(config)[which] else []
 
 
+def evaluation_tables(config: dict, which: str) -> list[str]:
+    """The table of an optional evaluation if it runs: ``samplers`` (``rna_cdm.benchmark.enabled``)
+    or ``super_resolution`` (``rna_cdm.evaluate.sr_fidelity_tiles`` > 0)."""
+    rc = config["rna_cdm"]
+    on = {"samplers": bool(rc["benchmark"]["enabled"]),
+          "super_resolution": rc["evaluate"]["sr_fidelity_tiles"] > 0}
+    path = {"samplers": f"{R}/samplers.tsv", "super_resolution": f"{R}/cells/super_resolution.tsv"}
+    return [path[which]] if on[which] else []
+
+
 def targets(config: dict, samples: pd.DataFrame) -> list[str]:
     """Every RNA-CDM output the default target collects."""
     rc = config["rna_cdm"]
@@ -163,10 +173,9 @@ def targets(config: dict, samples: pd.DataFrame) -> list[str]:
            f"{R}/figures/generated_tiles.png",
            f"{R}/cells/table1.tsv", f"{R}/figures/cell_distributions.png", f"{R}/reproduction.tsv"]
     out += [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
-    if rc["evaluate"]["sr_fidelity_tiles"] > 0:
-        out += [f"{R}/cells/super_resolution.tsv", f"{R}/figures/super_resolution.png"]
-    if rc["benchmark"]["enabled"]:
-        out.append(f"{R}/samplers.tsv")
+    sr = evaluation_tables(config, "super_resolution")
+    out += sr + ([f"{R}/figures/super_resolution.png"] if sr else [])
+    out += evaluation_tables(config, "samplers")
     for k, on in experiments(config).items():
         if on:
             out += [EXPERIMENT_TABLES[k], *EXPERIMENT_FIGURES[k]]

@@ -122,3 +122,8 @@ def targets(config: dict) -> list[str]:
     if config["rna_gan"]["simclr"]["enabled"]:
         out += [f"{R}/simclr/cv.tsv", f"{R}/figures/simclr_confusion.png"]
     return out
+
+
+def data_label(config: dict) -> str:
+    """The reproduction table's ``data``: ``toy`` on the toy cohort, else the run's name."""
+    return "toy" if config["cohort"]["source"] == "toy" else str(config["run_name"])
