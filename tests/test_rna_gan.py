@@ -515,6 +515,16 @@ def test_toy_real_trained_classifier_tells_the_tissues_apart(toy_run):
     assert e.loc["real_heldout", "accuracy"] > 0.7, e.loc["real_heldout"].to_dict()
 
 
+CLASSIFIER_AUC_ON_GENERATED = (
+    "a coin flip at toy scale, not a property: the real-trained ResNet-18 tells the two tissues' RNA-GAN "
+    "generators apart, but the direction follows the numerical path of the GAN training. Same commit "
+    "(c7901ec), same seed 0, config and code: AUC 0.786 on the CI machine, 0.230 on another machine of "
+    "the same kind (2026-12-07; training there is bit-for-bit repeatable, so the CPU's floating-point "
+    "path decides); with the RNA-GAN chain reseeded, seeds 1 / 2 give AUC 1.00 / 0.00 (2026-12-06). "
+    "Accuracy is 50% in all of them (every generated tile called lung)")
+
+
+@pytest.mark.xfail(reason=CLASSIFIER_AUC_ON_GENERATED, strict=False)
 def test_toy_classifier_on_generated_tiles_beats_chance(toy_run):
     """Issue 5, toy check 3: the real-trained classifier ranks the RNA-GAN tiles generated from the
     held-out donors' expression (the toy's stand-in for the healthy GSE120795 cohort; the toy's
@@ -528,7 +538,8 @@ def test_toy_classifier_on_generated_tiles_beats_chance(toy_run):
     called lung); the slide-level split alone, on the earlier tiles, gives AUC 0.814 / 50%.
     With the whole RNA-GAN chain reseeded (GANs, generation, classifier; 2026-12-06) seeds 1 / 2
     give AUC 1.00 / 0.00 at 50%: the classifier tells the two tissues' generators apart completely,
-    in a direction the seed sets - this check holds on the CI seed, not as a property."""
+    in a direction the seed sets. On 2026-12-07 the unchanged commit gave AUC 0.230 on another machine:
+    the direction also follows the CPU's floating-point path, hence the non-strict xfail."""
     e = pd.read_csv(toy_run / R / "external_classifier.tsv", sep="\t").set_index("evaluation")
     assert e.loc["heldout_donors", "auc"] > 0.75, e.loc["heldout_donors"].to_dict()
 
