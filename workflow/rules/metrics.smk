@@ -1,17 +1,15 @@
 # Evaluation toolkit (issue 3; crossmodal.metrics, crossmodal.cells, crossmodal.models.ssl):
 # the cohort-ssl SimCLR encoder, the real-vs-real FID/KID/IS table and the cell-type table.
+from crossmodal import paths
+
 METRICS = config["metrics"]
 MET_PRESET = METRICS["preset"]
 MET_TILES = expand(
     "results/tiles/{preset}/{sample}.lmdb", preset=MET_PRESET, sample=SLIDE_SAMPLES
 )
 MET_SPLITS = f"results/splits/{METRICS['splits']}.tsv"
-MET_TRUTH = (
-    ["results/toy/truth/fractions.tsv"] if config["cohort"]["source"] == "toy" else []
-)
-MET_ENCODER = (
-    ["results/metrics/ssl/encoder.pt"] if "cohort-ssl" in METRICS["extractors"] else []
-)
+MET_TRUTH = paths.toy_truth(config)
+MET_ENCODER = paths.ssl_encoder("cohort-ssl" in METRICS["extractors"])
 
 
 rule train_ssl_encoder:

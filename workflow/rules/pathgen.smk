@@ -6,7 +6,7 @@ from crossmodal.pathgen import targets as pgt
 from crossmodal.rna_cdm import targets as rct
 
 PG = config["pathgen"]
-PG_CASES = pgt.cases(config, SAMPLES) if PG["enabled"] else []
+PG_CASES = pgt.cases(config, SAMPLES)
 PG_SPLITS = f"results/splits/{PG['splits']['scheme']}.tsv"
 PG_DATA = {
     "cases": "results/pathgen/cases.tsv",
@@ -34,7 +34,7 @@ rule embed_patches:
         mem_mb=32000,
     params:
         patches=PG["patches"],
-        magnification_levels=pgt.magnification_levels(config) if PG["enabled"] else {},
+        magnification_levels=pgt.magnification_levels(config),
         device=config["device"],
         seed=config["seed"],
     script:
@@ -43,10 +43,8 @@ rule embed_patches:
 
 rule prepare_pathgen_data:
     input:
+        **pgt.prepare_inputs(config),
         counts=f"results/expression/{PG['dataset']}/counts.tsv.gz",
-        clinical=pgt.clinical(config) if PG["enabled"] else [],
-        gene_groups=pgt.gene_groups(config) if PG["enabled"] else [],
-        truth_genes=pgt.truth_genes(config) if PG["enabled"] else [],
         splits=PG_SPLITS,
         embeddings=expand("results/pathgen/embeddings/{sample}.npz", sample=PG_CASES),
     output:

@@ -6,13 +6,18 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from crossmodal import paths
+
 R = "results/pathgen"
 RUNS = ("wsi", "synthesized", "real")
 
 
 def cases(config: dict, samples: pd.DataFrame) -> list[str]:
-    """Samples of ``pathgen.dataset`` (and ``pathgen.cohorts``) with a slide and expression."""
+    """Samples of ``pathgen.dataset`` (and ``pathgen.cohorts``) with a slide and expression;
+    none while ``pathgen.enabled`` is false."""
     pg = config["pathgen"]
+    if not pg["enabled"]:
+        return []
     df = samples[(samples["dataset"] == pg["dataset"]) & samples["slide"].astype(bool)
                  & samples["expression"].fillna("").astype(str).astype(bool)]
     if pg.get("cohorts"):
@@ -31,7 +36,10 @@ def preset(config: dict, sample: str) -> str:
 
 def magnification_levels(config: dict) -> dict[str, int]:
     """``preset -> level`` with 1 the finest (smallest target_mpp) preset, as in the paper's
-    "magnification level 1 corresponds to the highest magnification"."""
+    "magnification level 1 corresponds to the highest magnification"; empty while
+    ``pathgen.enabled`` is false."""
+    if not config["pathgen"]["enabled"]:
+        return {}
     pr = config["tiling"]["presets"]
     names = list(config["pathgen"]["patches"]["presets"])
     missing = [p for p in names if p not in pr]
@@ -46,12 +54,20 @@ def embed_inputs(config: dict, samples: pd.DataFrame) -> dict:
     """Inputs of rule embed_patches: one patch LMDB per case (+ the cohort-ssl encoder)."""
     out = {"lmdbs": [f"results/tiles/{preset(config, s)}/{s}.lmdb" for s in cases(config, samples)]}
     if config["pathgen"]["patches"]["encoder"] == "cohort-ssl":
-        out["encoder"] = "results/metrics/ssl/encoder.pt"
+        out["encoder"] = paths.SSL_ENCODER
     return out
 
 
 def embeddings(config: dict, samples: pd.DataFrame) -> list[str]:
     return [f"{R}/embeddings/{s}.npz" for s in cases(config, samples)]
+
+
+def prepare_inputs(config: dict) -> dict:
+    """Inputs of rule prepare_pathgen_data besides the counts, splits and embeddings (none while
+    ``pathgen.enabled`` is false, so that a run without PathGen needs no clinical table)."""
+    if not config["pathgen"]["enabled"]:
+        return {}
+    return {"clinical": clinical(config), "gene_groups": gene_groups(config), "truth_genes": truth_genes(config)}
 
 
 def clinical(config: dict) -> str:
@@ -114,7 +130,7 @@ def round_trip_patch_size(config: dict) -> int:
 
 
 def encoder_weights(config: dict) -> list[str]:
-    return ["results/metrics/ssl/encoder.pt"] if config["pathgen"]["patches"]["encoder"] == "cohort-ssl" else []
+    return paths.ssl_encoder(config["pathgen"]["patches"]["encoder"] == "cohort-ssl")
 
 
 def reproduction_extra(config: dict) -> dict:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crossmodal import paths
+
 R = "results/rna_cdm"
 
 
@@ -76,11 +78,8 @@ def evaluation_cell_counts(config: dict) -> str:
 
 
 def extractor_weights(config: dict) -> list[str]:
-    ext = config["rna_cdm"]["evaluate"]["extractor"]
-    if ext == "cohort-ssl":
-        return ["results/metrics/ssl/encoder.pt"]
-    w = config.get("metrics", {}).get("inception_weights")
-    return [w] if w else []
+    """The weights file of ``rna_cdm.evaluate.extractor`` (:func:`crossmodal.paths.extractor_weights`)."""
+    return paths.extractor_weights(config["rna_cdm"]["evaluate"]["extractor"], config)
 
 
 def cell_params(config: dict) -> dict:

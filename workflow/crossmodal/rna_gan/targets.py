@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crossmodal import paths
+
 from crossmodal.models.gan import VARIANTS
 
 R = "results/rna_gan"
@@ -75,13 +77,8 @@ def external_sample_cohort(config: dict, samples: pd.DataFrame) -> dict:
 
 
 def extractor_weights(config: dict) -> list[str]:
-    """The weights file of the configured feature extractor: the cohort SimCLR encoder written
-    by the metrics stage, or the user's local Inception-V3 file (config metrics.inception_weights)."""
-    ext = config["rna_gan"]["features"]["extractor"]
-    if ext == "cohort-ssl":
-        return ["results/metrics/ssl/encoder.pt"]
-    w = config.get("metrics", {}).get("inception_weights")
-    return [w] if w else []
+    """The weights file of ``rna_gan.features.extractor`` (:func:`crossmodal.paths.extractor_weights`)."""
+    return paths.extractor_weights(config["rna_gan"]["features"]["extractor"], config)
 
 
 def epochs_by_tissue(config: dict) -> dict:
