@@ -699,6 +699,30 @@ def test_planted_only_is_refused_for_real_data():
     assert targets.truth_genes({"pathgen": {"planted_only": False}, "cohort": {"source": "sheet"}}) == []
 
 
+def test_disabled_pathgen_asks_for_no_inputs():
+    """With ``pathgen.enabled: false`` the rules plan nothing and need no clinical table."""
+    from crossmodal import paths
+    from crossmodal.pathgen import targets
+
+    samples = pd.DataFrame({"dataset": ["tcga"], "slide": ["s.svs"], "expression": ["e.tsv"], "cohort": ["X"]},
+                           index=["S1"])
+    cfg = {"pathgen": {"enabled": False, "dataset": "tcga", "patches": {"presets": ["nope"], "encoder": "cohort-ssl"},
+                       "planted_only": True}, "cohort": {"source": "sheet"}, "tiling": {"presets": {}}}
+    assert targets.cases(cfg, samples) == [] and targets.magnification_levels(cfg) == {}
+    assert targets.prepare_inputs(cfg) == {}  # enabled, the same config raises (no clinical table)
+    cfg["pathgen"]["enabled"] = True
+    assert targets.cases(cfg, samples) == ["S1"]
+    with pytest.raises(ValueError, match="nope"):
+        targets.magnification_levels(cfg)
+    with pytest.raises(ValueError, match="clinical"):
+        targets.prepare_inputs(cfg)
+    assert targets.encoder_weights(cfg) == [paths.SSL_ENCODER]
+    assert paths.toy_truth({"cohort": {"source": "toy"}}) == [paths.TOY_FRACTIONS]
+    assert paths.toy_truth(cfg) == []
+    assert paths.extractor_weights("inception", {"metrics": {"inception_weights": "w.pth"}}) == ["w.pth"]
+    assert paths.extractor_weights("inception", {}) == [] and paths.extractor_weights("cohort-ssl", {}) == [paths.SSL_ENCODER]
+
+
 def test_round_trip_runs_only_with_rna_cdm():
     from crossmodal.pathgen import targets
 
