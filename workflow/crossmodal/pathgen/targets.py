@@ -16,7 +16,7 @@ def cases(config: dict, samples: pd.DataFrame) -> list[str]:
     """Samples of ``pathgen.dataset`` (and ``pathgen.cohorts``) with a slide and expression;
     none while ``pathgen.enabled`` is false."""
     pg = config["pathgen"]
-    if not pg["enabled"]:
+    if not pg.get("enabled", True):
         return []
     df = samples[(samples["dataset"] == pg["dataset"]) & samples["slide"].astype(bool)
                  & samples["expression"].fillna("").astype(str).astype(bool)]
@@ -38,7 +38,7 @@ def magnification_levels(config: dict) -> dict[str, int]:
     """``preset -> level`` with 1 the finest (smallest target_mpp) preset, as in the paper's
     "magnification level 1 corresponds to the highest magnification"; empty while
     ``pathgen.enabled`` is false."""
-    if not config["pathgen"]["enabled"]:
+    if not config["pathgen"].get("enabled", True):
         return {}
     pr = config["tiling"]["presets"]
     names = list(config["pathgen"]["patches"]["presets"])
@@ -65,7 +65,7 @@ def embeddings(config: dict, samples: pd.DataFrame) -> list[str]:
 def prepare_inputs(config: dict) -> dict:
     """Inputs of rule prepare_pathgen_data besides the counts, splits and embeddings (none while
     ``pathgen.enabled`` is false, so that a run without PathGen needs no clinical table)."""
-    if not config["pathgen"]["enabled"]:
+    if not config["pathgen"].get("enabled", True):
         return {}
     return {"clinical": clinical(config), "gene_groups": gene_groups(config), "truth_genes": truth_genes(config)}
 
