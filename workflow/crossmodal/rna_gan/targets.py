@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 from crossmodal import paths
-
 from crossmodal.models.gan import VARIANTS
 
 R = "results/rna_gan"
