@@ -418,6 +418,7 @@ rule build_pathgen_reproduction:
         prediction="results/pathgen/prediction.tsv",
         tests="results/pathgen/prediction_tests.tsv",
         conformal="results/pathgen/conformal/summary.tsv",
+        conformal_tests="results/pathgen/conformal/tests.tsv",
         coattention="results/pathgen/coattention.tsv",
         embed_summary="results/pathgen/embeddings/summary.tsv",
     output:

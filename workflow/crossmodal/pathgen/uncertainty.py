@@ -23,7 +23,8 @@ Fairness tables: coverage / mean set size / uncertainty, and the group's AUC (gr
 C-index (risk rows) as in Tables 4 / 5, by sex, age group, magnification level,
 censorship, grade and time bin.  ``mc_coverage``: coverage averaged over ``n_resplits`` random
 re-partitions of the calibration + test cases into calibration / test of the same sizes - the
-Monte-Carlo estimate of the marginal coverage that split conformal guarantees (>= 1 - alpha).
+Monte-Carlo estimate of the marginal coverage that split conformal guarantees (>= 1 - alpha) -
+with its standard error ``mc_*_coverage_se`` (:func:`mc_coverage_tolerance`).
 """
 from __future__ import annotations
 
@@ -34,15 +35,25 @@ from crossmodal import conformal
 
 FAIRNESS = ["sex", "age_group", "level", "censorship", "grade_name", "time_bin"]
 
-# coverage "holds" down to this many binomial standard errors below 1 - alpha (issue 7's toy check)
+# coverage "holds" down to this many standard errors below 1 - alpha (issue 7's toy check)
 COVERAGE_SE = 3
 
 
 def coverage_tolerance(alpha: float, n: int) -> float:
-    """How far below ``1 - alpha`` a coverage measured on ``n`` cases may fall by Monte-Carlo error
-    alone: :data:`COVERAGE_SE` binomial standard errors, ``3 * sqrt(alpha (1 - alpha) / n)`` (for
-    the re-split ``mc_coverage`` ``n`` is the calibration + test cases)."""
+    """How far below ``1 - alpha`` the coverage of ONE split with ``n`` test cases may fall by
+    sampling error alone: :data:`COVERAGE_SE` binomial standard errors,
+    ``3 * sqrt(alpha (1 - alpha) / n)``."""
     return COVERAGE_SE * float(np.sqrt(alpha * (1 - alpha) / n)) if n > 0 else float("nan")
+
+
+def mc_coverage_tolerance(se: float) -> float:
+    """How far below ``1 - alpha`` the re-split mean coverage (``mc_*_coverage``) may fall by
+    Monte-Carlo error alone: :data:`COVERAGE_SE` standard errors of that mean (``mc_*_coverage_se``,
+    the SD over re-splits / sqrt(re-splits)).  Over random calibration / test partitions of one
+    pool of exchangeable cases, split conformal's mean coverage is exactly
+    ceil((n_cal + 1)(1 - alpha)) / (n_cal + 1) >= 1 - alpha without ties (more with ties), so only
+    the Monte-Carlo error of the re-splits separates the estimate from the guarantee."""
+    return COVERAGE_SE * float(se)
 
 
 def _sets(cal: pd.DataFrame, test: pd.DataFrame, cases: pd.DataFrame, hp: dict) -> dict:
@@ -163,6 +174,7 @@ def _mc_coverage(pc, pt, cases, hp, seed) -> dict:
     if n_cal == 0 or math.ceil((n_cal + 1) * (1 - hp["alpha"])) > n_cal or len(pool) == n_cal:
         # too few calibration cases: every set is the full set; a Monte-Carlo estimate says nothing
         return {"mc_grade_coverage": float("nan"), "mc_risk_coverage": float("nan"),
+                "mc_grade_coverage_se": float("nan"), "mc_risk_coverage_se": float("nan"),
                 "mc_resplits": 0, "mc_n_test": len(pool) - n_cal}
     rng = np.random.default_rng(seed)
     g, r = [], []
@@ -174,7 +186,10 @@ def _mc_coverage(pc, pt, cases, hp, seed) -> dict:
         g.append(res["grade_sets"][np.arange(len(y)), y].mean())
         r.append(conformal.risk_covered(_scale(test.risk, hp), cases.loc[test.index, "time_bin"], res["q_hat"],
                                         n_bins=hp["n_bins"], risk_min=hp["risk_min"], risk_max=hp["risk_max"]).mean())
+    se = np.sqrt(hp["n_resplits"])
     return {"mc_grade_coverage": float(np.mean(g)), "mc_risk_coverage": float(np.mean(r)),
+            "mc_grade_coverage_se": float(np.std(g, ddof=1) / se) if len(g) > 1 else float("nan"),
+            "mc_risk_coverage_se": float(np.std(r, ddof=1) / se) if len(r) > 1 else float("nan"),
             "mc_resplits": hp["n_resplits"], "mc_n_test": len(pool) - n_cal}
 
 
