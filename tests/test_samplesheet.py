@@ -45,6 +45,15 @@ def test_bad_format_and_bad_mpp_are_named(tmp_path):
         read_sheet(p)
 
 
+@pytest.mark.parametrize("mpp", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_non_finite_mpp_is_refused_naming_sheet_row_and_column(tmp_path, mpp):
+    """NaN passes the schema's exclusiveMinimum (the tiler then silently used the slide's own
+    mpp) and inf passes it too (a grid of millions of tiles)."""
+    p = _sheet(tmp_path, [["P1", "S1", "C", "tcga", "", "", "", "0.5"], ["P2", "S2", "C", "tcga", "", "", "", mpp]])
+    with pytest.raises(SampleSheetError, match=r"samples\.tsv: row 2 \(sample S2\): mpp -?(nan|inf) is not a finite number"):
+        read_sheet(p)
+
+
 def test_unknown_column_is_named(tmp_path):
     p = tmp_path / "s.tsv"
     p.write_text("patient\tsample\tcohort\tdataset\tslyde\nP\tS\tC\ttcga\tx\n")

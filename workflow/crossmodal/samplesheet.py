@@ -6,6 +6,7 @@ every referenced file must exist; errors name the sheet, the row's sample id and
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +59,9 @@ def normalise(df: pd.DataFrame, what: str = "sample sheet") -> pd.DataFrame:
                 rec["mpp"] = float(rec["mpp"])
             except (TypeError, ValueError):
                 raise SampleSheetError(f"{what}: row {i + 1} (sample {rec.get('sample')}): mpp {rec['mpp']!r} is not a number")
+            if not math.isfinite(rec["mpp"]):  # NaN passes the schema's exclusiveMinimum; inf has no upper bound
+                raise SampleSheetError(f"{what}: row {i + 1} (sample {rec.get('sample')}): mpp {rec['mpp']} is not "
+                                       "a finite number (leave the cell empty to use the slide's own metadata)")
         _validate_row(rec, f"{what}: row {i + 1} (sample {rec.get('sample', '?')})")
         if rec["expression"] and not rec["expression_format"]:
             raise SampleSheetError(f"{what}: sample {rec['sample']}: expression given but expression_format is empty")
