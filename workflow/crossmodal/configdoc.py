@@ -34,6 +34,7 @@ This file is generated from the schema by `python -m crossmodal.configdoc` — e
 
 Used when `cohort.source` is `sheet`; one tab-separated row per sample, validated by
 `workflow/schemas/samples.schema.yaml`. Every slide and expression file named must exist.
+A line starting with `#` is a comment; a `#` inside a field (`run#2/a.svs`) is part of it.
 
 """
 
