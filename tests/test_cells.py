@@ -132,6 +132,9 @@ def test_hovernet_loads_a_saved_state_dict(tmp_path):
     assert inst.shape == (36, 36) and all(0 <= t < 5 for t in types.values())
     with pytest.raises(FileNotFoundError, match="hovernet_fast_pannuke_type_tf2pytorch.tar"):
         cells.load_hovernet(tmp_path / "missing.tar")
+    (tmp_path / "cut.tar").write_bytes((tmp_path / "hv.tar").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"HoVer-Net checkpoint .*cut\.tar: unreadable"):
+        cells.load_hovernet(tmp_path / "cut.tar")
     sd = net.state_dict()
     sd.pop(k)
     torch.save(sd, tmp_path / "bad.tar")

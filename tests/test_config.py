@@ -52,6 +52,23 @@ def test_mistyped_value_is_named(override, named):
     assert str(e.value).startswith(f"config: {named}:")
 
 
+@pytest.mark.parametrize("override, named", [
+    ({"tiling": {"presets": {"tile256": {"target_mpp": float("nan")}}}}, "tiling.presets.tile256.target_mpp: nan"),
+    ({"tiling": {"presets": {"tile256": {"target_mpp": float("inf")}}}}, "tiling.presets.tile256.target_mpp: inf"),
+    ({"expression": {"pseudocount": float("nan")}}, "expression.pseudocount: nan"),
+    ({"rna_gan": {"vae": {"lr": float("nan")}}}, "rna_gan.vae.lr: nan"),
+    ({"expression": {"missing_value": float("-inf")}}, "expression.missing_value: -inf"),
+])
+def test_non_finite_numbers_are_refused_naming_the_key(override, named):
+    """JSON Schema bounds are false for NaN (so NaN passes minimum / exclusiveMinimum) and inf
+    passes any bound without a maximum; YAML's .nan / .inf are refused wherever they appear."""
+    with pytest.raises(ConfigError, match=re.escape(f"config: {named} is not a finite number")):
+        load_config(override, path=REPO / "config" / "config.yaml")
+    text = "tiling:\n  presets:\n    tile256:\n      target_mpp: .nan\n"
+    with pytest.raises(ConfigError, match=re.escape("config: tiling.presets.tile256.target_mpp: nan is not")):
+        load_config(yaml.safe_load(text), path=REPO / "config" / "config.yaml")
+
+
 @pytest.mark.parametrize("override, message", [
     ({"pathgen": {"conformal": {"n_bins": 5}}}, "pathgen.conformal.n_bins (5) must equal pathgen.mcat.n_bins (4)"),
     ({"pathgen": {"conformal": {"risk_min": -1.0, "risk_max": -5.0}}}, "risk_min (-1.0) must be below risk_max"),

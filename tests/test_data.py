@@ -193,6 +193,24 @@ def test_incomplete_lmdb_is_refused_naming_path(tmp_path):
         read_header(bad)
 
 
+def test_truncated_data_file_is_refused_naming_path(tmp_path):
+    """A data.mdb cut short keeps its meta pages, so LMDB opens it; reading a tile past the
+    end would kill the process with SIGBUS.  The store is refused when opened instead."""
+    import os
+
+    good = _write(tmp_path / "good.lmdb", _tiles(40, size=64), "s", encoding="raw")
+    size = os.path.getsize(good / "data.mdb")
+    for name, keep in (("half.lmdb", size // 2), ("8k.lmdb", 8192)):
+        bad = tmp_path / name
+        bad.mkdir()
+        (bad / "data.mdb").write_bytes((good / "data.mdb").read_bytes()[:keep])
+        with pytest.raises(TileStoreError, match=rf"{name}: data.mdb truncated \({keep} of {size} bytes"):
+            TileDataset([bad])
+        with pytest.raises(TileStoreError, match=f"{name}: data.mdb truncated"):
+            read_header(bad)
+    assert len(TileDataset([good])) == 40
+
+
 def test_writer_rejects_wrong_shapes(tmp_path):
     with pytest.raises(ValueError, match="tile_size is 32"):
         with TileWriter(tmp_path / "a.lmdb", {"tile_size": 32}) as w:

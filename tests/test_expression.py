@@ -96,6 +96,9 @@ def test_star_counts_duplicated_symbols_summed_or_error(tmp_path):
     ("NA", r"1 gene\(s\) with missing \(NaN\) values.*EGFR"),
     ("-4", r"negative count -4.*EGFR"),
     ("abc", r"non-numeric value 'abc'.*EGFR"),
+    ("inf", r"non-finite value inf for gene EGFR in column unstranded"),
+    ("1e400", r"non-finite value inf for gene EGFR in column unstranded"),
+    ("-inf", r"non-finite value -inf for gene EGFR in column unstranded"),
 ])
 def test_star_counts_bad_values_name_file_and_gene(tmp_path, bad, match):
     text = star_text(GOOD_STAR).replace("EGFR\tprotein_coding\t40\t", f"EGFR\tprotein_coding\t{bad}\t")
@@ -123,6 +126,22 @@ def test_wrong_layouts_are_named(tmp_path):
         read_kallisto_abundance(star, pd.DataFrame(columns=["transcript_id", "gene_id", "gene_name"]))
     with pytest.raises(ExpressionInputError, match=r"nope\.tsv: file not found"):
         read_star_counts(tmp_path / "nope.tsv")
+
+
+def test_infinite_values_are_refused_in_every_format(tmp_path):
+    """inf (or a number too large for a float) is refused like NaN and negative counts,
+    naming file, gene and column, whether pandas parsed the column as numbers or not, and
+    whatever the NaN policy: it is never a missing value to drop.  (GCT columns are parsed
+    by pandas, GEO cells as text.)"""
+    genes = [("ENSG00000141510.17", "TP53"), ("ENSG00000146648.18", "EGFR")]
+    for inf in ("inf", "1e400", "Infinity"):
+        gct = write(tmp_path / "inf.gct", gct_text(genes, ["A", "B"], [[1, 2], [3, inf]]))  # all-numeric columns
+        for policy in ("error", "drop_gene"):
+            with pytest.raises(ExpressionInputError, match=r"inf\.gct: non-finite value inf for gene EGFR in column B"):
+                read_gct(gct, nan_policy=policy)
+        geo = write(tmp_path / "inf.txt", geo_text(["TP53", "EGFR"], ["GSM1", "GSM2"], [[5, inf], [7, 8]]))
+        with pytest.raises(ExpressionInputError, match=r"inf\.txt: non-finite value inf for gene TP53 in column GSM2"):
+            read_geo_series_matrix(geo)
 
 
 def test_gct_reader_and_dimension_check(tmp_path):

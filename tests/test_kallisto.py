@@ -93,6 +93,29 @@ def test_bad_inputs_named(tmp_path):
                               fragment_length=200, fragment_sd=20)
 
 
+def test_truncated_fastq_is_refused_before_kallisto_runs(tiny, tmp_path):
+    """kallisto quantified a FASTQ.gz cut in half without complaint (half the reads); a plain
+    FASTQ cut inside a record was taken too.  Both are refused naming the file, nothing written."""
+    d, truth = tiny
+    raw = (d / "reads.fastq.gz").read_bytes()
+    (tmp_path / "half.fastq.gz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "bad.fastq.gz").write_bytes(raw[:20] + b"\x00" * 64 + raw[84:])
+    text = gzip.decompress(raw)
+    cut = text.index(b"\n", text.index(b"\n@", len(text) // 2) + 1) + 1  # after a record's header line
+    (tmp_path / "cut.fq").write_bytes(text[:cut])
+    (tmp_path / "nonl.fq").write_bytes(text[:-1])  # complete, last newline missing: fine
+    out = tmp_path / "q" / "abundance.tsv"
+    for name, match in [("half.fastq.gz", "gzip stream truncated or corrupt .EOFError"),
+                        ("bad.fastq.gz", "gzip stream truncated or corrupt"),
+                        ("cut.fq", "ends inside a record")]:
+        with pytest.raises(kallisto.KallistoError, match=rf"{name}: FASTQ {match}"):
+            kallisto.quant_single(tmp_path / "i.idx", [d / "reads.fastq.gz", tmp_path / name], out,
+                                  fragment_length=200, fragment_sd=20)
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+    assert kallisto.check_fastq(d / "reads.fastq.gz") == sum(truth.values())
+    assert kallisto.check_fastq(tmp_path / "nonl.fq") == sum(truth.values())
+
+
 def test_gencode_headers_map_to_genes(tiny, tmp_path):
     """An index built from GENCODE's transcripts.fa names targets by the whole header
     (``ENST...|ENSG...|-|-|NAME-201|NAME|len|biotype|``: kallisto 0.48 cuts at the first blank

@@ -173,6 +173,15 @@ def test_cohort_ssl_extractor_roundtrip(tmp_path):
     assert logits.shape == (4, 3) and not ext.comparable
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         im.get_extractor("cohort-ssl", weights=tmp_path / "nope.pt", device="cpu")
+    raw = (tmp_path / "enc.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[:100])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name in ("cut.pt", "empty.pt"):
+        with pytest.raises(ValueError, match=rf"SimCLR encoder .*{name}: unreadable"):
+            ssl.load_encoder(tmp_path / name)
+    torch.save({"config": {}}, tmp_path / "vae.pt")
+    with pytest.raises(ValueError, match=r"SimCLR encoder .*vae\.pt: not a crossmodal-simclr checkpoint"):
+        ssl.load_encoder(tmp_path / "vae.pt")
 
 
 def test_nt_xent_equals_a_direct_formulation():

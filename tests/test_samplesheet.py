@@ -45,6 +45,40 @@ def test_bad_format_and_bad_mpp_are_named(tmp_path):
         read_sheet(p)
 
 
+@pytest.mark.parametrize("mpp", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_non_finite_mpp_is_refused_naming_sheet_row_and_column(tmp_path, mpp):
+    """NaN passes the schema's exclusiveMinimum (the tiler then silently used the slide's own
+    mpp) and inf passes it too (a grid of millions of tiles)."""
+    p = _sheet(tmp_path, [["P1", "S1", "C", "tcga", "", "", "", "0.5"], ["P2", "S2", "C", "tcga", "", "", "", mpp]])
+    with pytest.raises(SampleSheetError, match=r"samples\.tsv: row 2 \(sample S2\): mpp -?(nan|inf) is not a finite number"):
+        read_sheet(p)
+
+
+def test_hash_inside_a_field_is_kept_and_only_full_line_comments_are_skipped(tmp_path):
+    """pandas' comment='#' cut a row at any '#': a slide run#2/a.svs became 'run' and the
+    row's expression, format and mpp were silently dropped."""
+    d = tmp_path / "run#2"
+    d.mkdir()
+    (d / "#x.svs").write_bytes(b"x")
+    (d / "e#1.tsv").write_text("x")
+    slide, expr = str(d / "#x.svs"), str(d / "e#1.tsv")
+    p = tmp_path / "samples.tsv"
+    p.write_text("# a comment line\n" + COLS + "#P0\tS0\tC\ttcga\t\t\t\t\n"
+                 + "\t".join(["P1", "S1", "C", "tcga", slide, expr, "star_counts", "0.5"]) + "\n")
+    df = read_sheet(p)
+    assert list(df.index) == ["S1"]
+    assert df.loc["S1", "slide"] == slide and df.loc["S1", "expression"] == expr
+    assert df.loc["S1", "expression_format"] == "star_counts" and df.loc["S1", "mpp"] == 0.5
+    check_files(df, str(p))
+
+
+def test_bom_and_crlf_are_read(tmp_path):
+    p = tmp_path / "s.tsv"
+    p.write_bytes(("\ufeff" + COLS + "P1\tS1\tC\ttcga\t\t\t\t0.5\n").replace("\n", "\r\n").encode())
+    df = read_sheet(p)
+    assert list(df.columns[:2]) == ["patient", "sample"] and df.loc["S1", "mpp"] == 0.5
+
+
 def test_unknown_column_is_named(tmp_path):
     p = tmp_path / "s.tsv"
     p.write_text("patient\tsample\tcohort\tdataset\tslyde\nP\tS\tC\ttcga\tx\n")

@@ -174,6 +174,40 @@ def test_save_load_roundtrip(tmp_path):
     assert np.allclose(vae.encode(m, x), vae.encode(m2, x))
 
 
+def test_damaged_or_wrong_model_file_is_named(tmp_path):
+    """The audit's encode_expression repro: a truncated, empty, text or other-model file as the
+    VAE gave torch's bare RuntimeError / EOFError / KeyError / ValueError naming no file."""
+    from crossmodal.fileio import CheckpointError
+
+    m = vae.BetaVAE(6, [4], 2).eval()
+    vae.save(m, tmp_path / "model.pt", [f"g{i}" for i in range(6)])
+    raw = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "zero.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("garbage\n")
+    torch.save({"format": "crossmodal-simclr", "arch": {}, "backbone": {}}, tmp_path / "other.pt")
+    for name, match in [("trunc.pt", "unreadable"), ("zero.pt", r"unreadable \(EOFError"),
+                        ("text.pt", "unreadable"), ("other.pt", r"not a VAE model checkpoint \(no 'config', 'state'")]:
+        with pytest.raises(CheckpointError, match=rf"VAE model .*{name}: {match}"):
+            vae.load(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match=r"VAE model .*nope\.pt: not found \(the train_vae rule"):
+        vae.load(tmp_path / "nope.pt")
+    assert vae.load(tmp_path / "model.pt")[1][0] == "g0"
+
+
+def test_load_checkpoint_names_path_and_expected_format(tmp_path):
+    from crossmodal.fileio import CheckpointError, load_checkpoint
+
+    torch.save({"format": "a", "x": 1}, tmp_path / "a.pt")
+    torch.save([1, 2], tmp_path / "l.pt")
+    assert load_checkpoint(tmp_path / "a.pt", "thing", fmt="a", keys=("x",))["x"] == 1
+    with pytest.raises(CheckpointError, match=r"thing .*a\.pt: not a b checkpoint \(format 'a'\)"):
+        load_checkpoint(tmp_path / "a.pt", "thing", fmt="b")
+    with pytest.raises(CheckpointError, match=r"thing .*l\.pt: not a thing checkpoint \(no 'x'; it holds a list\)"):
+        load_checkpoint(tmp_path / "l.pt", "thing", keys=("x",))
+    assert issubclass(CheckpointError, ValueError)
+
+
 def test_align_genes_names_missing_genes():
     df = pd.DataFrame(np.zeros((2, 2)), columns=["A", "B"])
     assert vae.align_genes(df, ["B", "A"], "t").shape == (2, 2)

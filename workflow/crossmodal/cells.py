@@ -304,15 +304,15 @@ def build_hovernet(nr_types: int = 6):
 def load_hovernet(path, device: str = "cpu"):
     """HoVer-Net with the PanNuke checkpoint at ``path`` (``{"desc": state_dict}`` as published,
     or a bare state dict; a ``module.`` prefix from DataParallel is removed)."""
-    import torch
-
     path = Path(path) if path else None
     if path is None or not path.is_file():
         raise FileNotFoundError(
             f"HoVer-Net: checkpoint {path} not found. Nothing is downloaded: put the PanNuke checkpoint "
             f"hovernet_fast_pannuke_type_tf2pytorch.tar (HoVer-Net repository, vqdang/hover_net, "
             f"'pretrained weights') there (config metrics.cells.hovernet_weights), or use method classical.")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    from crossmodal.fileio import load_checkpoint
+
+    ck = load_checkpoint(path, "HoVer-Net checkpoint")
     state = ck.get("desc", ck) if isinstance(ck, dict) else ck
     if not isinstance(state, dict):
         raise ValueError(f"HoVer-Net: {path} holds no state dict")

@@ -2,8 +2,9 @@
 
 The schema lives in ``workflow/schemas/config.schema.yaml``; each top-level section has its
 own file under ``workflow/schemas/config/`` referenced with ``$ref``.  Validation fills in
-defaults (so every key the code reads exists) and rejects unknown or mistyped keys with a
-message that names the key path, e.g. ``config: tiling.tile_sise: unknown key``.
+defaults (so every key the code reads exists) and rejects unknown or mistyped keys, and NaN or
+infinite numbers anywhere, with a message that names the key path, e.g.
+``config: tiling.tile_sise: unknown key``.
 """
 from __future__ import annotations
 
@@ -89,11 +90,27 @@ def validate(instance: dict, schema_file: str | Path, what: str = "config") -> d
     errors = sorted(v.iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
     if errors:
         raise ConfigError(_message(errors[0], what))
+    _check_finite(instance, what)
     _check_diffusion_schedules(instance, what)
     _check_pathgen_conformal(instance, what)
     _check_pathgen_cross_fit(instance, what)
     _check_rna_cdm_cascade(instance, what)
     return instance
+
+
+def _check_finite(node, what: str, path: tuple = ()) -> None:
+    """No NaN or infinite number anywhere (YAML ``.nan`` / ``.inf``).  JSON Schema bounds cannot
+    catch them: every comparison with NaN is false, so NaN passes ``minimum`` and ``maximum``,
+    and inf passes any bound without an upper limit."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_finite(v, what, path + (k,))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            _check_finite(v, what, path + (i,))
+    elif isinstance(node, float) and not math.isfinite(node):
+        loc = ".".join(map(str, path)) or "<top level>"
+        raise ConfigError(f"{what}: {loc}: {node} is not a finite number")
 
 
 def _check_pathgen_conformal(instance: dict, what: str) -> None:

@@ -22,8 +22,9 @@ papers' hyperparameters; use one with `snakemake --configfile config/<file>.yaml
 Override any key on the command line: `snakemake --config seed=1`.
 
 Every key below is validated at start by `workflow/schemas/config.schema.yaml` (and one
-schema file per section in `workflow/schemas/config/`): an unknown or mistyped key stops the
-run with a message naming the key; missing keys take the default shown. Defaults are the
+schema file per section in `workflow/schemas/config/`): an unknown or mistyped key, or a NaN
+or infinite number (`.nan`, `.inf`) anywhere, stops the run with a message naming the key;
+missing keys take the default shown. Defaults are the
 papers' values; the description cites the paper and section.
 
 This file is generated from the schema by `python -m crossmodal.configdoc` — edit the schema's
@@ -33,6 +34,7 @@ This file is generated from the schema by `python -m crossmodal.configdoc` — e
 
 Used when `cohort.source` is `sheet`; one tab-separated row per sample, validated by
 `workflow/schemas/samples.schema.yaml`. Every slide and expression file named must exist.
+A line starting with `#` is a comment; a `#` inside a field (`run#2/a.svs`) is part of it.
 
 """
 

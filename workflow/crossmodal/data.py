@@ -307,8 +307,26 @@ def shared_env(path):
         except Exception:  # noqa: BLE001 - an inherited handle we only discard
             pass
     env = _open_env(path)
+    try:
+        _check_size(path, env, st.st_size)
+    except BaseException:
+        env.close()
+        raise
     _ENVS[key] = (os.getpid(), env)
     return env
+
+
+def _check_size(path: Path, env, size: int) -> None:
+    """:class:`TileStoreError` when ``data.mdb`` ends before LMDB's last used page.
+
+    A truncated data file (a half-copied or half-synced store) keeps its meta pages, so
+    LMDB opens it, but the first read of a page past the end of the file faults on the
+    memory map (SIGBUS: the process dies with no Python error and no file named).
+    """
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < need:
+        raise TileStoreError(f"tile LMDB {path}: data.mdb truncated ({size} of {need} bytes; "
+                             f"a half-copied or half-written store?)")
 
 
 def _drop_env(path) -> None:

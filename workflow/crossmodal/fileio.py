@@ -1,6 +1,7 @@
-"""Atomic file output: write to a temporary sibling, then rename.
+"""Atomic file output: write to a temporary sibling, then rename; checked checkpoint input.
 
 A job killed midway leaves at most a ``.tmp-*`` sibling, never a file that looks complete.
+:func:`load_checkpoint` reads a model checkpoint and names the file when it cannot.
 """
 from __future__ import annotations
 
@@ -69,6 +70,48 @@ def save_figure(fig, path, *, pdf: bool = True, dpi: int = 150) -> None:
     if pdf:
         with atomic_path(path.with_suffix(".pdf")) as tmp:
             fig.savefig(tmp, format="pdf", bbox_inches="tight")
+
+
+class CheckpointError(ValueError):
+    """A model checkpoint that cannot be read or is not the kind expected; the message names the file."""
+
+
+def load_checkpoint(path, what: str, *, fmt: str | None = None, keys=(), hint: str = "", **kw):
+    """``torch.load(path)`` onto the CPU, naming ``path`` and ``what`` it should hold on any failure.
+
+    - missing: :class:`FileNotFoundError` ``"{what} {path}: not found"`` (+ ``hint``, e.g. which
+      rule writes it);
+    - unreadable (truncated, empty, not a torch file): :class:`CheckpointError` with torch's
+      message - bare, that is e.g. ``EOFError: Ran out of input`` or "failed finding central
+      directory", naming no file;
+    - ``fmt`` given: the checkpoint must be a dict whose ``format`` is ``fmt``;
+    - ``keys`` given: the checkpoint must be a dict holding every one of them (another model's
+      file passed in its place).
+
+    Extra keyword arguments go to ``torch.load`` (``weights_only`` defaults to False: these are
+    the pipeline's own files, holding configs next to the tensors).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: not found" + (f" ({hint})" if hint else ""))
+    kw.setdefault("map_location", "cpu")
+    kw.setdefault("weights_only", False)
+    try:
+        ck = torch.load(path, **kw)
+    except Exception as e:  # noqa: BLE001 - anything torch or pickle raise on a damaged file
+        raise CheckpointError(f"{what} {path}: unreadable ({type(e).__name__}: {str(e)[:300]}); "
+                              "a truncated or partly copied file?") from None
+    if fmt is not None and (not isinstance(ck, dict) or ck.get("format") != fmt):
+        got = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointError(f"{what} {path}: not a {fmt} checkpoint (format {got!r})")
+    missing = [k for k in keys if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        held = ", ".join(map(repr, list(ck)[:8])) if isinstance(ck, dict) else f"a {type(ck).__name__}"
+        raise CheckpointError(f"{what} {path}: not a {what} checkpoint (no {', '.join(map(repr, missing))}; "
+                              f"it holds {held})")
+    return ck
 
 
 def _json_default(o):

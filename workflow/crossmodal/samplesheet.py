@@ -6,6 +6,8 @@ every referenced file must exist; errors name the sheet, the row's sample id and
 from __future__ import annotations
 
 import functools
+import io
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +25,15 @@ def read_sheet(path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise SampleSheetError(f"sample sheet {path}: file not found")
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark
+    except UnicodeDecodeError as e:
+        raise SampleSheetError(f"sample sheet {path}: not UTF-8 text ({e})") from None
+    # Only a line that starts with '#' is a comment (no id may start with one: see the schema's
+    # patterns).  pandas' comment="#" also cuts a line at a '#' inside a field, so a slide
+    # path like run#2/a.svs silently lost the rest of its row.
+    kept = "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("#"))
+    df = pd.read_csv(io.StringIO(kept), sep="\t", dtype=str, keep_default_na=False)
     return normalise(df, str(path))
 
 
@@ -58,6 +68,9 @@ def normalise(df: pd.DataFrame, what: str = "sample sheet") -> pd.DataFrame:
                 rec["mpp"] = float(rec["mpp"])
             except (TypeError, ValueError):
                 raise SampleSheetError(f"{what}: row {i + 1} (sample {rec.get('sample')}): mpp {rec['mpp']!r} is not a number")
+            if not math.isfinite(rec["mpp"]):  # NaN passes the schema's exclusiveMinimum; inf has no upper bound
+                raise SampleSheetError(f"{what}: row {i + 1} (sample {rec.get('sample')}): mpp {rec['mpp']} is not "
+                                       "a finite number (leave the cell empty to use the slide's own metadata)")
         _validate_row(rec, f"{what}: row {i + 1} (sample {rec.get('sample', '?')})")
         if rec["expression"] and not rec["expression_format"]:
             raise SampleSheetError(f"{what}: sample {rec['sample']}: expression given but expression_format is empty")

@@ -7,6 +7,8 @@ suffixes stripped from any id it keeps, and validates what it reads.  Bad input 
 - wrong layout (missing header / columns, wrong GCT dimensions, no series-matrix table);
 - NaN or non-numeric values (``nan_policy="error"``, the default; ``"drop_gene"`` drops the
   genes instead, as RNA-CDM Methods "Data processing" does: "NaN values were removed");
+- infinite values (``inf``, or a number too large for a float such as ``1e400``), whatever the
+  NaN policy;
 - negative counts;
 - duplicated gene symbols: **summed** (counts of one symbol split over several Ensembl ids,
   e.g. the PAR_Y copies in GENCODE, belong to one gene), or an error with
@@ -87,6 +89,11 @@ def _numeric(df: pd.DataFrame, path, *, nan_policy: str = "error", counts: bool 
     else:
         num = df
     num = num.astype(float)  # a lazy copy under pandas copy-on-write
+    inf = np.isinf(num.to_numpy())
+    if inf.any():  # "inf", "1e400" (overflows to inf) or a parsed inf: never a count or a level
+        r, c = np.argwhere(inf)[0]
+        raise ExpressionInputError(f"{path}: non-finite value {num.iat[r, c]} for gene {num.index[r]} "
+                                   f"in column {num.columns[c]}; {int(inf.any(axis=1).sum())} gene(s) affected")
     nan = num.isna().any(axis=1)
     if nan.any():
         genes = list(num.index[nan])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -225,17 +224,9 @@ def save_encoder(path, encoder, head=None, *, clusters: Mapping | None = None, m
 def load_encoder(path):
     """``(encoder in eval mode, checkpoint dict)`` from :func:`save_encoder`'s file; a clear
     error naming ``path`` when it is missing or not such a checkpoint."""
-    import torch
+    from crossmodal.fileio import load_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SimCLR encoder {path}: not found (the train_ssl_encoder rule writes it)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"SimCLR encoder {path}: unreadable ({e})") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise ValueError(f"SimCLR encoder {path}: not a {FORMAT} checkpoint")
+    ck = load_checkpoint(path, "SimCLR encoder", fmt=FORMAT, hint="the train_ssl_encoder rule writes it")
     a = ck["arch"]
     Encoder, _ = _module_classes()
     enc = Encoder(a["depth"], a["image_size"])

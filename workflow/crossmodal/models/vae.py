@@ -273,10 +273,19 @@ def save(model: BetaVAE, path, genes: list[str], extra: dict | None = None) -> N
 
 
 def load(path) -> tuple[BetaVAE, list[str], dict]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = ck["config"]
-    model = BetaVAE(cfg["n_genes"], cfg["hidden"], cfg["latent"], cfg["negative_slope"], cfg["input_dropout"])
-    model.load_state_dict(ck["state"])
+    """``(model in eval mode, genes, extra)`` from :func:`save`'s file; a
+    :class:`~crossmodal.fileio.CheckpointError` naming ``path`` when it is unreadable or not
+    a VAE checkpoint."""
+    from crossmodal.fileio import CheckpointError, load_checkpoint
+
+    ck = load_checkpoint(path, "VAE model", keys=("config", "state", "genes"), hint="the train_vae rule writes it")
+    try:
+        cfg = ck["config"]
+        model = BetaVAE(cfg["n_genes"], cfg["hidden"], cfg["latent"], cfg["negative_slope"], cfg["input_dropout"])
+        model.load_state_dict(ck["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"VAE model {path}: config and weights do not make a BetaVAE "
+                              f"({type(e).__name__}: {str(e)[:300]})") from None
     model.eval()
     return model, ck["genes"], ck.get("extra", {})
 

@@ -53,6 +53,7 @@ def prepare_pathgen_data(inputs, outputs, params, *, threads=1, log=None):
     groups, real expression z-scored with training-split statistics."""
     from pathlib import Path
 
+    from crossmodal.clinical import read_clinical
     from crossmodal.expression.steps import read_matrix
     from crossmodal.pathgen.cases import PathGenDataError, case_splits, prepare, read_gene_groups, write_prepared
     from crossmodal.pathgen.patches import read_embeddings
@@ -61,7 +62,7 @@ def prepare_pathgen_data(inputs, outputs, params, *, threads=1, log=None):
     clin_path = Path(inputs["clinical"])
     if not clin_path.is_file():
         raise PathGenDataError(f"clinical table {clin_path}: not found")
-    clinical = pd.read_csv(clin_path, sep="\t", dtype={"patient": str, "grade": str})
+    clinical = read_clinical(clin_path, error=PathGenDataError)
     need = {"patient", "grade", "survival_time", "event"} - set(clinical.columns)
     if need:
         raise PathGenDataError(f"clinical table {clin_path}: missing column(s) {', '.join(sorted(need))}")
