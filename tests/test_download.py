@@ -406,7 +406,24 @@ def test_gdc_clinical_unknown_vital_status_has_no_event():
     c = json.loads((FIX / "gdc_cases_hits.json").read_text())[0]
     c["demographic"] = {**c["demographic"], "vital_status": "Not Reported"}
     t = gdc.clinical_table([c])
-    assert t.event.iloc[0] == ""
+    assert t.event.iloc[0] == "" and np.isnan(t.survival_time.iloc[0])  # a follow-up time alone is no observation
+
+
+def test_gdc_clinical_negative_survival_time_is_unknown_and_logged(tmp_path, caplog):
+    """A negative days_to_last_follow_up (a GDC data-entry error) is written as unknown, naming the
+    case in the log, so the table passes crossmodal.clinical.read_clinical (which refuses negative
+    times) and the patient is left out of survival rather than stopping the run."""
+    from crossmodal.clinical import read_clinical
+
+    c = json.loads((FIX / "gdc_cases_hits.json").read_text())[0]
+    c["demographic"] = {**c["demographic"], "vital_status": "Alive"}
+    c["diagnoses"] = [{**d, "days_to_last_follow_up": -12} for d in c["diagnoses"]]
+    with caplog.at_level("WARNING"):
+        t = gdc.clinical_table([c])
+    assert np.isnan(t.survival_time.iloc[0]) and t.event.iloc[0] == 0
+    assert c["submitter_id"] in caplog.text and "-12 d" in caplog.text
+    t.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
+    assert np.isnan(read_clinical(tmp_path / "clinical.tsv").survival_time.iloc[0])
 
 
 def test_geo_parse_uses_the_backbone_reader_and_names_bad_inputs(tmp_path):

@@ -187,7 +187,7 @@ def fetch_bulk(client: Client, base_url: str, rows: list[dict], dest_dir) -> lis
 # -- parsing ------------------------------------------------------------------------------------
 def clinical_table(cases: list[dict]) -> pd.DataFrame:
     """One row per patient: patient, project, grade, stage, survival_time (days), event, age (years), sex."""
-    recs = []
+    recs, negative = [], []
     for c in cases:
         demo = c.get("demographic") or {}
         dxs = [d for d in (c.get("diagnoses") or []) if d]
@@ -200,16 +200,25 @@ def clinical_table(cases: list[dict]) -> pd.DataFrame:
             fu = [d.get("days_to_last_follow_up") for d in dxs]
             fu = [v for v in fu if isinstance(v, (int, float)) and not isinstance(v, bool)]
             t = max(fu) if fu else None
+        if vital not in ("alive", "dead"):
+            t = None  # no event indicator: the follow-up time alone is not a survival observation
+        elif t is not None and t < 0:  # a GDC data-entry error (a few cases per project)
+            negative.append(f"{c.get('submitter_id', '')} ({t:g} d)")
+            t = None
         age = dx.get("age_at_diagnosis")
         recs.append({
             "patient": c.get("submitter_id", ""), "project": (c.get("project") or {}).get("project_id", ""),
             "grade": _grade(dx.get("tumor_grade")), "stage": _na(dx.get("ajcc_pathologic_stage")),
             "survival_time": t if t is not None else float("nan"),
-            # "Not Reported" / "Unknown" vital status: no event indicator, not a censored patient
+            # "Not Reported" / "Unknown" vital status: no event indicator (and no survival time), not a
+            # censored patient
             "event": int(dead) if vital in ("alive", "dead") else "",
             "age": round(age / 365.25, 2) if isinstance(age, (int, float)) else float("nan"),
             "sex": _sex(demo),
         })
+    if negative:
+        log.warning("GDC clinical: negative survival time for %d case(s), written as unknown (excluded from "
+                    "survival): %s", len(negative), ", ".join(negative[:20]))
     df = pd.DataFrame(recs, columns=["patient", "project", "grade", "stage", "survival_time", "event", "age", "sex"])
     return df.drop_duplicates("patient").sort_values("patient").reset_index(drop=True)
 
