@@ -1166,3 +1166,20 @@ def test_coattention_agreement_is_judged_within_each_bag_not_pooled_over_bag_siz
     assert t.loc["all genes", "spearman"] > 0.5  # the bag sizes: "highly correlated" by the row's threshold
     assert t.loc["all genes", "spearman_within_case"] == pytest.approx(-1.0)
     assert t.loc["all genes", "n_maps"] == 10 and t.loc["oncogene", "n_maps"] == 5
+
+
+def test_damaged_pathgen_and_mcat_checkpoints_are_refused_naming_the_file(tmp_path):
+    from crossmodal.fileio import CheckpointError
+    from crossmodal.pathgen.predict import load
+    from crossmodal.pathgen.synthesis import load_model
+
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    for loader, what in ((load_model, "PathGen checkpoint"), (load, "MCAT_GR checkpoint")):
+        with pytest.raises(CheckpointError, match=f"{what} {bad}: unreadable"):
+            loader(bad)
+    torch.save({"format": "crossmodal-mcat-gr"}, bad)
+    with pytest.raises(CheckpointError, match="not a crossmodal-pathgen checkpoint"):
+        load_model(bad)
+    with pytest.raises(FileNotFoundError, match="train_pathgen"):
+        load_model(tmp_path / "missing.pt")

@@ -67,7 +67,10 @@ def load_patch_encoder(name: str, path=None, device: str = "cpu", *, native_reso
             raise ImportError("pathgen.patches.encoder 'uni' needs the timm package (pip install timm)") from e
         enc = timm.create_model("vit_large_patch16_224", img_size=224, patch_size=16, init_values=1e-5,
                                 num_classes=0, dynamic_img_size=True)
-        enc.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
+        from crossmodal.fileio import load_checkpoint
+
+        enc.load_state_dict(load_checkpoint(path, "pathgen.patches.uni_weights: UNI weights", weights_only=True),
+                            strict=True)
         enc = enc.eval().to(device)
         mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1).to(device)
         std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1).to(device)

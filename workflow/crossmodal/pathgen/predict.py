@@ -337,9 +337,9 @@ def save(path, model, hp, meta) -> None:
 
 
 def load(path):
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("format") != "crossmodal-mcat-gr":
-        raise ValueError(f"MCAT_GR checkpoint {path}: not a crossmodal-mcat-gr checkpoint")
+    from crossmodal.fileio import load_checkpoint
+
+    ck = load_checkpoint(path, "MCAT_GR checkpoint", fmt="crossmodal-mcat-gr", hint="written by rule train_mcat_gr")
     m = build(ck["hp"], ck["patch_dim"], ck["n_grades"], ck["group_sizes"])
     m.load_state_dict(ck["state"])
     return m.eval(), ck

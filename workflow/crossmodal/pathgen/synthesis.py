@@ -145,9 +145,9 @@ def save_model(path, model, hp: dict, meta: dict) -> None:
 
 
 def load_model(path):
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("format") != "crossmodal-pathgen":
-        raise ValueError(f"PathGen checkpoint {path}: not a crossmodal-pathgen checkpoint")
+    from crossmodal.fileio import load_checkpoint
+
+    ck = load_checkpoint(path, "PathGen checkpoint", fmt="crossmodal-pathgen", hint="written by rule train_pathgen")
     model = build_model(ck["hp"], ck["group_sizes"], ck["patch_dim"])
     state = dict(ck["state"])
     for k in ("patch_mean", "patch_std"):  # checkpoints written before the patch scaler: identity
