@@ -122,11 +122,42 @@ def test_coherence_rejection_rejects_incoherent_samples():
     assert info["incoherent"].tolist() == incoherent.tolist()
     assert info["retries"] == 2 and info["still_rejected"] == 2
     assert info["rejected"] == 2 * 3  # first pass + two retries
-    assert info["distances"].shape == (50, n)
+    assert info["distances"].shape == (50, n) and info["first_distances"].shape == (50, n)
     # coherent members: nothing rejected, weights inverse to validation MSE
     _, ok = D.coherent_sample([f1, f1], [1.0, 3.0], ddpm, n, 3, generator=torch.Generator().manual_seed(0))
     assert ok["rejected"] == 0 and ok["retries"] == 0
     assert ok["weights"] == pytest.approx([0.75, 0.25])
+
+
+def test_threshold_sensitivity_is_measured_on_first_pass_trajectories():
+    """S9's 0.7x / 1x / 1.3x rejection rates judge the first-pass trajectories, not the final
+    ones, which were resampled until they pass at 1x."""
+    from crossmodal.coherent import evaluate as E
+
+    ddpm = D.DDPM(50)
+    n = 6
+    incoherent = torch.tensor([True, False, True, False, False, False])
+
+    def f1(x, t):
+        return torch.ones_like(x)
+
+    def f2(x, t):  # disagrees on rows 0 and 2 in the first pass; the resampled rows agree
+        out = torch.ones_like(x)
+        if len(x) == n:
+            out[incoherent] = -1.0
+        return out
+
+    rj = dict(threshold=1.0, max_fraction=0.05, max_retries=2)
+    _, info = D.coherent_sample([f1, f2], [1.0, 1.0], ddpm, n, 3, generator=torch.Generator().manual_seed(0), **rj)
+    assert info["rejected"] == 2 and info["still_rejected"] == 0 and info["retries"] == 1
+    assert (info["distances"] < 1.0).all()  # the final trajectories all pass
+    row = E._rejection_row("rnaseq", ("cna", "rppa"), info, rj)
+    accepted_rate = info["still_rejected"] / n
+    assert row["rejection_rate_at_1x_threshold"] == pytest.approx(2 / 6)
+    assert row["rejection_rate_at_1x_threshold"] > accepted_rate
+    # monotone in the threshold (cosine distance 2 on the incoherent rows: over 1.3x too)
+    assert row["rejection_rate_at_0.7x_threshold"] >= row["rejection_rate_at_1x_threshold"]
+    assert row["rejection_rate_at_1.3x_threshold"] == pytest.approx(2 / 6)
 
 
 def test_weighted_cosine_distance():

@@ -118,14 +118,16 @@ def generate_all(models_path, lat: pd.DataFrame, labels: pd.DataFrame, s: dict, 
 
 
 def _rejection_row(target, cs, info, rj) -> dict:
-    d = info["distances"]  # T x n
+    d = info["distances"]  # T x n, final trajectories
+    first = info["first_distances"]  # T x n, first pass (before any resampling)
     row = {"target": target, "conditions": "+".join(cs), "n_trajectories": int(d.shape[1]),
            "rejected": info["rejected"], "retries": info["retries"], "still_rejected": info["still_rejected"],
            "weights": ";".join(f"{w:.3f}" for w in info["weights"]),
            "mean_cosine_distance": float(d.mean())}
-    # S9: rejection rate of the final trajectories at threshold x 0.7 / 1 / 1.3
+    # S9: share of first-pass trajectories (before any resampling, so not already selected to
+    # pass at 1x) that the rule would reject at threshold x 0.7 / 1 / 1.3
     for f in (0.7, 1.0, 1.3):
-        rate = float(((d > rj["threshold"] * f).mean(0) > rj["max_fraction"]).mean())
+        rate = float(((first > rj["threshold"] * f).mean(0) > rj["max_fraction"]).mean())
         row[f"rejection_rate_at_{f:g}x_threshold"] = rate
     return row
 
