@@ -160,6 +160,30 @@ def test_threshold_sensitivity_is_measured_on_first_pass_trajectories():
     assert row["rejection_rate_at_1.3x_threshold"] == pytest.approx(2 / 6)
 
 
+def test_fast_macro_f1_equals_scikit_learns():
+    from crossmodal.coherent import evaluate as E
+
+    rng = np.random.default_rng(0)
+    for n, k in ((9, 4), (5, 2), (30, 6), (3, 1)):
+        y = rng.choice(list("ABCDEF"[:k]), n)
+        for p in (rng.choice(list("ABCDEFG"[:k + 1]), n), np.full(n, "A"), y):
+            assert E._macro_f1_fast(y, p) == pytest.approx(E._macro_f1(y, p))
+
+
+def test_acquisition_curve_combines_per_patient_predictions():
+    from crossmodal.coherent import evaluate as E
+
+    y = np.array(["I", "II", "I", "III"])
+    missing = np.array(["I", "I", "I", "I"])  # without the modality: one class
+    real = y.copy()  # with it: every patient right
+    steps = [0.0, 0.5, 1.0]
+    assert E.acquisition_curve(missing, real, y, np.array([1, 3, 0, 2]), steps) == pytest.approx(
+        [E._macro_f1(y, missing), 1.0, 1.0])
+    # acquiring the two patients that were already right first gains nothing at 50%
+    assert E.acquisition_curve(missing, real, y, np.array([0, 2, 1, 3]), steps)[1] == pytest.approx(
+        E._macro_f1(y, missing))
+
+
 def test_weighted_cosine_distance():
     e = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 0.0]]])  # 3 models, 1 sample
     d = D.weighted_cosine_distance(e, torch.tensor([0.5, 0.25, 0.25]))
@@ -265,8 +289,24 @@ def test_chain_on_planted_cohort(tmp_path):
 
     f2 = E.classifiers_real_vs_synthetic(lat, labels, gens, ds, seed=0)
     assert set(f2["tested_on"]) == {"real", "multi", "ensemble"}
-    f4 = E.prioritisation(lat, labels, gens, ds, seed=0)
-    assert set(f4["strategy"]) == {"random", "informed (multi)", "informed (ensemble)"}
+    raw4 = E.prioritisation(lat, labels, gens, ds, seed=0)
+    assert set(raw4["strategy"]) == {"random", "informed (multi)", "informed (ensemble)"}
+    # one forest per generation run (as Table 2), informed curves per forest, random_reps orders each
+    assert sorted(raw4["forest_seed"].unique()) == [0, 1, 2]
+    per = raw4.groupby(["forest", "strategy"])["rep"].nunique().unstack()
+    assert (per["random"] == 3).all() and (per["informed (multi)"] == 1).all()
+    assert len(raw4) == 3 * (1 + 1 + 3) * 5
+    # every order starts and ends at the same F1 (nothing / everything acquired)
+    ends = raw4[raw4["fraction"].isin([0.0, 1.0])].groupby(["forest", "fraction"])["f1"].nunique()
+    assert (ends == 1).all()
+    f4 = E.prioritisation_summary(raw4)
+    assert {"f1_mean", "f1_sd", "n_forests", "n_orders"} <= set(f4.columns) and (f4["n_forests"] == 3).all()
+    assert len(f4) == 3 * 5
+    # RNA carries the planted stage: acquiring it for everyone beats acquiring it for no one
+    rna = f4[f4["strategy"] == "random"].set_index("fraction")["f1_mean"]
+    assert rna.loc[1.0] > rna.loc[0.0] + 0.1
+    E.figure4(f4, tmp_path / "f4.png")
+    assert (tmp_path / "f4.png").stat().st_size > 1000 and (tmp_path / "f4.pdf").exists()
     rep = E.reproduction({"table1": t1, "table2": t2, "table3": t3, "fig2": f2, "fig4": f4}, rej, data="planted",
                          stand_in="planted cohort")
     assert list(rep.columns) == R.COLUMNS and set(rep["data"]) == {"planted"}
@@ -300,8 +340,13 @@ def _reproduction_inputs():
                        "c_index_gain_ensemble_mean": [np.nan, np.nan, np.nan]})
     f2 = pd.DataFrame({"task": ["cohort"] * 3 + ["stage"] * 3, "modality": ["rnaseq"] * 3 + ["wsi"] * 3,
                        "tested_on": ["real", "multi", "ensemble"] * 2, "f1_mean": [0.95, 0.9, 0.80, 0.5, 0.5, 0.45]})
-    f4 = pd.DataFrame({"acquire": "wsi", "strategy": ["random", "random", "informed (multi)", "informed (ensemble)"],
-                       "f1": [0.4, 0.6, 0.7, 0.45]})
+    # Fig 4 summary (mean over forests per fraction 0 / 0.5 / 1): acquiring slides raises F1 from 0.3
+    # to 0.7; acquiring RNA lowers it (0.5 -> 0.4), so its informed rows have no direction
+    curves = {("wsi", "random"): [0.3, 0.5, 0.7], ("wsi", "informed (multi)"): [0.3, 0.9, 0.7],
+              ("wsi", "informed (ensemble)"): [0.3, 0.35, 0.7], ("rnaseq", "random"): [0.5, 0.45, 0.4],
+              ("rnaseq", "informed (multi)"): [0.5, 0.6, 0.4], ("rnaseq", "informed (ensemble)"): [0.5, 0.3, 0.4]}
+    f4 = pd.DataFrame([{"acquire": a, "strategy": st, "fraction": f, "f1_mean": v, "f1_sd": 0.05, "n_forests": 10}
+                       for (a, st), vs in curves.items() for f, v in zip((0.0, 0.5, 1.0), vs)])
     rej = pd.DataFrame({"rejected": [1, 3], "n_trajectories": [10, 30]})
     return {"table1": t1, "table2": t2, "table3": t3, "fig2": f2, "fig4": f4}, rej
 
@@ -336,10 +381,16 @@ def test_reproduction_table_directions():
     assert v["Fig 2: cohort RF on rnaseq, tested on ensemble (macro F1)"] is False
     assert v["Fig 2: stage RF on wsi, tested on ensemble (macro F1)"] is True
     assert v["Fig 2: stage RF on wsi, tested on real (macro F1)"] == "n/a"
-    # Fig 4: informed above random's mean (0.5)
+    # Fig 4: informed above random's mean (0.5) where the modality helps (F1 at 100% > at 0%)
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)"] is True
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, informed (ensemble)"] is False
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, random"] == "n/a"
+    assert r.loc["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)", "this_run"] == "0.633"
+    # RNA does not help here: informed above random (0.5 vs 0.45) is no evidence, so n/a
+    assert v["Fig 4: mean F1 over the acquisition curve, rnaseq, informed (multi)"] == "n/a"
+    assert v["Fig 4: mean F1 over the acquisition curve, rnaseq, informed (ensemble)"] == "n/a"
+    assert "not above F1 at 0% 0.500" in r.loc["Fig 4: mean F1 over the acquisition curve, rnaseq, informed (multi)",
+                                                 "note"]
     assert r.loc["Coherent Denoising: trajectories rejected (all tries) / generated", "this_run"] == "0.100"
     directional = rep[rep["direction_holds"] != "n/a"]
     assert directional["note"].str.contains("direction = ").all() and rep["note"].str.startswith("toy cohort").all()
