@@ -289,6 +289,11 @@ def test_chain_on_planted_cohort(tmp_path):
 
     f2 = E.classifiers_real_vs_synthetic(lat, labels, gens, ds, seed=0)
     assert set(f2["tested_on"]) == {"real", "multi", "ensemble"}
+    # the real-data baseline too is a mean ± sd over one forest per generation run
+    assert (f2["n_forests"] == 3).all() and f2["f1_sd"].notna().all()
+    assert np.allclose(f2.loc[f2["task"] == "stage", "chance_f1"], 1 / 4)  # four planted stages
+    E.figure2(f2, tmp_path / "f2.png")
+    assert (tmp_path / "f2.pdf").exists()
     raw4 = E.prioritisation(lat, labels, gens, ds, seed=0)
     assert set(raw4["strategy"]) == {"random", "informed (multi)", "informed (ensemble)"}
     # one forest per generation run (as Table 2), informed curves per forest, random_reps orders each
@@ -339,7 +344,8 @@ def _reproduction_inputs():
                        "c_index_drop_mean": [-0.1, -0.05, 0.7], "c_index_gain_multi_mean": [-0.01, -0.02, np.nan],
                        "c_index_gain_ensemble_mean": [np.nan, np.nan, np.nan]})
     f2 = pd.DataFrame({"task": ["cohort"] * 3 + ["stage"] * 3, "modality": ["rnaseq"] * 3 + ["wsi"] * 3,
-                       "tested_on": ["real", "multi", "ensemble"] * 2, "f1_mean": [0.95, 0.9, 0.80, 0.5, 0.5, 0.45]})
+                       "tested_on": ["real", "multi", "ensemble"] * 2, "f1_mean": [0.95, 0.9, 0.80, 0.5, 0.5, 0.45],
+                       "chance_f1": [0.2] * 3 + [0.25] * 3, "n_forests": 10})
     # Fig 4 summary (mean over forests per fraction 0 / 0.5 / 1): acquiring slides raises F1 from 0.3
     # to 0.7; acquiring RNA lowers it (0.5 -> 0.4), so its informed rows have no direction
     curves = {("wsi", "random"): [0.3, 0.5, 0.7], ("wsi", "informed (multi)"): [0.3, 0.9, 0.7],
@@ -381,6 +387,7 @@ def test_reproduction_table_directions():
     assert v["Fig 2: cohort RF on rnaseq, tested on ensemble (macro F1)"] is False
     assert v["Fig 2: stage RF on wsi, tested on ensemble (macro F1)"] is True
     assert v["Fig 2: stage RF on wsi, tested on real (macro F1)"] == "n/a"
+    assert "means over 10 forest seeds" in r.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "note"]
     # Fig 4: informed above random's mean (0.5) where the modality helps (F1 at 100% > at 0%)
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)"] is True
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, informed (ensemble)"] is False
@@ -395,6 +402,13 @@ def test_reproduction_table_directions():
     directional = rep[rep["direction_holds"] != "n/a"]
     assert directional["note"].str.contains("direction = ").all() and rep["note"].str.startswith("toy cohort").all()
     assert R.tally(rep) == (12, 17)
+    # Fig 2: a real-data F1 at or below chance (1 / 4 stages) leaves nothing to preserve: n/a
+    f2 = t["fig2"].copy()
+    f2.loc[(f2["task"] == "stage") & (f2["tested_on"] == "real"), "f1_mean"] = 0.25
+    v2 = E.reproduction(dict(t, fig2=f2), rej, data="toy").set_index("claim")
+    assert v2.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "direction_holds"] == "n/a"
+    assert "not above chance" in v2.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "note"]
+    assert v2.loc["Fig 2: cohort RF on rnaseq, tested on ensemble (macro F1)", "direction_holds"] is False
 
 
 def test_reproduction_data_label_follows_the_coherent_source():
