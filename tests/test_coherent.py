@@ -325,7 +325,7 @@ def test_chain_on_planted_cohort(tmp_path):
     assert v["Table 1: R² of cna from the other three, multi"] == "n/a"
     assert v["Fig 4: mean F1 over the acquisition curve, rnaseq, random"] == "n/a"
     assert rep.loc[rep["direction_holds"] != "n/a", "note"].str.contains("direction = ").all()
-    E.figure1(lat, gens, tmp_path / "f1.png", method="pca")
+    E.figure1(lat, gens, tmp_path / "f1.png", labels=labels, method="pca")
     E.figure3(raw, tmp_path / "f3.png")
     assert (tmp_path / "f1.png").stat().st_size > 1000 and (tmp_path / "f3.pdf").exists()
 

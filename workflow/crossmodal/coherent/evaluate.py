@@ -167,16 +167,27 @@ def _embed2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
     return PCA(n_components=2, random_state=seed).fit_transform(x)
 
 
-def figure1(lat: pd.DataFrame, gens: dict, path, *, seed: int = 0, method: str = "umap") -> None:
+def figure1(lat: pd.DataFrame, gens: dict, path, *, labels: pd.DataFrame | None = None, seed: int = 0,
+            method: str = "umap") -> None:
+    """Real test latents and their reconstructions from the other three modalities, embedded
+    together per target modality and generator; colour = cancer type (``labels["cohort"]``),
+    marker = real (filled circle) or generated (open triangle)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from crossmodal.fileio import save_figure
 
     blocks = latent_blocks(lat)
     test = list(gens["test_ids"])
+    types = (labels["cohort"].reindex(test).fillna("unknown").astype(str).to_numpy() if labels is not None
+             else np.full(len(test), "all"))
+    names = sorted(set(types))
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    color = {t: cmap(i % cmap.N) for i, t in enumerate(names)}
+    cols = [color[t] for t in types]
     fig, axes = plt.subplots(2, len(MODALITIES), figsize=(4 * len(MODALITIES), 7.5), squeeze=False)
     for j, target in enumerate(MODALITIES):
         others = tuple(m for m in MODALITIES if m != target)
@@ -185,13 +196,18 @@ def figure1(lat: pd.DataFrame, gens: dict, path, *, seed: int = 0, method: str =
             fake = gens[key(m, target, others)][0]
             emb = _embed2d(np.vstack([real, fake]), method, seed)
             ax = axes[i, j]
-            ax.scatter(*emb[:len(real)].T, s=14, c="tab:orange", label="real")
-            ax.scatter(*emb[len(real):].T, s=14, c="tab:blue", alpha=0.7, label=f"generated ({m})")
+            ax.scatter(*emb[:len(real)].T, s=30, c=cols, marker="o", edgecolors="k", linewidths=0.4)
+            ax.scatter(*emb[len(real):].T, s=40, facecolors="none", edgecolors=cols, marker="^", linewidths=1.2)
             ax.set_title(f"{target} from {'+'.join(others)}\n{m}", fontsize=9)
             ax.set_xticks([]); ax.set_yticks([])
-            if j == 0:
-                ax.legend(fontsize=7)
-    fig.suptitle(f"Real vs fully reconstructed test profiles ({method.upper()})")
+    handles = [Line2D([], [], ls="", marker="o", color=color[t], label=t.removeprefix("TCGA-")) for t in names]
+    handles += [Line2D([], [], ls="", marker="o", mfc="grey", mec="k", label="real"),
+                Line2D([], [], ls="", marker="^", mfc="none", mec="grey", label="generated")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=8, frameon=False)
+    n = len(test)
+    fig.suptitle(f"Real vs fully reconstructed test profiles ({method.upper()} of {n} real + {n} generated "
+                 "latents per panel; colour = cancer type)")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     save_figure(fig, path)
     plt.close(fig)
 
