@@ -530,6 +530,23 @@ def test_toy_run_coherent_outputs(toy_run):
     assert set(rep["data"]) == {"toy"} and (rep["paper_section"] != "").all()
     assert pd.to_numeric(rep["paper_value"], errors="coerce").notna().sum() >= 20  # Tables 1-3, Fig 2
     assert rep.set_index("claim").loc["Table 3: unconditional energy distance, multi", "direction_holds"] == "True"
+    # S9 sensitivity on first-pass trajectories: at 1x, at least what was still rejected at the end,
+    # at most every rejection over all tries
+    rej = pd.read_csv(res / "generated/rejection.tsv", sep="\t")
+    first = (rej["rejection_rate_at_1x_threshold"] * rej["n_trajectories"]).round()
+    assert (first >= rej["still_rejected"]).all() and (first <= rej["rejected"]).all()
+    assert (first[rej["rejected"] > 0] > 0).all()
+    assert (rej["rejection_rate_at_0.7x_threshold"] >= rej["rejection_rate_at_1x_threshold"]).all()
+    assert (rej["rejection_rate_at_1x_threshold"] >= rej["rejection_rate_at_1.3x_threshold"]).all()
+    # Figures 2 and 4: one forest per generation run, sds over them
+    f2 = pd.read_csv(res / "figure2_f1.tsv", sep="\t")
+    runs = int(f2["n_forests"].iloc[0])
+    assert runs > 1 and (f2["n_forests"] == runs).all() and (f2.loc[f2["tested_on"] == "real", "f1_sd"] >= 0).all()
+    raw4 = pd.read_csv(res / "figure4_scores.tsv", sep="\t")
+    assert raw4["forest"].nunique() == runs
+    assert (raw4[raw4["strategy"] != "random"].groupby(["acquire", "strategy"])["forest"].nunique() == runs).all()
+    f4 = pd.read_csv(res / "figure4_prioritisation.tsv", sep="\t")
+    assert {"f1_mean", "f1_sd"} <= set(f4.columns) and (f4["n_forests"] == runs).all()
 
 
 # the missing sets of Table 2 that lack RNA (the toy's strongest stage carrier) but keep RPPA,
