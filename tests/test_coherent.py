@@ -122,11 +122,66 @@ def test_coherence_rejection_rejects_incoherent_samples():
     assert info["incoherent"].tolist() == incoherent.tolist()
     assert info["retries"] == 2 and info["still_rejected"] == 2
     assert info["rejected"] == 2 * 3  # first pass + two retries
-    assert info["distances"].shape == (50, n)
+    assert info["distances"].shape == (50, n) and info["first_distances"].shape == (50, n)
     # coherent members: nothing rejected, weights inverse to validation MSE
     _, ok = D.coherent_sample([f1, f1], [1.0, 3.0], ddpm, n, 3, generator=torch.Generator().manual_seed(0))
     assert ok["rejected"] == 0 and ok["retries"] == 0
     assert ok["weights"] == pytest.approx([0.75, 0.25])
+
+
+def test_threshold_sensitivity_is_measured_on_first_pass_trajectories():
+    """S9's 0.7x / 1x / 1.3x rejection rates judge the first-pass trajectories, not the final
+    ones, which were resampled until they pass at 1x."""
+    from crossmodal.coherent import evaluate as E
+
+    ddpm = D.DDPM(50)
+    n = 6
+    incoherent = torch.tensor([True, False, True, False, False, False])
+
+    def f1(x, t):
+        return torch.ones_like(x)
+
+    def f2(x, t):  # disagrees on rows 0 and 2 in the first pass; the resampled rows agree
+        out = torch.ones_like(x)
+        if len(x) == n:
+            out[incoherent] = -1.0
+        return out
+
+    rj = dict(threshold=1.0, max_fraction=0.05, max_retries=2)
+    _, info = D.coherent_sample([f1, f2], [1.0, 1.0], ddpm, n, 3, generator=torch.Generator().manual_seed(0), **rj)
+    assert info["rejected"] == 2 and info["still_rejected"] == 0 and info["retries"] == 1
+    assert (info["distances"] < 1.0).all()  # the final trajectories all pass
+    row = E._rejection_row("rnaseq", ("cna", "rppa"), info, rj)
+    accepted_rate = info["still_rejected"] / n
+    assert row["rejection_rate_at_1x_threshold"] == pytest.approx(2 / 6)
+    assert row["rejection_rate_at_1x_threshold"] > accepted_rate
+    # monotone in the threshold (cosine distance 2 on the incoherent rows: over 1.3x too)
+    assert row["rejection_rate_at_0.7x_threshold"] >= row["rejection_rate_at_1x_threshold"]
+    assert row["rejection_rate_at_1.3x_threshold"] == pytest.approx(2 / 6)
+
+
+def test_fast_macro_f1_equals_scikit_learns():
+    from crossmodal.coherent import evaluate as E
+
+    rng = np.random.default_rng(0)
+    for n, k in ((9, 4), (5, 2), (30, 6), (3, 1)):
+        y = rng.choice(list("ABCDEF"[:k]), n)
+        for p in (rng.choice(list("ABCDEFG"[:k + 1]), n), np.full(n, "A"), y):
+            assert E._macro_f1_fast(y, p) == pytest.approx(E._macro_f1(y, p))
+
+
+def test_acquisition_curve_combines_per_patient_predictions():
+    from crossmodal.coherent import evaluate as E
+
+    y = np.array(["I", "II", "I", "III"])
+    missing = np.array(["I", "I", "I", "I"])  # without the modality: one class
+    real = y.copy()  # with it: every patient right
+    steps = [0.0, 0.5, 1.0]
+    assert E.acquisition_curve(missing, real, y, np.array([1, 3, 0, 2]), steps) == pytest.approx(
+        [E._macro_f1(y, missing), 1.0, 1.0])
+    # acquiring the two patients that were already right first gains nothing at 50%
+    assert E.acquisition_curve(missing, real, y, np.array([0, 2, 1, 3]), steps)[1] == pytest.approx(
+        E._macro_f1(y, missing))
 
 
 def test_weighted_cosine_distance():
@@ -234,8 +289,29 @@ def test_chain_on_planted_cohort(tmp_path):
 
     f2 = E.classifiers_real_vs_synthetic(lat, labels, gens, ds, seed=0)
     assert set(f2["tested_on"]) == {"real", "multi", "ensemble"}
-    f4 = E.prioritisation(lat, labels, gens, ds, seed=0)
-    assert set(f4["strategy"]) == {"random", "informed (multi)", "informed (ensemble)"}
+    # the real-data baseline too is a mean ± sd over one forest per generation run
+    assert (f2["n_forests"] == 3).all() and f2["f1_sd"].notna().all()
+    assert np.allclose(f2.loc[f2["task"] == "stage", "chance_f1"], 1 / 4)  # four planted stages
+    E.figure2(f2, tmp_path / "f2.png")
+    assert (tmp_path / "f2.pdf").exists()
+    raw4 = E.prioritisation(lat, labels, gens, ds, seed=0)
+    assert set(raw4["strategy"]) == {"random", "informed (multi)", "informed (ensemble)"}
+    # one forest per generation run (as Table 2), informed curves per forest, random_reps orders each
+    assert sorted(raw4["forest_seed"].unique()) == [0, 1, 2]
+    per = raw4.groupby(["forest", "strategy"])["rep"].nunique().unstack()
+    assert (per["random"] == 3).all() and (per["informed (multi)"] == 1).all()
+    assert len(raw4) == 3 * (1 + 1 + 3) * 5
+    # every order starts and ends at the same F1 (nothing / everything acquired)
+    ends = raw4[raw4["fraction"].isin([0.0, 1.0])].groupby(["forest", "fraction"])["f1"].nunique()
+    assert (ends == 1).all()
+    f4 = E.prioritisation_summary(raw4)
+    assert {"f1_mean", "f1_sd", "n_forests", "n_orders"} <= set(f4.columns) and (f4["n_forests"] == 3).all()
+    assert len(f4) == 3 * 5
+    # RNA carries the planted stage: acquiring it for everyone beats acquiring it for no one
+    rna = f4[f4["strategy"] == "random"].set_index("fraction")["f1_mean"]
+    assert rna.loc[1.0] > rna.loc[0.0] + 0.1
+    E.figure4(f4, tmp_path / "f4.png")
+    assert (tmp_path / "f4.png").stat().st_size > 1000 and (tmp_path / "f4.pdf").exists()
     rep = E.reproduction({"table1": t1, "table2": t2, "table3": t3, "fig2": f2, "fig4": f4}, rej, data="planted",
                          stand_in="planted cohort")
     assert list(rep.columns) == R.COLUMNS and set(rep["data"]) == {"planted"}
@@ -249,7 +325,7 @@ def test_chain_on_planted_cohort(tmp_path):
     assert v["Table 1: R² of cna from the other three, multi"] == "n/a"
     assert v["Fig 4: mean F1 over the acquisition curve, rnaseq, random"] == "n/a"
     assert rep.loc[rep["direction_holds"] != "n/a", "note"].str.contains("direction = ").all()
-    E.figure1(lat, gens, tmp_path / "f1.png", method="pca")
+    E.figure1(lat, gens, tmp_path / "f1.png", labels=labels, method="pca")
     E.figure3(raw, tmp_path / "f3.png")
     assert (tmp_path / "f1.png").stat().st_size > 1000 and (tmp_path / "f3.pdf").exists()
 
@@ -268,9 +344,15 @@ def _reproduction_inputs():
                        "c_index_drop_mean": [-0.1, -0.05, 0.7], "c_index_gain_multi_mean": [-0.01, -0.02, np.nan],
                        "c_index_gain_ensemble_mean": [np.nan, np.nan, np.nan]})
     f2 = pd.DataFrame({"task": ["cohort"] * 3 + ["stage"] * 3, "modality": ["rnaseq"] * 3 + ["wsi"] * 3,
-                       "tested_on": ["real", "multi", "ensemble"] * 2, "f1_mean": [0.95, 0.9, 0.80, 0.5, 0.5, 0.45]})
-    f4 = pd.DataFrame({"acquire": "wsi", "strategy": ["random", "random", "informed (multi)", "informed (ensemble)"],
-                       "f1": [0.4, 0.6, 0.7, 0.45]})
+                       "tested_on": ["real", "multi", "ensemble"] * 2, "f1_mean": [0.95, 0.9, 0.80, 0.5, 0.5, 0.45],
+                       "chance_f1": [0.2] * 3 + [0.25] * 3, "n_forests": 10})
+    # Fig 4 summary (mean over forests per fraction 0 / 0.5 / 1): acquiring slides raises F1 from 0.3
+    # to 0.7; acquiring RNA lowers it (0.5 -> 0.4), so its informed rows have no direction
+    curves = {("wsi", "random"): [0.3, 0.5, 0.7], ("wsi", "informed (multi)"): [0.3, 0.9, 0.7],
+              ("wsi", "informed (ensemble)"): [0.3, 0.35, 0.7], ("rnaseq", "random"): [0.5, 0.45, 0.4],
+              ("rnaseq", "informed (multi)"): [0.5, 0.6, 0.4], ("rnaseq", "informed (ensemble)"): [0.5, 0.3, 0.4]}
+    f4 = pd.DataFrame([{"acquire": a, "strategy": st, "fraction": f, "f1_mean": v, "f1_sd": 0.05, "n_forests": 10}
+                       for (a, st), vs in curves.items() for f, v in zip((0.0, 0.5, 1.0), vs)])
     rej = pd.DataFrame({"rejected": [1, 3], "n_trajectories": [10, 30]})
     return {"table1": t1, "table2": t2, "table3": t3, "fig2": f2, "fig4": f4}, rej
 
@@ -305,14 +387,28 @@ def test_reproduction_table_directions():
     assert v["Fig 2: cohort RF on rnaseq, tested on ensemble (macro F1)"] is False
     assert v["Fig 2: stage RF on wsi, tested on ensemble (macro F1)"] is True
     assert v["Fig 2: stage RF on wsi, tested on real (macro F1)"] == "n/a"
-    # Fig 4: informed above random's mean (0.5)
+    assert "means over 10 forest seeds" in r.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "note"]
+    # Fig 4: informed above random's mean (0.5) where the modality helps (F1 at 100% > at 0%)
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)"] is True
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, informed (ensemble)"] is False
     assert v["Fig 4: mean F1 over the acquisition curve, wsi, random"] == "n/a"
+    assert r.loc["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)", "this_run"] == "0.633"
+    # RNA does not help here: informed above random (0.5 vs 0.45) is no evidence, so n/a
+    assert v["Fig 4: mean F1 over the acquisition curve, rnaseq, informed (multi)"] == "n/a"
+    assert v["Fig 4: mean F1 over the acquisition curve, rnaseq, informed (ensemble)"] == "n/a"
+    assert "not above F1 at 0% 0.500" in r.loc["Fig 4: mean F1 over the acquisition curve, rnaseq, informed (multi)",
+                                                 "note"]
     assert r.loc["Coherent Denoising: trajectories rejected (all tries) / generated", "this_run"] == "0.100"
     directional = rep[rep["direction_holds"] != "n/a"]
     assert directional["note"].str.contains("direction = ").all() and rep["note"].str.startswith("toy cohort").all()
     assert R.tally(rep) == (12, 17)
+    # Fig 2: a real-data F1 at or below chance (1 / 4 stages) leaves nothing to preserve: n/a
+    f2 = t["fig2"].copy()
+    f2.loc[(f2["task"] == "stage") & (f2["tested_on"] == "real"), "f1_mean"] = 0.25
+    v2 = E.reproduction(dict(t, fig2=f2), rej, data="toy").set_index("claim")
+    assert v2.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "direction_holds"] == "n/a"
+    assert "not above chance" in v2.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "note"]
+    assert v2.loc["Fig 2: cohort RF on rnaseq, tested on ensemble (macro F1)", "direction_holds"] is False
 
 
 def test_reproduction_data_label_follows_the_coherent_source():
@@ -434,6 +530,23 @@ def test_toy_run_coherent_outputs(toy_run):
     assert set(rep["data"]) == {"toy"} and (rep["paper_section"] != "").all()
     assert pd.to_numeric(rep["paper_value"], errors="coerce").notna().sum() >= 20  # Tables 1-3, Fig 2
     assert rep.set_index("claim").loc["Table 3: unconditional energy distance, multi", "direction_holds"] == "True"
+    # S9 sensitivity on first-pass trajectories: at 1x, at least what was still rejected at the end,
+    # at most every rejection over all tries
+    rej = pd.read_csv(res / "generated/rejection.tsv", sep="\t")
+    first = (rej["rejection_rate_at_1x_threshold"] * rej["n_trajectories"]).round()
+    assert (first >= rej["still_rejected"]).all() and (first <= rej["rejected"]).all()
+    assert (first[rej["rejected"] > 0] > 0).all()
+    assert (rej["rejection_rate_at_0.7x_threshold"] >= rej["rejection_rate_at_1x_threshold"]).all()
+    assert (rej["rejection_rate_at_1x_threshold"] >= rej["rejection_rate_at_1.3x_threshold"]).all()
+    # Figures 2 and 4: one forest per generation run, sds over them
+    f2 = pd.read_csv(res / "figure2_f1.tsv", sep="\t")
+    runs = int(f2["n_forests"].iloc[0])
+    assert runs > 1 and (f2["n_forests"] == runs).all() and (f2.loc[f2["tested_on"] == "real", "f1_sd"] >= 0).all()
+    raw4 = pd.read_csv(res / "figure4_scores.tsv", sep="\t")
+    assert raw4["forest"].nunique() == runs
+    assert (raw4[raw4["strategy"] != "random"].groupby(["acquire", "strategy"])["forest"].nunique() == runs).all()
+    f4 = pd.read_csv(res / "figure4_prioritisation.tsv", sep="\t")
+    assert {"f1_mean", "f1_sd"} <= set(f4.columns) and (f4["n_forests"] == runs).all()
 
 
 # the missing sets of Table 2 that lack RNA (the toy's strongest stage carrier) but keep RPPA,

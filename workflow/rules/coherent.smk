@@ -302,6 +302,7 @@ rule evaluate_coherent_prioritisation:
         **COH_GENERATED,
     output:
         table=f"{COH_DIR}/figure4_prioritisation.tsv",
+        scores=f"{COH_DIR}/figure4_scores.tsv",
         figure=report(
             f"{COH_DIR}/figure4_prioritisation.png",
             caption="../report/coherent_figure4.rst",

@@ -253,13 +253,15 @@ def coherent_sample(eps_fns, val_mse, ddpm: DDPM, n: int, dim: int, *, threshold
 
     Returns the samples and a record: ``rejected`` (trajectories rejected and resampled, all
     tries), ``still_rejected`` (incoherent after ``max_retries`` retries; kept, flagged in
-    ``incoherent``), ``fraction_over`` (per final sample, fraction of steps over threshold) and
-    ``distances`` (T x n weighted mean pairwise cosine distances of the final trajectories, for
-    the threshold sensitivity analysis).  ``device``: where the models and their bound conditions
+    ``incoherent``), ``fraction_over`` (per final sample, fraction of steps over threshold),
+    ``distances`` (T x n weighted mean pairwise cosine distances of the final trajectories) and
+    ``first_distances`` (the same of the first pass, before any resampling: the population the
+    threshold sensitivity analysis judges, as generating at another threshold would).  ``device``: where the models and their bound conditions
     are (the samples come back on the CPU).
     """
     w = ensemble_weights(val_mse)
     x, dist = _coherent_pass(eps_fns, w, ddpm, n, dim, threshold, generator, clip, device)
+    first = dist.clone()
     frac = (dist > threshold).float().mean(0)
     bad = frac > max_fraction
     rejected = int(bad.sum())
@@ -276,7 +278,7 @@ def coherent_sample(eps_fns, val_mse, ddpm: DDPM, n: int, dim: int, *, threshold
         rejected += int(bad.sum())
     return x, {"weights": w.tolist(), "rejected": rejected, "retries": tries,
                "still_rejected": int(bad.sum()), "incoherent": bad.numpy(),
-               "fraction_over": frac.numpy(), "distances": dist.numpy()}
+               "fraction_over": frac.numpy(), "distances": dist.numpy(), "first_distances": first.numpy()}
 
 
 class BoundEps:

@@ -161,14 +161,15 @@ def _load_gens(path) -> dict:
 
 @step("evaluate_coherent_reconstruction")
 def evaluate_coherent_reconstruction(inputs, outputs, params, *, threads=1, log=None):
-    """Table 1 (R² ± sd, output variance %) and Figure 1 (UMAP of real vs reconstructed)."""
+    """Table 1 (R² ± sd, output variance %) and Figure 1 (UMAP or PCA of real vs reconstructed, by cancer type)."""
     from crossmodal.coherent import evaluate as E
 
     lat = _by_sample(inputs["latents"])
     gens = _load_gens(inputs["generated"])
     t1 = E.table1(lat, gens, stand_in=params["stand_in"])
     write_table(outputs["table"], t1, index=False)
-    E.figure1(lat, gens, outputs["figure"], seed=int(params["seed"]), method=params.get("embedding", "umap"))
+    E.figure1(lat, gens, outputs["figure"], labels=_by_sample(inputs["labels"]), seed=int(params["seed"]),
+              method=params.get("embedding", "umap"))
 
 
 @step("evaluate_coherent_classifiers")
@@ -213,13 +214,16 @@ def evaluate_coherent_privacy(inputs, outputs, params, *, threads=1, log=None):
 
 @step("evaluate_coherent_prioritisation")
 def evaluate_coherent_prioritisation(inputs, outputs, params, *, threads=1, log=None):
-    """Figure 4: counterfactual variance score, informed vs random acquisition curves."""
+    """Figure 4: counterfactual variance score, informed vs random acquisition curves, one stage
+    forest per generation run (as Table 2); per-forest curves and their mean ± sd."""
     from crossmodal.coherent import evaluate as E
 
     lat = _by_sample(inputs["latents"])
     labels = _by_sample(inputs["labels"])
-    t = E.prioritisation(lat, labels, _load_gens(inputs["generated"]), params["downstream"], seed=int(params["seed"]))
+    raw = E.prioritisation(lat, labels, _load_gens(inputs["generated"]), params["downstream"], seed=int(params["seed"]))
+    t = E.prioritisation_summary(raw)
     write_table(outputs["table"], t, index=False)
+    write_table(outputs["scores"], raw, index=False)
     E.figure4(t, outputs["figure"])
 
 
