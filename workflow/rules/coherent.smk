@@ -329,6 +329,7 @@ rule build_coherent_reproduction:
         table2=f"{COH_DIR}/table2.tsv",
         table3=f"{COH_DIR}/table3.tsv",
         fig4=f"{COH_DIR}/figure4_prioritisation.tsv",
+        fig4_scores=f"{COH_DIR}/figure4_scores.tsv",
         rejection=f"{COH_DIR}/generated/rejection.tsv",
     output:
         table=report(

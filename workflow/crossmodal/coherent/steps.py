@@ -233,7 +233,8 @@ def build_coherent_reproduction(inputs, outputs, params, *, threads=1, log=None)
     from crossmodal.coherent import evaluate as E
     from crossmodal.reproduction import tally
 
-    t = E.reproduction({k: pd.read_csv(inputs[k], sep="\t") for k in ("table1", "fig2", "table2", "table3", "fig4")},
+    names = ("table1", "fig2", "table2", "table3", "fig4") + (("fig4_scores",) if inputs.get("fig4_scores") else ())
+    t = E.reproduction({k: pd.read_csv(inputs[k], sep="\t") for k in names},
                        pd.read_csv(inputs["rejection"], sep="\t"), data=params["data"], stand_in=params["stand_in"])
     _log.info("Coherent Denoising reproduction: %d of %d directional claims hold (%s data)", *tally(t), params["data"])
     write_table(outputs["table"], t, index=False)
