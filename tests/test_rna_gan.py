@@ -946,3 +946,29 @@ def test_fig5_same_epoch_is_informative_when_both_generators_train_equally_long(
     assert got["B"][0] == 12 and "middle" in got["B"][1]  # RNA-GAN reaches it only at the end, the GAN never
     assert got["P"] == (11, "RNA-GAN's last epoch, as in the paper")
     assert fig5_epochs({"L": {"gan": 25, "rna_gan": 25}})["L"][0] == 12  # no convergence table
+
+
+def test_convergence_plot_labels_its_log_axis_and_separates_coinciding_markers(tmp_path, monkeypatch):
+    """Audit item 10: a log KID axis with one tick label cannot be read; generators reaching the
+    level at the same epoch must not hide each other."""
+    import matplotlib.pyplot as plt
+
+    from crossmodal.rna_gan import convergence
+
+    ep = np.arange(1, 11)
+    curves = pd.concat([pd.DataFrame({"tissue": "L", "variant": v, "epoch": ep, "kid": 0.5 / ep ** k})
+                        for v, k in (("gan", 0.8), ("rna_gan", 0.5), ("control", 0.8))])
+    reached = convergence.epochs_to_quality(curves, 1)
+    assert reached.set_index("variant").loc["gan", "epoch_reached"] == reached.set_index("variant").loc[
+        "control", "epoch_reached"]
+    seen = {}
+    monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig))
+    convergence.plot(tmp_path / "c.png", curves, reached, 1, "x")
+    ax = seen["fig"].axes[0]
+    assert ax.get_yscale() == "log" and "lower = closer to real" in ax.get_ylabel()
+    seen["fig"].canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]
+    assert len(labels) >= 3, labels
+    tri = [ln.get_xdata()[0] for ln in ax.lines if ln.get_marker() == "v"]
+    assert len(tri) == 3 and len(set(tri)) == 3  # gan and control at one epoch, drawn apart
+    assert (tmp_path / "c.pdf").exists()
