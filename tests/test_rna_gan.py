@@ -13,7 +13,8 @@ R = "results/rna_gan"
 
 
 # ---------------------------------------------------------------- unit tests (no pipeline)
-def _frames(fid_rna=80.0, fid_gan=90.0, fid_control=150.0, acc=0.9, ssl=(0.8, 0.82), scratch=(0.7, 0.6)):
+def _frames(fid_rna=80.0, fid_gan=90.0, fid_control=150.0, acc=0.9, ssl=(0.8, 0.82, 0.84),
+            scratch=(0.7, 0.6, 0.66)):
     vm = pd.DataFrame({"split": ["train", "val", "test"], "rmse": [0.5, 0.6, 0.62], "mae": [0.4] * 3,
                        "silhouette_cohort": [0.5, 0.45, 0.4]})
     checks = pd.DataFrame({"model": ["main"] * 2, "check": ["generated_in_target_tissue", "shifted_in_target_tissue"],
@@ -21,8 +22,9 @@ def _frames(fid_rna=80.0, fid_gan=90.0, fid_control=150.0, acc=0.9, ssl=(0.8, 0.
     fid = pd.DataFrame({"tissue": ["L"] * 3, "variant": ["gan", "rna_gan", "control"],
                         "fid": [fid_gan, fid_rna, fid_control]})
     ext = pd.DataFrame([{"accuracy": acc, "f1": acc, "auc": 0.9, "chance": 0.5}])
-    sim = pd.DataFrame({"init": ["ssl", "ssl", "scratch", "scratch"], "accuracy": [*ssl, *scratch],
-                        "f1": [*ssl, *scratch]})
+    sim = pd.DataFrame({"init": ["ssl"] * len(ssl) + ["scratch"] * len(scratch),
+                        "fold": list(range(len(ssl))) + list(range(len(scratch))),
+                        "accuracy": [*ssl, *scratch], "f1": [*ssl, *scratch]})
     return vm, vm, checks, fid, ext, sim
 
 
@@ -452,8 +454,9 @@ def test_toy_vae_reconstructs_and_generates_in_the_chosen_tissue(toy_run):
         m = pd.read_csv(toy_run / R / f"vae/{model}/test_metrics.tsv", sep="\t").set_index("split")
         assert m.loc["test", "rmse"] > 0 and m.loc["test", "mae"] > 0
         assert m.loc["test", "n"] >= 4  # 3 test donors per toy tissue: the silhouette is defined
-    checks = pd.read_csv(toy_run / R / "vae/latent_checks.tsv", sep="\t").set_index(["model", "check"])["value"]
-    assert checks[("main", "generated_in_target_tissue")] > 0.8
+    checks = pd.read_csv(toy_run / R / "vae/latent_checks.tsv", sep="\t")
+    checks = checks[checks["space"] == "expression"].set_index(["model", "check"])["value"]
+    assert checks[("main", "generated_in_target_tissue")] > 0.8  # by the nearest real profiles, as the UMAP shows
 
 
 def test_toy_vae_latents_separate_tissues_on_the_test_split(toy_run):
@@ -751,12 +754,23 @@ def test_reproduction_row_for_tissue_separation_of_generated_tiles():
     assert row["direction_holds"] is True and row["this_run"].startswith("RNA-GAN 0.25 vs real 0.3")
     assert "GAN 0.2" in row["this_run"] and "control -0.01" in row["this_run"]
     assert "Figures 3B/C, 4B" in row["paper_section"] and "preserved" in row["paper_value"]
-    assert "permutation null (199" in row["note"] and "more than the real tiles" not in row["note"]
+    assert "permutation null, one-sided p < 0.05; here real 0.3" in row["note"]
+    assert "more than the real tiles" not in row["note"]
     # a positive silhouette that random tissue labels reach as often is no separation
     t2 = reproduction.build(*_frames(), data="toy", extractor_note="", silhouette=sil.assign(
         silhouette_by_tissue=[0.01, 0.2, 0.04, 0.0], p_permutation=[0.4, 0.005, 0.2, 0.6]))
     r2 = t2[t2["claim"].str.startswith("generated tiles keep")].iloc[0]
-    assert r2["direction_holds"] is False and "real tiles do not separate" in r2["note"]
+    assert r2["direction_holds"] == "n/a" and "real tiles do not separate" in r2["note"]
+    # the real tiles separate beyond the null, but weakly (audit: real 0.0046, RNA-GAN 0.176 from
+    # mode collapse): still nothing to preserve, n/a - not True because the generated tiles separate more
+    t2b = reproduction.build(*_frames(), data="toy", extractor_note="", silhouette=sil.assign(
+        silhouette_by_tissue=[0.0046, 0.14, 0.176, 0.057], p_permutation=[0.015, 0.005, 0.005, 0.005]))
+    r2b = t2b[t2b["claim"].str.startswith("generated tiles keep")].iloc[0]
+    assert r2b["direction_holds"] == "n/a" and "silhouette >= 0.1" in r2b["note"], r2b["note"]
+    # the real tiles separate clearly and RNA-GAN's do not beat their null: False
+    t2c = reproduction.build(*_frames(), data="toy", extractor_note="", silhouette=sil.assign(
+        p_permutation=[0.005, 0.005, 0.3, 0.6]))
+    assert t2c[t2c["claim"].str.startswith("generated tiles keep")].iloc[0]["direction_holds"] is False
     t3 = reproduction.build(*_frames(), data="toy", extractor_note="", silhouette=sil.assign(
         silhouette_by_tissue=[0.01, 0.2, 0.15, 0.0]))
     assert "more than the real tiles" in t3[t3["claim"].str.startswith("generated tiles keep")].iloc[0]["note"]
@@ -837,3 +851,124 @@ def test_lazy_tiles_decode_on_demand_and_equal_the_loaded_tiles(tmp_path):
     big = tile_set(ds, idx, 8, max_bytes=100)  # over the limit: streamed
     assert isinstance(big, TileView)
     np.testing.assert_array_equal(big[:], tiles)
+
+
+def test_simclr_rows_need_a_paired_test_over_folds_not_a_higher_mean():
+    """Audit item 5: 47.9 ± 5.6% vs 43.4 ± 15% (the toy's F1, folds disagree) is noise, not a win;
+    a consistent gain over folds is; with one fold the test cannot run (n/a)."""
+    noisy = _frames(ssl=(0.5227, 0.4167, 0.4985), scratch=(0.3571, 0.6101, 0.3333))
+    t = reproduction.build(*noisy, data="toy", extractor_note="")
+    acc, f1 = t[t["claim"].str.startswith("SimCLR on synthetic")].iloc[0], t[t["claim"] == "... F1"].iloc[-1]
+    assert acc["this_run"].startswith("47.9% ± 5.6% vs 43.4% ± 15%")
+    assert f1["direction_holds"] is False and "paired t-test over the 3 folds" in f1["note"]
+    assert "less than the folds' spread" in f1["note"]
+    good = reproduction.build(*_frames(), data="toy", extractor_note="")
+    assert (good[good["claim"].str.startswith("SimCLR") | (good["claim"] == "... F1")].tail(2)["direction_holds"]
+            == True).all()  # noqa: E712
+    one = reproduction.build(*_frames(ssl=(0.9,), scratch=(0.5,)), data="toy", extractor_note="")
+    assert one[one["claim"].str.startswith("SimCLR")].iloc[0]["direction_holds"] == "n/a"
+    p, n = reproduction.paired_greater([0.8, 0.82, 0.84], [0.7, 0.6, 0.66])
+    assert n == 3 and p < 0.05
+
+
+def test_knn_tissue_scores_profiles_by_their_nearest_real_profiles():
+    from crossmodal.rna_gan.latent import knn_tissue
+
+    ref = np.array([[0.0, 0], [0.1, 0], [0.2, 0], [5, 0], [5.1, 0], [5.2, 0]])
+    lab = ["a", "a", "a", "b", "b", "b"]
+    q = np.array([[0.05, 0], [4.9, 0], [2.4, 0], [2.6, 0]])
+    assert list(knn_tissue(q, ref, lab, k=3)) == ["a", "b", "a", "b"]
+    # a 1-1 tie among 2 neighbours goes to the nearer one
+    assert list(knn_tissue(np.array([[3.0, 0]]), ref[[2, 3]], ["a", "b"], k=2)) == ["b"]
+    assert list(knn_tissue(q[:1], ref, lab, k=50)) == ["a"]  # k capped at 6: a 3-3 tie, the nearest is an a
+    with pytest.raises(ValueError, match="no reference"):
+        knn_tissue(q, ref[:0], [], k=3)
+
+
+def _checks_with_spaces():
+    d = "30 all donors (train 18)"
+    rows = [("main", "generated_in_target_tissue", "expression", 0.975, 40, 0.5),
+            ("main", "generated_in_target_tissue", "umap", 0.925, 40, 0.5),
+            ("main", "shifted_in_target_tissue", "expression", 0.933, 30, 0.5),
+            ("main", "shifted_in_target_tissue", "umap", 0.933, 30, 0.5),
+            ("main", "silhouette_latent_by_tissue", "latent", 0.399, 30, float("nan")),
+            ("multi_tissue", "silhouette_latent_by_tissue", "latent", 0.176, 80, float("nan")),
+            ("multi_tissue", "generated_in_target_tissue", "expression", 0.743, 140, 1 / 7),
+            ("multi_tissue", "generated_in_target_tissue", "umap", 0.793, 140, 1 / 7)]
+    return pd.DataFrame([dict(zip(["model", "check", "space", "value", "n", "chance"], r), donors=d) for r in rows])
+
+
+def test_latent_rows_use_expression_space_the_larger_sample_and_say_n_and_donors():
+    """Audit items 3, 6, 7: the generated/shifted shares are the expression-space scores (the
+    UMAP's share beside them), the donors are named, the silhouette direction uses the larger of
+    the test split and the figure's donors and prints both n; the multi-tissue generation row
+    tests against 1/7; the pathologist evaluation is an n/a row quoting the paper."""
+    vm, mm, _, fid, ext, sim = _frames()
+    vm = vm.assign(n=[18, 6, 6], silhouette_cohort=[0.299, 0.657, 0.776])
+    mm = mm.assign(n=[48, 16, 16], silhouette_cohort=[0.148, 0.193, 0.226])
+    t = reproduction.build(vm, mm, _checks_with_spaces(), fid, ext, sim, data="toy", extractor_note="")
+    row = lambda s: t[t["claim"].str.startswith(s)].iloc[0]  # noqa: E731
+    two = row("β-VAE latents separate the tissues (two tissues")
+    assert two["this_run"] == "silhouette 0.399 (n = 30); test split 0.776 (n = 6)" and two["direction_holds"] is True
+    assert "training split 0.299 (n = 18)" in two["note"] and "30 all donors" in two["note"]
+    multi = row("β-VAE latents separate the tissues (multi-tissue")
+    assert multi["this_run"].startswith("silhouette 0.176 (n = 80)") and multi["direction_holds"] is False
+    gen = row("centroid + random draw")
+    assert gen["this_run"] == "97.5% nearest real profiles of the target tissue (in the figure's UMAP: 92.5%)"
+    assert "expression space" in gen["note"] and "real profiles: 30 all donors" in gen["note"]
+    assert "n = 40" in gen["note"]
+    mg = row("multi-tissue β-VAE generates")
+    assert mg["direction_holds"] is True and "14.3%, 7 tissues" in mg["note"] and "Figure 2C" in mg["paper_section"]
+    path = row("pathologists prefer")
+    assert path["direction_holds"] == "n/a" and "p = 0.025" in path["paper_value"] and "74.98%" in path["paper_value"]
+    # the test split is the larger sample: it is used, and a disagreement across the threshold is flagged
+    small = _checks_with_spaces().assign(n=lambda d: np.where(d["check"] == "silhouette_latent_by_tissue", 4, d["n"]))
+    t2 = reproduction.build(vm.assign(n=[18, 6, 10]), mm, small, fid, ext, sim, data="toy", extractor_note="")
+    r2 = t2[t2["claim"].str.startswith("β-VAE latents separate the tissues (two")].iloc[0]
+    assert r2["this_run"].startswith("silhouette 0.776 (n = 10); figure donors 0.399 (n = 4)")
+    sm = small.assign(value=lambda d: np.where(d["check"] == "silhouette_latent_by_tissue", 0.2, d["value"]))
+    t3 = reproduction.build(vm, mm, sm.assign(n=lambda d: np.where(d["check"] == "silhouette_latent_by_tissue", 30,
+                                                                   d["n"])), fid, ext, sim, data="toy",
+                            extractor_note="")
+    r3 = t3[t3["claim"].str.startswith("β-VAE latents separate the tissues (two")].iloc[0]
+    assert r3["direction_holds"] is False and "fragile" in r3["note"]
+
+
+def test_fig5_same_epoch_is_informative_when_both_generators_train_equally_long():
+    from crossmodal.rna_gan.evaluate import fig5_epochs
+
+    reached = pd.DataFrame({"tissue": ["L", "L", "L", "B", "B"],
+                            "variant": ["gan", "rna_gan", "control", "gan", "rna_gan"],
+                            "epoch_reached": [14, 23, 14, float("nan"), 25]})
+    got = fig5_epochs({"L": {"gan": 25, "rna_gan": 25}, "B": {"gan": 25, "rna_gan": 25},
+                       "P": {"gan": 91, "rna_gan": 11}}, reached)
+    assert got["L"][0] == 14 and "first epoch" in got["L"][1]  # not 25, the final epoch shown below anyway
+    assert got["B"][0] == 12 and "middle" in got["B"][1]  # RNA-GAN reaches it only at the end, the GAN never
+    assert got["P"] == (11, "RNA-GAN's last epoch, as in the paper")
+    assert fig5_epochs({"L": {"gan": 25, "rna_gan": 25}})["L"][0] == 12  # no convergence table
+
+
+def test_convergence_plot_labels_its_log_axis_and_separates_coinciding_markers(tmp_path, monkeypatch):
+    """Audit item 10: a log KID axis with one tick label cannot be read; generators reaching the
+    level at the same epoch must not hide each other."""
+    import matplotlib.pyplot as plt
+
+    from crossmodal.rna_gan import convergence
+
+    ep = np.arange(1, 11)
+    curves = pd.concat([pd.DataFrame({"tissue": "L", "variant": v, "epoch": ep, "kid": 0.5 / ep ** k})
+                        for v, k in (("gan", 0.8), ("rna_gan", 0.5), ("control", 0.8))])
+    reached = convergence.epochs_to_quality(curves, 1)
+    assert reached.set_index("variant").loc["gan", "epoch_reached"] == reached.set_index("variant").loc[
+        "control", "epoch_reached"]
+    seen = {}
+    monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig))
+    convergence.plot(tmp_path / "c.png", curves, reached, 1, "x")
+    ax = seen["fig"].axes[0]
+    assert ax.get_yscale() == "log" and "lower = closer to real" in ax.get_ylabel()
+    seen["fig"].canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]
+    assert len(labels) >= 3, labels
+    tri = [ln.get_xdata()[0] for ln in ax.lines if ln.get_marker() == "v"]
+    assert len(tri) == 3 and len(set(tri)) == 3  # gan and control at one epoch, drawn apart
+    assert (tmp_path / "c.pdf").exists()

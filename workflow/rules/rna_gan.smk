@@ -273,6 +273,7 @@ rule plot_rna_gan_generated_tiles:
         snapshots=rg.per_tissue_variant(
             config, "results/rna_gan/gan/{tissue}/{variant}/snapshots.npz"
         ),
+        reached="results/rna_gan/epochs_to_quality.tsv",
     output:
         figure=report(
             "results/rna_gan/figures/fig5_same_epoch.png",
@@ -290,7 +291,7 @@ rule plot_rna_gan_generated_tiles:
     params:
         tissues=RG["tissues"],
         variants=list(rg.VARIANTS),
-        epochs=rg.epochs_by_tissue(config),
+        epochs=rg.epochs_by_tissue_variant(config),
     script:
         "../scripts/plot_generated_tiles.py"
 

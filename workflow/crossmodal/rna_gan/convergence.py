@@ -135,6 +135,8 @@ def plot(path, curves: pd.DataFrame, reached: pd.DataFrame, window: int, feature
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     tissues = list(dict.fromkeys(curves["tissue"]))
     colours = {"gan": "tab:blue", "rna_gan": "tab:red", "control": "tab:grey"}
     fig, axes = plt.subplots(1, len(tissues), figsize=(5 * len(tissues), 3.8), squeeze=False)
@@ -142,24 +144,34 @@ def plot(path, curves: pd.DataFrame, reached: pd.DataFrame, window: int, feature
         ct = curves[curves["tissue"] == t]
         rt = reached[reached["tissue"] == t].set_index("variant")
         thr = float(rt["threshold"].iloc[0])
+        marked = {}
         for k, (v, cv) in enumerate(ct.groupby("variant", sort=False)):
             cv = cv.sort_values("epoch")
             c = colours.get(v)
             ax.plot(cv["epoch"], cv["kid"], "o", ms=2.5, alpha=0.35, color=c)
             ax.plot(cv["epoch"], smooth(cv["kid"], window), "-", color=c, label=VARIANT_LABELS.get(v, v))
             e = rt.loc[v, "epoch_reached"] if v in rt.index else np.nan
-            if np.isfinite(e):  # nested open triangles, so that generators reaching it together stay visible
-                ax.plot([e], [thr], marker="v", ms=11 - 3 * k, mfc="none", mew=1.5, color=c, ls="none")
+            if np.isfinite(e):  # generators reaching it at the same epoch: nested triangles, shifted apart
+                j = marked.get(int(e), 0)
+                marked[int(e)] = j + 1
+                ax.plot([e + 0.25 * j], [thr], marker="v", ms=11 - 3 * j, mfc="none", mew=1.5, color=c, ls="none")
         ax.axhline(thr, color="k", ls="--", lw=0.8, label="both reach by the end")
         lab = ", ".join(f"{VARIANT_LABELS.get(v, v)} {'-' if not np.isfinite(r.epoch_reached) else int(r.epoch_reached)}"
                         for v, r in rt.iterrows())
         ax.set_title(f"{t}\nepoch reaching it: {lab}", fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_yscale("symlog", linthresh=1e-3)
+        kid = ct["kid"].to_numpy(float)
+        if (kid > 0).all():  # log axis with labelled minor ticks (a decade has one major label at most)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10))
+            ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2, 3, 4, 5, 6, 7, 8, 9)))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(ScalarFormatter() if kid.max() / kid.min() < 30 else NullFormatter())
+            ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.legend(fontsize=7, frameon=False)
-    axes[0, 0].set_ylabel(f"KID vs real tiles ({features} features)")
-    fig.suptitle(f"Tile quality per training epoch (dots: KID per epoch; lines: {window}-epoch running mean; "
-                 "triangles: first epoch at the dashed level)", fontsize=9)
+    axes[0, 0].set_ylabel(f"KID vs real tiles ({features} features)\n(lower = closer to real)")
+    fig.suptitle(f"Tile quality per training epoch, lower KID is better (dots: KID per epoch; lines: {window}-epoch "
+                 "running mean; triangles: first epoch at the dashed level)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -283,7 +283,7 @@ def plot_tile_umap(path, emb: np.ndarray, tissue: np.ndarray, source: np.ndarray
                        rasterized=True)
         title = SOURCE_TITLES.get(src, src)
         if src in s_of:
-            title += f"\nsilhouette by tissue {s_of[src]:.2f}"
+            title += f"\nsilhouette by tissue {s_of[src]:.3g}"
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("UMAP 1")
         ax.legend(fontsize=7, markerscale=2, frameon=False)
@@ -362,6 +362,31 @@ def evaluate_tile_generators(inputs, outputs, params, *, threads=1, log=None):
     plot_tile_umap(outputs["umap"], emb, tis, src, tissues, sources, sil, ext)
 
 
+def fig5_epochs(configured: dict, reached: pd.DataFrame | None = None) -> dict[str, tuple[int, str]]:
+    """Per tissue, the epoch of Figure 5's same-epoch rows and why: RNA-GAN's last epoch when it
+    trains for fewer epochs than the GAN (the paper's comparison); when both train equally long
+    that is also the GAN's last epoch and would repeat the own-final-epoch rows, so the epoch at
+    which the first of the two reaches the KID both end at (``reached``: epochs_to_quality.tsv),
+    or, when that is the last epoch too or unknown, the middle of training.
+    ``configured``: {tissue: {variant: epochs}}."""
+    out = {}
+    for t, e in configured.items():
+        g, r = int(e["gan"]), int(e["rna_gan"])
+        if r != g:
+            out[t] = (r, "RNA-GAN's last epoch, as in the paper")
+            continue
+        hit = []
+        if reached is not None and len(reached):
+            rt = reached[(reached["tissue"] == t) & reached["variant"].isin(["gan", "rna_gan"])]
+            hit = [int(v) for v in rt["epoch_reached"] if np.isfinite(float(v)) and int(v) < r]
+        if hit:
+            out[t] = (min(hit), "both trained equally long: the first epoch at which GAN or RNA-GAN reaches the "
+                                "KID both end at (epochs_to_quality.tsv)")
+        else:
+            out[t] = (max(1, r // 2), "both trained equally long: the middle of training")
+    return out
+
+
 def tile_rows(snapshots: dict, tissues, variants, same_epoch: dict,
               same_epoch_variants=("gan", "rna_gan")) -> list[dict]:
     """The rows of the generated-tiles figure, from per-epoch snapshots (epochs, n, H, W, 3) per
@@ -400,7 +425,13 @@ def plot_generated_tiles(inputs, outputs, params, *, threads=1, log=None):
     tissues, variants = list(params["tissues"]), list(params["variants"])
     paths = dict(zip([(t, v) for t in tissues for v in variants], _list(inputs["snapshots"])))
     snaps = {k: np.load(p)["snapshots"] for k, p in paths.items()}
-    rows = tile_rows(snaps, tissues, variants, params["epochs"])
+    epochs, why = dict(params["epochs"]), {}
+    if epochs and all(isinstance(v, dict) for v in epochs.values()):  # {tissue: {variant: configured epochs}}
+        reached = pd.read_csv(inputs["reached"], sep="\t") if inputs.get("reached") else None
+        chosen = fig5_epochs(epochs, reached)
+        epochs = {t: e for t, (e, _) in chosen.items()}
+        why = {t: w for t, (_, w) in chosen.items()}
+    rows = tile_rows(snaps, tissues, variants, epochs)
     ncol = 8
     fig, axes = plt.subplots(len(rows), 1, figsize=(ncol * 1.1, 1.5 * len(rows)), squeeze=False)
     for ax, r in zip(axes[:, 0], rows):
@@ -408,7 +439,10 @@ def plot_generated_tiles(inputs, outputs, params, *, threads=1, log=None):
         ax.imshow(grid); ax.set_xticks([]); ax.set_yticks([])
         ax.set_ylabel(f"{r['tissue']}\n{r['variant']}\nepoch {r['epoch']} of {r['trained_epochs']}",
                       fontsize=7, rotation=0, ha="right", va="center")
-        ax.set_title(r["panel"], fontsize=7, loc="left")
+        title = r["panel"]
+        if r["panel"].startswith("same epoch") and why.get(r["tissue"]):
+            title += f" - {why[r['tissue']]}"
+        ax.set_title(title, fontsize=7, loc="left")
     fig.suptitle("Generated tiles: GAN and RNA-GAN at the same epoch (Fig. 5); each generator at its own "
                  "final epoch, incl. the noise-only control (Fig. 4C)", fontsize=9)
     save_figure(fig, outputs["figure"])
