@@ -408,6 +408,17 @@ def test_reproduction_table_directions():
     assert v2.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "direction_holds"] == "n/a"
     assert "not above chance" in v2.loc["Fig 2: stage RF on wsi, tested on ensemble (macro F1)", "note"]
     assert v2.loc["Fig 2: cohort RF on rnaseq, tested on ensemble (macro F1)", "direction_holds"] is False
+    # with the per-forest curves, "helps" is a paired gain beyond 2 SE: slides' mean gain of 0.4 that
+    # swings between forests (+1.2 / -0.4) is noise, so their informed rows lose their direction
+    def scores(gains):
+        return pd.DataFrame([{"forest": i, "acquire": a, "strategy": "random", "rep": 0, "fraction": f,
+                              "f1": 0.3 + (g if f == 1.0 else 0.0)} for i, g in enumerate(gains)
+                             for a in ("wsi", "rnaseq") for f in (0.0, 1.0)])
+    noisy = E.reproduction(dict(t, fig4_scores=scores([1.2, -0.4, 1.2, -0.4])), rej, data="toy").set_index("claim")
+    row = noisy.loc["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)"]
+    assert row["direction_holds"] == "n/a" and "paired over forests (here +0.400, SE 0.462)" in row["note"]
+    steady = E.reproduction(dict(t, fig4_scores=scores([0.38, 0.42, 0.4, 0.4])), rej, data="toy").set_index("claim")
+    assert steady.loc["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)", "direction_holds"] is True
 
 
 def test_reproduction_data_label_follows_the_coherent_source():
@@ -715,14 +726,3 @@ def test_coherent_slides_follow_the_split_schemes_datasets_null_meaning_every_da
     assert coh_rules.slides(cfg, samples, slides) == ["T1", "T2", "G1"]
     cfg["expression"]["reference"] = {"gtex": "tcga"}  # normalised against TCGA: not split itself
     assert coh_rules.slides(cfg, samples, slides) == ["T1", "T2"]
-    # with the per-forest curves, "helps" is a paired gain beyond 2 SE: slides' mean gain of 0.4 that
-    # swings between forests (+1.2 / -0.4) is noise, so their informed rows lose their direction
-    def scores(gains):
-        return pd.DataFrame([{"forest": i, "acquire": a, "strategy": "random", "rep": 0, "fraction": f,
-                              "f1": 0.3 + (g if f == 1.0 else 0.0)} for i, g in enumerate(gains)
-                             for a in ("wsi", "rnaseq") for f in (0.0, 1.0)])
-    noisy = E.reproduction(dict(t, fig4_scores=scores([1.2, -0.4, 1.2, -0.4])), rej, data="toy").set_index("claim")
-    row = noisy.loc["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)"]
-    assert row["direction_holds"] == "n/a" and "paired over forests (here +0.400, SE 0.462)" in row["note"]
-    steady = E.reproduction(dict(t, fig4_scores=scores([0.38, 0.42, 0.4, 0.4])), rej, data="toy").set_index("claim")
-    assert steady.loc["Fig 4: mean F1 over the acquisition curve, wsi, informed (multi)", "direction_holds"] is True
