@@ -805,6 +805,28 @@ def test_fig4a_no_difference_needs_a_baseline_above_chance_and_an_equivalence_te
         assert "TOST" in note
 
 
+def test_suppl4_same_needs_equivalence_and_no_significant_change_and_a_margin_below_the_bulk_level():
+    """The toy's TCGA-COAD lymphocytes rose 2.02 -> 4.77 % (paired t p = 0.0059) and used to count as
+    'the same' because TOST within ± 5 points passed (p = 0.0036): a significant change is not the
+    same, and a margin above the bulk level makes equivalence empty (n/a)."""
+    from crossmodal.rna_cdm.deconvolution import suppl4_holds
+
+    # the toy COAD row: margin 5 points > bulk 2.02 % -> n/a, and the note says why
+    holds, note = suppl4_holds("same", 2.75, 0.0059, 0.0036, 0.05, margin=5.0, bulk_pct=2.02, n=2)
+    assert holds == "n/a" and "bulk level" in note and "df = 1" in note
+    # a measurable margin: TOST passes but the change is significant -> False, not True
+    holds, note = suppl4_holds("same", 2.75, 0.0059, 0.0036, 0.05, margin=5.0, bulk_pct=20.0, n=10)
+    assert holds is False and "paired t-test is significant" in note
+    # TOST passes and no significant change -> True; TOST fails -> False
+    assert suppl4_holds("same", 0.3, 0.6, 0.01, 0.05, margin=5.0, bulk_pct=20.0, n=10)[0] is True
+    assert suppl4_holds("same", 0.3, 0.6, 0.2, 0.05, margin=5.0, bulk_pct=20.0, n=10)[0] is False
+    # higher / lower unchanged: sign and paired t p ≤ alpha
+    assert suppl4_holds("higher", 2.0, 0.01, 0.5, 0.05, margin=5.0, bulk_pct=2.0, n=2)[0] is True
+    assert suppl4_holds("higher", 2.0, 0.12, 0.5, 0.05)[0] is False
+    assert suppl4_holds("lower", 2.0, 0.01, 0.5, 0.05)[0] is False
+    assert suppl4_holds("-", 2.0, 0.01, 0.5, 0.05)[0] == "n/a"
+
+
 def test_real_tiles_are_drawn_with_the_generated_cancer_type_mix():
     from crossmodal.rna_cdm.steps import matched_indices
 

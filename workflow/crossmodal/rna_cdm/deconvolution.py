@@ -83,19 +83,35 @@ def paper_direction(perturbation: str, scope: str) -> str:
     return d.get(scope) or (d.get("all") if scope != "all" else None) or "-"
 
 
-def suppl4_holds(direction: str, difference: float, p_value: float, tost_p_value: float, alpha: float):
-    """Whether a perturbation row goes the paper's way: ``higher`` / ``lower`` need the mean
+def suppl4_holds(direction: str, difference: float, p_value: float, tost_p_value: float, alpha: float,
+                 margin: float | None = None, bulk_pct: float | None = None, n: int | None = None) -> tuple:
+    """``(holds, gate note)`` of a perturbation row: ``higher`` / ``lower`` need the mean
     difference of that sign with paired t p ≤ ``alpha``; ``same`` needs the equivalence test
-    (TOST within the configured margin) at p ≤ ``alpha``; anything else is n/a."""
+    (TOST within ± ``margin`` points) at p ≤ ``alpha`` *and* a paired t-test that is not
+    significant (p > ``alpha``) - a significant change is not "the same", whatever the margin -
+    and is n/a when ``margin`` is at least the bulk level ``bulk_pct``: then even a fall to 0 %
+    lies within the margin, so equivalence shows nothing.  Anything else is n/a.  With ``n``
+    patients the per-type tests have n - 1 degrees of freedom; the note says so."""
     from crossmodal import reproduction as rp
 
+    df = f"n = {n} patients, so the paired tests have df = {n - 1}" if n is not None else ""
     if direction == "higher":
-        return rp.holds(difference > 0 and p_value <= alpha, difference, p_value)
+        return rp.holds(difference > 0 and p_value <= alpha, difference, p_value), df
     if direction == "lower":
-        return rp.holds(difference < 0 and p_value <= alpha, difference, p_value)
+        return rp.holds(difference < 0 and p_value <= alpha, difference, p_value), df
     if direction == "same":
-        return rp.holds(tost_p_value <= alpha, tost_p_value)
-    return rp.NA
+        gate = (f"'same' holds only when TOST within ± {margin:g} points passes (p ≤ {alpha:g}) and the paired "
+                f"t-test is not significant (p > {alpha:g})" if margin is not None else
+                f"'same' holds only when TOST passes (p ≤ {alpha:g}) and the paired t-test is not significant")
+        note = rp.join_notes(gate, df)
+        if margin is not None and bulk_pct is not None and np.isfinite(bulk_pct) and margin >= bulk_pct:
+            return rp.NA, rp.join_notes(note, f"n/a: the margin (± {margin:g} points) is not below the bulk level "
+                                              f"({bulk_pct:.2f} %), so even a fall to 0 % would count as the same")
+        holds = rp.holds(tost_p_value <= alpha and p_value > alpha, tost_p_value, p_value)
+        if holds is False and tost_p_value <= alpha:
+            note = rp.join_notes(note, f"TOST passes but the paired t-test is significant (p = {p_value:.2g})")
+        return holds, note
+    return rp.NA, df
 
 
 def _list(x) -> list[str]:

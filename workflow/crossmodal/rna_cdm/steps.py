@@ -800,13 +800,18 @@ def _experiment_rows(claims: rp.Claims, inputs) -> None:
                          "lower": f"the {r.counted} % falls (difference < 0) with paired t p ≤ {ALPHA:g}",
                          "same": f"the {r.counted} % is the same within ± {r.equivalence_margin_pct:g} percentage "
                                  f"points (equivalence margin, rna_cdm.perturbation.equivalence_margin_pct): TOST "
-                                 f"p ≤ {ALPHA:g}"}[r.paper_direction]
+                                 f"p ≤ {ALPHA:g} and paired t p > {ALPHA:g}"}[r.paper_direction]
+            if r.paper_direction == "same":
+                test += f"; paired t p = {p:.2g}"
+            holds, gate = suppl4_holds(r.paper_direction, r.difference, p, tp, ALPHA,
+                                       margin=float(r.equivalence_margin_pct), bulk_pct=float(r.mean_pct_bulk),
+                                       n=int(r.n_patients))
             claims.add(f"Suppl. Fig. 4: {r.counted} % from {r.perturbation}-attributable vs bulk expression, {scope}",
                        f"{r.paper_direction} ({r.paper})", f"{SEC_CELLS}; Supplementary Figure 4",
                        f"{r.mean_pct_perturbed:.2f} vs {r.mean_pct_bulk:.2f} ({moved}; {test}; n = {r.n_patients}; "
                        f"latent moved {r.latent_shift:.1f}x the between-patient spread)",
-                       suppl4_holds(r.paper_direction, r.difference, p, tp, ALPHA),
-                       rp.join_notes(r.method, f"direction = {direction}, over the patients of {scope}",
+                       holds,
+                       rp.join_notes(r.method, f"direction = {direction}, over the patients of {scope}", gate,
                                      str(r.note) if isinstance(r.note, str) else ""))
     ds = _list(inputs.get("downstream"))
     if ds:
