@@ -827,6 +827,20 @@ def test_suppl4_same_needs_equivalence_and_no_significant_change_and_a_margin_be
     assert suppl4_holds("-", 2.0, 0.01, 0.5, 0.05)[0] == "n/a"
 
 
+def test_sampler_fid_comparison_is_na_below_the_minimum_tile_count():
+    """The toy's 2 tiles per sampler gave FID 109 vs 95, 'comparable' (True): now n/a, n in the note."""
+    from crossmodal.rna_cdm.steps import MIN_SAMPLER_TILES, sampler_fid_holds
+
+    def table(fk, fd, n):
+        return pd.DataFrame({"fid": [fk, fd], "n_tiles": [n, n]}, index=pd.Index(["karras", "ddpm"], name="sampler"))
+
+    holds, note = sampler_fid_holds(table(109.4, 95.5, 2))
+    assert holds == "n/a" and "here 2" in note and "n/a" in note
+    assert sampler_fid_holds(table(109.4, 95.5, MIN_SAMPLER_TILES))[0] is True
+    assert sampler_fid_holds(table(150.0, 95.5, MIN_SAMPLER_TILES))[0] is False
+    assert sampler_fid_holds(table(150.0, 95.5, 8), min_tiles=8)[0] is False
+
+
 def test_real_tiles_are_drawn_with_the_generated_cancer_type_mix():
     from crossmodal.rna_cdm.steps import matched_indices
 
