@@ -841,6 +841,69 @@ def test_sampler_fid_comparison_is_na_below_the_minimum_tile_count():
     assert sampler_fid_holds(table(150.0, 95.5, 8), min_tiles=8)[0] is False
 
 
+def test_simclr_ahead_needs_a_test_or_a_gap_beyond_one_sd_and_a_baseline_that_is_not_constant():
+    """Toy: SimCLR 70.5 ± 18.2 vs from scratch 69.2 ± 26.6 % at 8 tiles used to hold; at 16 / 32
+    tiles from scratch is the majority-class predictor (84.6 ± 0.0 %) -> n/a."""
+    from crossmodal.rna_cdm.steps import ALPHA, simclr_holds
+
+    def rows(a, p, b, sd, one=0, maj=0.846):
+        ssl = pd.Series({"accuracy_mean": a, "p_value_vs_scratch": p})
+        scr = pd.Series({"accuracy_mean": b, "accuracy_sd": sd, "majority_accuracy": maj, "folds_one_class": one,
+                         "n_folds": 3})
+        return ssl, scr
+
+    assert simclr_holds(*rows(0.705, 0.9, 0.692, 0.266, one=2), ALPHA)[0] is False  # 1.3 points, p 0.9
+    holds, note = simclr_holds(*rows(0.833, 0.4, 0.846, 0.0, one=3), ALPHA)
+    assert holds == "n/a" and "majority class" in note
+    assert simclr_holds(*rows(0.9, 0.4, 0.846, 0.0, one=0), ALPHA)[0] == "n/a"  # sd 0 at the majority rate
+    assert simclr_holds(*rows(0.80, 0.01, 0.70, 0.2), ALPHA)[0] is True  # significant
+    assert simclr_holds(*rows(0.95, 0.2, 0.70, 0.1), ALPHA)[0] is True  # beyond 1 sd
+    assert simclr_holds(*rows(0.60, 0.01, 0.70, 0.02), ALPHA)[0] is False  # behind
+
+
+def test_simclr_summary_records_the_majority_rate_one_class_folds_and_a_paired_test():
+    from crossmodal.rna_cdm.downstream import simclr_summary
+
+    rows = []
+    for f, (a, b) in enumerate(((0.8, 0.6), (0.82, 0.61), (0.79, 0.63))):
+        rows.append({"init": "SimCLR on RNA-CDM tiles", "train_size": 8, "n_train": 8, "fold": f + 1, "accuracy": a,
+                     "f1": 0.5, "auc": 0.6, "majority_accuracy": 0.6, "one_class": False})
+        rows.append({"init": "from scratch", "train_size": 8, "n_train": 8, "fold": f + 1, "accuracy": b,
+                     "f1": 0.4, "auc": 0.5, "majority_accuracy": 0.6, "one_class": f > 0})
+    s = simclr_summary(pd.DataFrame(rows)).set_index("init")
+    assert s.loc["SimCLR on RNA-CDM tiles", "p_value_vs_scratch"] < 0.01
+    assert np.isnan(s.loc["from scratch", "p_value_vs_scratch"])
+    assert s.loc["from scratch", "folds_one_class"] == 2 and s.loc["from scratch", "majority_accuracy"] == 0.6
+
+
+def test_simclr_reproduction_rows_quote_the_papers_numbers():
+    from crossmodal import reproduction as rp
+    from crossmodal.rna_cdm.steps import _simclr_rows
+
+    t = pd.DataFrame({"init": ["SimCLR on RNA-CDM tiles", "from scratch"], "train_size": [8, 8], "n_folds": 3,
+                      "n_train": 8, "accuracy_mean": [0.705, 0.692], "accuracy_sd": [0.18, 0.27], "f1_mean": 0.4,
+                      "auc_mean": [0.375, 0.424], "majority_accuracy": 0.846, "folds_one_class": [0, 2],
+                      "p_value_vs_scratch": [0.9, np.nan], "paper": ["ahead of from scratch", "behind SimCLR"],
+                      "task": "msi_like"})
+    c = rp.Claims("toy")
+    _simclr_rows(c, t)
+    f = c.frame().set_index("claim")
+    assert f.loc["Suppl. Fig. 5: accuracy, SimCLR on RNA-CDM tiles, 8 training tiles", "direction_holds"] is False
+    assert "AUC 0.38" in f.loc["Suppl. Fig. 5: accuracy, SimCLR on RNA-CDM tiles, 8 training tiles", "this_run"]
+    four = f.loc["Suppl. Fig. 5: accuracy at 4,000 training tiles, SimCLR vs from scratch"]
+    assert four["paper_value"] == "73.42 ± 1.5 % vs 66.06 ± 2.1 %" and four["direction_holds"] == "n/a"
+    assert "not run" in four["this_run"]
+    assert f.loc["Suppl. Fig. 5: largest SimCLR gain over from scratch", "this_run"].startswith("+1.3 points at 8")
+
+
+def test_super_resolution_row_needs_a_significant_correlation():
+    from crossmodal.rna_cdm.steps import pearson_p
+
+    assert pearson_p(0.32, 10) == pytest.approx(0.367, abs=0.01)  # the toy's neoplastic row: not significant
+    assert pearson_p(0.8, 10) < 0.01
+    assert np.isnan(pearson_p(0.5, 2))
+
+
 def test_real_tiles_are_drawn_with_the_generated_cancer_type_mix():
     from crossmodal.rna_cdm.steps import matched_indices
 
@@ -1140,6 +1203,8 @@ def test_simclr_on_synthetic_then_binary_task(data, generated, tmp_path):
     assert set(zip(t["init"], t["train_size"])) == {(i, n) for i in ("SimCLR on RNA-CDM tiles", "from scratch")
                                                     for n in (4, 8)}
     assert (t["n_folds"] == 2).all() and t["task"].str.contains("msi_like").all()
+    assert {"majority_accuracy", "folds_one_class", "p_value_vs_scratch"} <= set(t.columns)
+    assert t.loc[t["init"] == "from scratch", "p_value_vs_scratch"].isna().all()
     assert o["figure"].with_suffix(".pdf").exists()
     pd.DataFrame({"patient": splits["patient"], "msi_like": "MSI"}).to_csv(labels, sep="\t", index=False)
     with pytest.raises(ValueError, match="labels.tsv: column msi_like must be binary"):
