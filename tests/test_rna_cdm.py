@@ -786,23 +786,32 @@ def test_paired_tests_difference_and_equivalence():
 
 
 def test_fig4a_no_difference_needs_a_baseline_above_chance_and_an_equivalence_test():
-    """22.5 % on 5 classes (chance 20 %) with p > 0.05 used to 'hold'; it is now n/a, and a
-    real baseline holds only with TOST p ≤ 0.05."""
+    """22.5 % on 5 classes (chance 20 %) used to 'hold'; it is n/a, and a real baseline holds only
+    with TOST p ≤ 0.05.  The note's p tests the baseline against chance + margin (not chance), a
+    TOST over identical fold accuracies is n/a (not p = 0), and one-class folds are named."""
     from crossmodal.rna_cdm.steps import ALPHA, fig4a_holds
 
-    def table(base_acc, base_p, tost):
+    def table(base_acc, base_sd, tost, acc=None, sd=0.05, one=(0, 0)):
         return pd.DataFrame({"experiment": "A", "setting": ["0% synthetic", "25% synthetic"],
                              "paper": ["baseline", "no significant difference vs 0% (Fig. 4A)"],
-                             "accuracy_mean": [base_acc, base_acc], "chance_accuracy": 0.2,
-                             "baseline_above_chance_p": [base_p, np.nan], "equivalence_margin": 0.05,
-                             "tost_p_value_vs_baseline": [np.nan, tost]})
+                             "accuracy_mean": [base_acc, base_acc if acc is None else acc],
+                             "accuracy_sd": [base_sd, sd], "n_folds": 3, "chance_accuracy": 0.2,
+                             "baseline_above_chance_p": [0.022, np.nan], "equivalence_margin": 0.05,
+                             "tost_p_value_vs_baseline": [np.nan, tost], "folds_one_class": list(one)})
 
-    for base_acc, base_p, tost, want in ((0.225, 0.04, 0.01, "n/a"), (0.9, 0.2, 0.01, "n/a"),
-                                         (0.9, 0.001, 0.01, True), (0.9, 0.001, 0.3, False)):
-        t = table(base_acc, base_p, tost)
+    for base_acc, base_sd, tost, want in ((0.225, 0.0095, 0.01, "n/a"), (0.9, 0.6, 0.01, "n/a"),
+                                          (0.9, 0.01, 0.01, True), (0.9, 0.01, 0.3, False)):
+        t = table(base_acc, base_sd, tost)
         holds, note = fig4a_holds(next(t.iloc[1:].itertuples()), t, ALPHA)
-        assert holds == want, (base_acc, base_p, tost, holds)
-        assert "TOST" in note
+        assert holds == want, (base_acc, base_sd, tost, holds)
+        assert "TOST" in note and "chance + margin (25.0 %)" in note
+    # the toy: 22.5 ± 1.0 % over 3 folds is below chance + margin, so its p vs 25 % is large, not 0.022
+    t = table(0.225, 0.0095, 0.0, acc=0.225, sd=0.0095, one=(3, 3))
+    holds, note = fig4a_holds(next(t.iloc[1:].itertuples()), t, ALPHA)
+    assert holds == "n/a" and "p = 0.022" not in note and "(p = 0.98)" in note
+    assert "TOST n/a: identical fold accuracies" in note and "3/3 folds predict a single class" in note
+    t = table(0.9, 0.01, 0.0, acc=0.9, sd=0.01)
+    assert fig4a_holds(next(t.iloc[1:].itertuples()), t, ALPHA)[0] == "n/a"
 
 
 def test_suppl4_same_needs_equivalence_and_no_significant_change_and_a_margin_below_the_bulk_level():
@@ -902,6 +911,33 @@ def test_super_resolution_row_needs_a_significant_correlation():
     assert pearson_p(0.32, 10) == pytest.approx(0.367, abs=0.01)  # the toy's neoplastic row: not significant
     assert pearson_p(0.8, 10) < 0.01
     assert np.isnan(pearson_p(0.5, 2))
+
+
+def test_fig2_cluster_row_scores_the_reconstruction_umap_and_needs_enough_samples():
+    from crossmodal.rna_cdm.steps import vae_cluster_row
+
+    def table(s_umap, n, split):
+        reps = ["input expression", "reconstructed expression", "latent mean", "UMAP of input",
+                "UMAP of reconstruction"]
+        return pd.DataFrame({"representation": reps, "split": split, "n_samples": n, "n_cancer_types": 5,
+                             "silhouette_cancer_type": [0.08, 0.26, 0.35, 0.12, s_umap]})
+
+    holds, ours, note = vae_cluster_row(table(-0.04, 10, "test"))  # the toy's test split: 2 per type
+    assert holds == "n/a" and "n = 10 samples of 5 cancer types (test)" in ours and "latent means 0.35" in ours
+    holds, _, note = vae_cluster_row(table(0.6, 50, "all"))
+    assert holds is True and "training samples" in note
+    assert vae_cluster_row(table(0.1, 50, "test"))[0] is False
+
+
+def test_fig4c_row_is_not_measurable_with_a_baseline_at_chance():
+    from crossmodal.rna_cdm.steps import fig4c_this_run
+
+    def table(acc, p):
+        return pd.DataFrame({"experiment": ["B: pretrain"], "paper": ["baseline"], "accuracy_mean": [acc],
+                             "chance_accuracy": [0.2], "baseline_above_chance_p": [p]})
+
+    assert fig4c_this_run(table(0.225, 0.022)).startswith("not measurable")
+    assert fig4c_this_run(table(0.8, 0.001)).startswith("see the confusion matrices")
 
 
 def test_real_tiles_are_drawn_with_the_generated_cancer_type_mix():

@@ -212,7 +212,8 @@ def _summary(folds: pd.DataFrame, baseline: str, paper: str, note: str, *, chanc
     """Mean ± sd of accuracy / F1 per setting, a paired t-test over folds vs ``baseline`` and,
     with ``margin``, the equivalence test (TOST) of the fold accuracies vs ``baseline`` within
     ± ``margin``; the baseline row carries the one-sided p of its accuracy being above
-    ``chance`` (1 / classes)."""
+    ``chance`` (1 / classes); ``folds_one_class`` counts the folds whose classifier predicted a
+    single class (with the fold column ``one_class``)."""
     from crossmodal import stats
 
     rows = []
@@ -224,7 +225,8 @@ def _summary(folds: pd.DataFrame, baseline: str, paper: str, note: str, *, chanc
                "accuracy_mean": d["accuracy"].mean(), "accuracy_sd": d["accuracy"].std(ddof=1),
                "f1_mean": d["f1"].mean(), "f1_sd": d["f1"].std(ddof=1), "p_value_vs_baseline": np.nan,
                "chance_accuracy": chance, "baseline_above_chance_p": np.nan,
-               "equivalence_margin": margin if margin is not None else np.nan, "tost_p_value_vs_baseline": np.nan}
+               "equivalence_margin": margin if margin is not None else np.nan, "tost_p_value_vs_baseline": np.nan,
+               "folds_one_class": int(d["one_class"].astype(bool).sum()) if "one_class" in d.columns else np.nan}
         if setting == baseline:
             row["baseline_above_chance_p"] = stats.greater_than(d["accuracy"], chance)["p_value"]
         elif len(d) >= 2 and len(d) == len(base):
@@ -289,7 +291,8 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
             sc, cm = _fit_score(make(), xt, yt, x[te], y[te], s_scratch, seed + f)
             name = f"{int(round(100 * frac))}% synthetic"
             rows.append({"experiment": "A: replace real by synthetic", "setting": name, "fold": f + 1,
-                         "n_synthetic": n_syn, "n_real_train": int(len(yt) - n_syn), **sc})
+                         "n_synthetic": n_syn, "n_real_train": int(len(yt) - n_syn), **sc,
+                         "one_class": bool((cm.sum(axis=0) > 0).sum() == 1)})
             cms[name] = cms.get(name, 0) + cm
         for frac, (state, n_pre) in pretrained.items():
             net = make()
@@ -297,7 +300,8 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
             sc, cm = _fit_score(net, x[tr], y[tr], x[te], y[te], s_fine, seed + f)
             name = f"pretrained on {int(round(100 * frac))}% synthetic"
             rows.append({"experiment": "B: pretrain on synthetic, fine-tune on real", "setting": name, "fold": f + 1,
-                         "n_synthetic": n_pre, "n_real_train": int(len(tr)), **sc})
+                         "n_synthetic": n_pre, "n_real_train": int(len(tr)), **sc,
+                         "one_class": bool((cm.sum(axis=0) > 0).sum() == 1)})
             cms[name] = cms.get(name, 0) + cm
         lg.info("fold %d/%d done", f + 1, len(folds))
     fold_df = pd.DataFrame(rows)

@@ -432,7 +432,9 @@ def _plot_super_resolution(samples, real, made, base_size: int, other: dict, cou
 
 @step("plot_rna_cdm_tiles")
 def plot_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
-    """Grid of real and RNA-CDM tiles of test patients, one row per cancer type."""
+    """Grid of real tiles of test patients and RNA-CDM tiles, one row per cancer type (``cohorts``);
+    ``real_title`` / ``generated_title`` / ``title`` name the blocks (defaults: the test patients'
+    own expression; the external-cohort figure names its GEO-style dataset)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -468,11 +470,12 @@ def plot_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
             else:
                 ax.set_axis_off()
             if r == 0 and jj == 0:
-                ax.set_title("real (test patients)" if j < k else "RNA-CDM (same patients' expression)",
+                ax.set_title(params.get("real_title", "real (test patients)") if j < k else
+                             params.get("generated_title", "RNA-CDM (same patients' expression)"),
                              fontsize=8, loc="left")
         axes[r, 0].set_ylabel(c, fontsize=8)
-    fig.suptitle(f"RNA-CDM: real vs generated tiles per cancer type ({size} px){params.get('title_note', '')}",
-                 fontsize=9)
+    fig.suptitle(params.get("title", "RNA-CDM: real vs generated tiles per cancer type")
+                 + f" ({size} px){params.get('title_note', '')}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, outputs["figure"])
     plt.close(fig)
@@ -562,6 +565,7 @@ def build_rna_cdm_reproduction(inputs, outputs, params, *, threads=1, log=None):
     claims = rp.Claims(params["data"], params.get("data_note", ""))
     _model_rows(claims, inputs)
     _quality_rows(claims, inputs)
+    _external_rows(claims, inputs)
     _cell_rows(claims, inputs)
     _experiment_rows(claims, inputs)
     table = claims.frame()
@@ -569,6 +573,33 @@ def build_rna_cdm_reproduction(inputs, outputs, params, *, threads=1, log=None):
     logging.getLogger(__name__).info("RNA-CDM reproduction: %d of %d directional claims hold (%s data)",
                                      held, tested, params["data"])
     write_table(outputs["table"], table, index=False)
+
+
+#: silhouette at or above which the UMAP of the reconstructions counts as "different clusters for each
+#: cancer tissue" (Kaufman & Rousseeuw: below 0.25 no substantial structure; the paper names no bar)
+CLUSTER_SILHOUETTE = 0.25
+#: fewest samples per cancer type in the UMAP for that check (below: n/a)
+CLUSTER_MIN_PER_TYPE = 5
+
+
+def vae_cluster_row(t: pd.DataFrame) -> tuple:
+    """``(holds, this_run, note)`` of the Figure 2 claim from ``umap_silhouette.tsv``: the silhouette
+    by cancer type of the reconstructions' UMAP ≥ :data:`CLUSTER_SILHOUETTE`; n/a with fewer than
+    :data:`CLUSTER_MIN_PER_TYPE` samples per cancer type on average."""
+    v = t.set_index("representation")["silhouette_cancer_type"]
+    n, k = int(t["n_samples"].iloc[0]), int(t["n_cancer_types"].iloc[0])
+    split = str(t["split"].iloc[0])
+    s = float(v.get("UMAP of reconstruction", np.nan))
+    ours = (f"silhouette {s:.2f} (UMAP of the reconstructions; latent means {float(v.get('latent mean', np.nan)):.2f}, "
+            f"reconstructed expression {float(v.get('reconstructed expression', np.nan)):.2f}, UMAP of the input "
+            f"{float(v.get('UMAP of input', np.nan)):.2f}); n = {n} samples of {k} cancer types ({split})")
+    note = (f"results/rna_cdm/vae/main/umap_silhouette.tsv (rna_cdm.evaluate.umap_split = {split}"
+            + ("; includes the β-VAE's training samples" if split == "all" else "") + "); direction = silhouette by "
+            f"cancer type of the reconstructions' UMAP ≥ {CLUSTER_SILHOUETTE:g} (the paper shows the figure and "
+            f"names no measure), testable with ≥ {CLUSTER_MIN_PER_TYPE} samples per cancer type")
+    if k < 2 or n < CLUSTER_MIN_PER_TYPE * k:
+        return rp.NA, ours, note + f"; n/a: {n} samples of {k} cancer types"
+    return rp.holds(s >= CLUSTER_SILHOUETTE, s), ours, note
 
 
 def _model_rows(claims: rp.Claims, inputs) -> None:
@@ -580,6 +611,11 @@ def _model_rows(claims: rp.Claims, inputs) -> None:
     if vae_model:
         genes, note = vae_gene_count(vae_model[0])
         claims.add("β-VAE input genes", "17,655", f"{SEC_DATA}; Figure 1A", genes, note=note)
+    umap = _list(inputs.get("umap"))
+    if umap:
+        holds, ours, note = vae_cluster_row(pd.read_csv(umap[0], sep="\t"))
+        claims.add("Fig. 2: UMAP of the β-VAE reconstructions shows a cluster per cancer type",
+                   "different clusters for each cancer tissue", f"{SEC_SYNTHESIS}; Figure 2", ours, holds, note)
     paper_par = cascade.paper_param_counts()
     ours = sum(int(torch.load(p, map_location="cpu", weights_only=False)["info"]["parameters"])
                for p in (inputs["base"], inputs["sr"]))
@@ -632,6 +668,27 @@ def _quality_rows(claims: rp.Claims, inputs) -> None:
         claims.add("FID Karras-32 / DDPM-1000", "comparable", SEC_SAMPLER,
                    f"{fk:.2f} / {fd:.2f} (n = {int(b.loc['karras', 'n_tiles'])} / {int(b.loc['ddpm', 'n_tiles'])} "
                    f"tiles{kid})", holds, rp.join_notes(src, "same networks and latents", gate))
+
+
+def _external_rows(claims: rp.Claims, inputs) -> None:
+    """Supplementary Figure 2: tiles from external GEO-style expression (a visual claim: n/a)."""
+    from crossmodal.data import TileDataset
+
+    for path in _list(inputs.get("external")):
+        ds = TileDataset([path])
+        meta = [ds.meta(i) for i in range(len(ds))]
+        by = pd.DataFrame(meta).groupby("cohort")["sample"].agg(["size", "nunique"]) if meta else pd.DataFrame()
+        name = str(ds.headers[0].get("source", path)) if ds.headers else path
+        fig = f"results/rna_cdm/figures/external_{name}_tiles.png"
+        claims.add(f"Suppl. Fig. 2: tiles generated from external-cohort expression ({name})",
+                   "accurate synthetic tiles for both cancer types (GSE50760 colorectal, GSE226069 lung)",
+                   f"{SEC_SYNTHESIS}; Supplementary Figure 2",
+                   f"{len(ds)} tiles from {sum(int(r['nunique']) for _, r in by.iterrows())} samples ("
+                   + ", ".join(f"{c}: {int(r['size'])} tiles / {int(r['nunique'])} samples" for c, r in by.iterrows())
+                   + f"); shown in {fig}", rp.NA,
+                   "genes missing from the external series set to 0, z-scored with the training statistics "
+                   "(Methods); the paper judges the tiles by eye and gives no metric, so there is no direction to "
+                   "check (n/a)")
 
 
 def sampler_fid_holds(b: pd.DataFrame, min_tiles: int | None = None) -> tuple:
@@ -788,18 +845,56 @@ def fig4a_holds(row, summary: pd.DataFrame, alpha: float) -> tuple:
     """``(holds, direction note)`` of a Figure 4A row ("no significant difference vs 0%
     synthetic"): shown only by an equivalence test (TOST of the fold accuracies within the
     configured margin, p ≤ ``alpha``), and only testable when the 0% baseline is clearly above
-    chance - its accuracy above 1 / classes by more than the margin, one-sided t p ≤ ``alpha``;
-    otherwise a classifier that learned nothing would pass (n/a)."""
+    chance - its fold accuracies above 1 / classes + the margin, one-sided t p ≤ ``alpha``
+    (from the summary's mean, sd and fold count); otherwise a classifier that learned nothing
+    would pass (n/a).  A TOST over fold differences without variance (identical fold
+    accuracies) is reported as n/a, not as p = 0; folds whose classifier predicted one class
+    are named."""
+    from scipy import stats as ss
+
     base = summary[(summary["experiment"] == row.experiment) & (summary["paper"] == "baseline")].iloc[0]
     margin, chance = float(row.equivalence_margin), float(base["chance_accuracy"])
-    b_acc, b_p, tost = float(base["accuracy_mean"]), float(base["baseline_above_chance_p"]), float(row.tost_p_value_vs_baseline)
+    b_acc, tost = float(base["accuracy_mean"]), float(row.tost_p_value_vs_baseline)
+    b_sd, k = float(base.get("accuracy_sd", np.nan)), int(base.get("n_folds", 0) or 0)
+    bar = chance + margin
+    if k >= 2 and np.isfinite(b_sd) and b_sd > 0:
+        b_p = float(ss.t.sf((b_acc - bar) / (b_sd / np.sqrt(k)), k - 1))
+    elif k >= 2 and np.isfinite(b_sd):
+        b_p = 0.0 if b_acc > bar else 1.0
+    else:
+        b_p = float("nan")
+    same = (np.isfinite(tost) and tost == 0.0
+            and abs(float(row.accuracy_mean) - b_acc) < 1e-12 and abs(float(row.accuracy_sd) - b_sd) < 1e-12)
+    tost_txt = "TOST n/a: identical fold accuracies, no variance" if same else f"TOST p = {tost:.2g}"
     rule = (f"direction = equivalent to 0% synthetic: TOST of the fold accuracies within ± {100 * margin:g} points "
-            f"(rna_cdm.downstream.equivalence_margin) at p ≤ {alpha:g} (TOST p = {tost:.2g}); testable only when "
-            f"the 0% baseline ({100 * b_acc:.1f} %) is above chance ({100 * chance:.1f} %) by more than the margin "
-            f"with one-sided t p ≤ {alpha:g} (p = {b_p:.2g})")
-    if not (np.isfinite(b_p) and b_acc - chance > margin and b_p <= alpha):
+            f"(rna_cdm.downstream.equivalence_margin) at p ≤ {alpha:g} ({tost_txt}); testable only when "
+            f"the 0% baseline ({100 * b_acc:.1f} %) is above chance + margin ({100 * bar:.1f} %) with one-sided t "
+            f"p ≤ {alpha:g} (p = {b_p:.2g})")
+    one = [(name, r.get("folds_one_class", np.nan), r.get("n_folds", np.nan))
+           for name, r in (("0% synthetic", base), (str(row.setting), pd.Series(row._asdict())))]
+    one = [f"{n}: {int(o)}/{int(f)} folds predict a single class" for n, o, f in one if np.isfinite(o) and o > 0]
+    if one:
+        rule = rp.join_notes(rule, *one)
+    if not (np.isfinite(b_p) and b_acc > bar and b_p <= alpha):
         return rp.NA, rule + "; n/a: the baseline is not clearly above chance, so 'no difference' shows nothing"
+    if same:
+        return rp.NA, rule
     return rp.holds(tost <= alpha, tost), rule
+
+
+def fig4c_this_run(summary: pd.DataFrame) -> str:
+    """What Figure 4C's confusion matrices can show in this run: not measurable when the
+    no-pretraining classifier is not clearly above chance (it then has no class-specific errors
+    to keep)."""
+    b = summary[(summary["paper"] == "baseline") & summary["experiment"].str.startswith("B")]
+    if b.empty:
+        return "not measured (no Figure 4B baseline)"
+    b = b.iloc[0]
+    acc, chance, p = float(b["accuracy_mean"]), float(b["chance_accuracy"]), float(b["baseline_above_chance_p"])
+    if np.isfinite(p) and p <= ALPHA and acc - chance > 0.1:
+        return f"see the confusion matrices (no pretraining {100 * acc:.1f} % vs chance {100 * chance:.1f} %)"
+    return (f"not measurable: the no-pretraining classifier is at {100 * acc:.1f} % (chance {100 * chance:.1f} %, "
+            f"one-sided p = {p:.2g}), so it has no class-specific errors to keep")
 
 
 def _experiment_rows(claims: rp.Claims, inputs) -> None:
@@ -866,12 +961,18 @@ def _experiment_rows(claims: rp.Claims, inputs) -> None:
             elif fig == "A":
                 holds, direction = fig4a_holds(r, t, ALPHA)
             else:
-                holds = rp.holds(r.accuracy_mean > b, r.accuracy_mean, b)
-                direction = (f"direction = accuracy above no pretraining ({100 * b:.1f} %); the rise with the "
-                             "pretraining size is not checked")
+                holds = rp.holds(r.accuracy_mean > b and pv <= ALPHA, r.accuracy_mean, b, pv)
+                direction = (f"direction = accuracy above no pretraining ({100 * b:.1f} %) with paired t p ≤ "
+                             f"{ALPHA:g} over folds; the rise with the pretraining size is not checked")
             claims.add(f"Fig. 4{fig}: accuracy, {r.setting}", r.paper, f"{SEC_PRETRAIN}; Figure 4{fig}",
                        f"{100 * r.accuracy_mean:.1f} ± {100 * r.accuracy_sd:.1f} % (F1 {100 * r.f1_mean:.1f}{p})", holds,
                        rp.join_notes(f"{r.n_folds}-fold CV, {r.n_real_train} real training tiles", direction))
+        claims.add("Fig. 4C: fine-tuning after synthetic pretraining keeps the class-specific misclassifications",
+                   "same class-specific misclassifications, fewer errors (confusion matrices, by eye)",
+                   f"{SEC_PRETRAIN}; Figure 4C", fig4c_this_run(t), rp.NA,
+                   "results/rna_cdm/downstream/confusion.png (summed over the test folds, without and with the "
+                   "largest pretraining); the paper compares the matrices by eye and names no measure, so there is "
+                   "no direction to check (n/a)")
     sc = _list(inputs.get("simclr"))
     if sc:
         _simclr_rows(claims, pd.read_csv(sc[0], sep="\t"))
