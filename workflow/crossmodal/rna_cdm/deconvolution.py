@@ -481,11 +481,19 @@ def perturb_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
         col = f"pct_{COUNTED[k]}"
         x = np.arange(len(cohorts))
         for off, cond, colour in ((-0.2, "bulk", "#777777"), (0.2, k, "#d62728")):
-            v = per_patient.loc[cond][col].groupby(level="cohort").agg(["mean", "std"]).reindex(cohorts)
-            ax.bar(x + off, v["mean"], 0.4, yerr=v["std"].fillna(0), color=colour, label=f"{cond} expression",
-                   capsize=2)
-        ax.set_xticks(x, [c.replace("TCGA-", "") for c in cohorts], fontsize=8)
-        ax.set_ylabel(f"{COUNTED[k]} cells in generated tiles (%)", fontsize=8)
+            pp = per_patient.loc[cond][col]
+            v = pp.groupby(level="cohort").mean().reindex(cohorts)
+            ax.bar(x + off, v, 0.4, color=colour, alpha=0.6, label=f"{cond} expression (mean)")
+            # one dot per patient instead of an sd over a handful of patients (n = 2 per type in the toy)
+            pos = {c: i for i, c in enumerate(cohorts)}
+            px = np.array([pos[c] for c in pp.index.get_level_values("cohort")], dtype=float) + off
+            ax.scatter(px, pp.to_numpy(), s=10, color="black", zorder=3,
+                       label="one patient" if cond == "bulk" else None)
+        n_per = per_patient.loc["bulk"].groupby(level="cohort").size().reindex(cohorts).fillna(0).astype(int)
+        ax.set_xticks(x, [f"{c.replace('TCGA-', '')}\n(n = {n_per[c]})" for c in cohorts], fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(f"{COUNTED[k]} cells in generated tiles (%)\nbars: mean over patients; dots: patients",
+                      fontsize=8)
         ax.set_title(f"{k}-attributable vs bulk expression", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()

@@ -244,15 +244,19 @@ def evaluate_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     note = params.get("data_note", "")
     rows = []
 
+    kid_subset = int(params.get("kid_subset_size", 1000))
+
     def row(scope, a, b, what, sets=""):
-        r = image.compare(a, b, ext, kid_subset_size=int(params.get("kid_subset_size", 1000)), seed=seed)
+        r = image.compare(a, b, ext, kid_subset_size=kid_subset, seed=seed)
         paper_fid = PAPER["fid"] if scope == "all" else PAPER.get(f"fid_{scope}", float("nan"))
         gen_row = what.startswith("real vs RNA-CDM")
         # the paper's n per set: 50k tiles, 10,000 per cancer type (Results), real and generated
         paper_n = (PAPER_N if scope == "all" else PAPER_N // 5) if gen_row else float("nan")
         rows.append({"comparison": what, "scope": scope, "n_real": r["n_a"], "n_other": r["n_b"],
                      "paper_n": paper_n, "tile_px": size, "fid": r["fid"], "paper_fid": paper_fid if what.startswith("real vs RNA-CDM") else float("nan"),
-                     "kid": r["kid_mean"], "kid_std": r["kid_std"],
+                     "kid": r["kid_mean"],
+                     # both sets within one subset: every subset is the whole set, so the sd is no uncertainty
+                     "kid_std": r["kid_std"] if min(r["n_a"], r["n_b"]) > kid_subset else float("nan"),
                      "paper_kid": PAPER["kid"] if scope == "all" and what.startswith("real vs RNA-CDM") else float("nan"),
                      "is_generated": r["is_b_mean"], "is_real": r["is_a_mean"],
                      "paper_is": PAPER["is"] if scope == "all" and what.startswith("real vs RNA-CDM") else float("nan"),
@@ -390,6 +394,13 @@ def evaluate_rna_cdm_super_resolution(inputs, outputs, params, *, threads=1, log
                   r[1], r.real_pct, r.sr_pct, r.pearson_r_sr, r.pearson_r_sr_other_latent)
 
 
+def _patient_label(sample: str) -> str:
+    """A sample id without its TCGA-style sample / vial suffix (``TOY-GBM-0001-01A`` -> ``TOY-GBM-0001``)."""
+    import re
+
+    return re.sub(r"-\d{2}[A-Z]?$", "", str(sample))
+
+
 def _plot_super_resolution(samples, real, made, base_size: int, other: dict, counts: pd.DataFrame, path,
                            n_rows: int = 6) -> None:
     """One row per patient (first tile): real, the base-size input, SR with the patient's latent,
@@ -422,8 +433,8 @@ def _plot_super_resolution(samples, real, made, base_size: int, other: dict, cou
                 ax.set_xlabel(f"{int(c['neoplastic'])} neo / {int(c['inflammatory'])} inf", fontsize=7)
             if r == 0:
                 ax.set_title(title, fontsize=8)
-        axes[r, 0].set_ylabel(s if len(s) < 18 else s[:17] + "…", fontsize=7)
-        axes[r, 3].set_xlabel(axes[r, 3].get_xlabel() + f" ({other[s][:14]})", fontsize=7)
+        axes[r, 0].set_ylabel(_patient_label(s), fontsize=7)
+        axes[r, 3].set_xlabel(axes[r, 3].get_xlabel() + f"\nlatent of {_patient_label(other[s])}", fontsize=7)
     fig.suptitle("RNA-CDM super-resolution stage on real tiles shrunk to the base size", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
@@ -621,8 +632,9 @@ def _model_rows(claims: rp.Claims, inputs) -> None:
                for p in (inputs["base"], inputs["sr"]))
     claims.add("parameters of the cascade (paper-size config)", "1.8 B", SEC_CDM, cascade.fmt_params(paper_par["total"]),
                note=f"our paper-size U-Nets (base {cascade.fmt_params(paper_par['base'])} + SR "
-                    f"{cascade.fmt_params(paper_par['sr'])}), counted from the schema defaults, not this run's "
-                    "data: one projected latent replaces Imagen's text cross-attention")
+                    f"{cascade.fmt_params(paper_par['sr'])}), counted from the schema defaults, whatever data this "
+                    "run used: one projected latent replaces Imagen's text cross-attention",
+               row_data="schema defaults (no data)")
     claims.add("parameters of the cascade (this run)", "-", SEC_CDM, cascade.fmt_params(ours))
     done = {k: _list(inputs.get(f"{k}_done")) for k in cascade.STAGES}
     if all(done.values()):
@@ -634,18 +646,28 @@ def _quality_rows(claims: rp.Claims, inputs) -> None:
     """FID / KID / IS (values: another cohort and extractor than the paper's) and the sampler benchmark."""
     fid = pd.read_csv(inputs["fid"], sep="\t")
     gen = fid[fid["comparison"].str.startswith("real vs RNA-CDM")].set_index("scope")
-    src = f"extractor {gen['extractor'].iloc[0]} ({gen['comparability'].iloc[0]})"
+    src = extractor_note(gen["extractor"].iloc[0], gen["comparability"].iloc[0])
 
     def n_of(scope, paper_n):  # the set sizes behind a row: FID is biased upwards on small sets
-        return (f"n = {int(gen.loc[scope, 'n_other'])} generated vs {int(gen.loc[scope, 'n_real'])} real tiles "
-                f"(paper: {paper_n:,} vs {paper_n:,})")
+        paper = f"paper: {paper_n:,} vs {paper_n:,}" if paper_n else "the paper gives no set size for this number"
+        return f"n = {int(gen.loc[scope, 'n_other'])} generated vs {int(gen.loc[scope, 'n_real'])} real tiles ({paper})"
 
     for claim, key, col in (("FID50k (all)", "fid", "fid"), ("KID50k (all)", "kid", "kid"),
                             ("IS50k (all)", "is", "is_generated")):
-        claims.add(claim, PAPER[key], SEC_SYNTHESIS, float(gen.loc["all", col]), note=rp.join_notes(src, n_of("all", PAPER_N)))
+        extra = ""
+        if key == "is" and "is_classes" in gen.columns:
+            extra = is_note(gen.loc["all", "is_classes"])
+        if key == "kid" and "kid_std" in gen.columns:
+            ks = float(gen.loc["all", "kid_std"])
+            extra = (f"KID sd over subsets {ks:.2g}" if np.isfinite(ks) else
+                     "no KID sd: both sets are smaller than one KID subset (rna_cdm.evaluate.kid_subset_size), so "
+                     "there is a single subset")
+        claims.add(claim, PAPER[key], SEC_SYNTHESIS, float(gen.loc["all", col]),
+                   note=rp.join_notes(src, n_of("all", PAPER_N), extra))
     if "TCGA-COAD" in gen.index:
+        # Discussion: "a FID of 31.70 for colorectal" - no set size (the Results' 10,000 per type is for FID50k)
         claims.add("FID (colorectal, TCGA-COAD)", PAPER["fid_TCGA-COAD"], "Discussion", float(gen.loc["TCGA-COAD", "fid"]),
-                   note=rp.join_notes(src, n_of("TCGA-COAD", PAPER_N // 5)))
+                   note=rp.join_notes(src, n_of("TCGA-COAD", None)))
     floor = fid[fid["comparison"].str.startswith("real vs real")]
     if len(floor):
         claims.add("FID real test vs real training tiles (floor)", "-", BEYOND, float(floor["fid"].iloc[0]),
@@ -668,6 +690,26 @@ def _quality_rows(claims: rp.Claims, inputs) -> None:
         claims.add("FID Karras-32 / DDPM-1000", "comparable", SEC_SAMPLER,
                    f"{fk:.2f} / {fd:.2f} (n = {int(b.loc['karras', 'n_tiles'])} / {int(b.loc['ddpm', 'n_tiles'])} "
                    f"tiles{kid})", holds, rp.join_notes(src, "same networks and latents", gate))
+
+
+def extractor_note(extractor: str, comparability: str) -> str:
+    """The feature-extractor part of a metric row's note, naming the extractor once."""
+    extractor, comparability = str(extractor), str(comparability)
+    if extractor in comparability:
+        return f"features: {comparability}"
+    return f"extractor {extractor} ({comparability})"
+
+
+def is_note(is_classes) -> str:
+    """What the Inception Score here is computed over: the extractor's classes, or - for a feature
+    extractor without a classifier - ``is_classes`` k-means pseudo-classes, which bound IS by k."""
+    v = str(is_classes)
+    try:
+        k = int(float(v))
+    except ValueError:
+        return f"IS over {v}"
+    return (f"IS over {k} k-means pseudo-classes of the extractor's features, so it is at most {k} "
+            "(the paper's Inception-V3 IS is over 1000 ImageNet classes)") if k < 1000 else f"IS over {k} classes"
 
 
 def _external_rows(claims: rp.Claims, inputs) -> None:
@@ -817,7 +859,7 @@ def training_throughput(base_done: str, sr_done: str) -> tuple[str, str]:
             vals.append(f"{d['tiles_per_s']:.2f}")
             srcs.append(f"{stage}: {d['steps_this_job']} steps x {d['global_batch']} tiles in "
                         f"{d['seconds_training_steps']:.0f} s on {d['device']} x{d['num_processes']} "
-                        f"({d['mixed_precision']})")
+                        f"(mixed precision: {d['mixed_precision']})")
         elif (d.get("all_jobs") or {}).get("tiles_per_s") is not None:
             a = d["all_jobs"]
             vals.append(f"{a['tiles_per_s']:.2f}")
