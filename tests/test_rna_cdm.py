@@ -955,6 +955,16 @@ def test_fig4c_row_is_not_measurable_with_a_baseline_at_chance():
     assert fig4c_this_run(table(0.8, 0.001)).startswith("see the confusion matrices")
 
 
+def test_metric_notes_name_the_extractor_once_and_bound_the_inception_score():
+    from crossmodal.rna_cdm.steps import extractor_note, is_note
+
+    note = extractor_note("cohort-ssl", "not comparable to the paper's (extractor cohort-ssl)")
+    assert note.count("cohort-ssl") == 1
+    assert "at most 10" in is_note("posteriors of an isotropic Gaussian mixture on 10 k-means clusters of the "
+                                   "training tiles' SimCLR features")
+    assert "at most" not in is_note("1000 ImageNet classes")
+
+
 def test_real_tiles_are_drawn_with_the_generated_cancer_type_mix():
     from crossmodal.rna_cdm.steps import matched_indices
 

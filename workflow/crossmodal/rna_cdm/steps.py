@@ -701,15 +701,17 @@ def extractor_note(extractor: str, comparability: str) -> str:
 
 
 def is_note(is_classes) -> str:
-    """What the Inception Score here is computed over: the extractor's classes, or - for a feature
-    extractor without a classifier - ``is_classes`` k-means pseudo-classes, which bound IS by k."""
+    """What the Inception Score here is computed over (``fid.tsv``'s ``is_classes``): with k
+    pseudo-classes (e.g. k-means clusters of a stand-in extractor's features) IS is at most k,
+    so it cannot be read against the paper's IS over Inception-V3's 1000 ImageNet classes."""
+    import re
+
     v = str(is_classes)
-    try:
-        k = int(float(v))
-    except ValueError:
+    m = re.search(r"(\d+)\s*(?:k-means|classes|clusters|pseudo)", v)
+    k = int(m.group(1)) if m else None
+    if k is None or k >= 1000:
         return f"IS over {v}"
-    return (f"IS over {k} k-means pseudo-classes of the extractor's features, so it is at most {k} "
-            "(the paper's Inception-V3 IS is over 1000 ImageNet classes)") if k < 1000 else f"IS over {k} classes"
+    return f"IS over {v}, so at most {k} (the paper's IS is over Inception-V3's 1000 ImageNet classes)"
 
 
 def _external_rows(claims: rp.Claims, inputs) -> None:
