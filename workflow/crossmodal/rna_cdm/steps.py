@@ -1084,7 +1084,7 @@ def _simclr_rows(claims: rp.Claims, t: pd.DataFrame) -> None:
 
     for claim, paper, n in (
             ("Suppl. Fig. 5: accuracy at 4,000 training tiles, SimCLR vs from scratch",
-             f"{PAPER_SIMCLR['best_ssl_accuracy'].split(' (')[0]} vs {PAPER_SIMCLR['best_scratch_accuracy'].split(' (')[0]}",
+             " vs ".join(PAPER_SIMCLR[k].split(" (")[0] for k in ("best_ssl_accuracy", "best_scratch_accuracy")),
              4000),
             ("Suppl. Fig. 5: largest SimCLR gain over from scratch", PAPER_SIMCLR["max_gap"], 1000),
             ("Suppl. Fig. 5: from scratch ahead at 200 training tiles (Results; the caption says SimCLR is ahead "
