@@ -463,7 +463,8 @@ def plot_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
     r_by = _cohort_indices(real, cohort_of)
     g_coh = np.array([gen.meta(i)["cohort"] for i in range(len(gen))], dtype=object)
     rng = np.random.default_rng(int(params["seed"]))
-    fig, axes = plt.subplots(len(cohorts), 2 * k, figsize=(1.3 * 2 * k, 1.4 * len(cohorts)), squeeze=False)
+    # + 0.8 in for the titles: with two cancer types (the external figure) they would squash the tiles
+    fig, axes = plt.subplots(len(cohorts), 2 * k, figsize=(1.3 * 2 * k, 1.4 * len(cohorts) + 0.8), squeeze=False)
     for r, c in enumerate(cohorts):
         ri = r_by.get(c, np.array([], int))
         gi = np.flatnonzero(g_coh == c)
