@@ -41,6 +41,13 @@ def test_bad_rows_and_tables_are_refused_with_the_source_named(tmp_path):
         c.frame()
     with pytest.raises(ValueError, match="data"):
         R.Claims("")
+    # a row whose value comes from no data (e.g. schema defaults) names its own data, without the table's note
+    d = R.Claims("toy", "toy cohort: not comparable")
+    d.add("params", "1.8 B", "Methods", "1.13 B", note="from the schema defaults", row_data="schema defaults")
+    d.add("fid", 23.4, "Results", 55.0, note="n = 40")
+    f = d.frame()
+    assert list(f["data"]) == ["schema defaults", "toy"]
+    assert list(f["note"]) == ["from the schema defaults", "toy cohort: not comparable; n = 40"]
     # a table read back from a TSV (booleans as text) passes; an old-format table is named
     c.add("x", 1, "Results", 2, True)
     p = tmp_path / "reproduction.tsv"

@@ -380,7 +380,7 @@ def test_evaluation_table_quotes_the_paper_and_labels_the_stand_in(data, trained
     # Fig. 4A no significant difference (p 0.4: holds), Fig. 4B pretraining below the baseline (fails)
     smp = data["root"] / "samplers.tsv"
     pd.DataFrame({"sampler": ["karras", "ddpm"], "speedup_vs_ddpm": [30.0, 1.0], "fid": [50.0, 20.0],
-                  "device": "cpu"}).to_csv(smp, sep="\t", index=False)
+                  "n_tiles": 64, "device": "cpu"}).to_csv(smp, sep="\t", index=False)
     ds = data["root"] / "downstream.tsv"
     pd.DataFrame({"experiment": ["A: replace real by synthetic"] * 2 + ["B: pretrain on synthetic, fine-tune on real"] * 2,
                   "setting": ["0% synthetic", "25% synthetic", "no pretraining", "pretrained on 25% synthetic"],
@@ -402,7 +402,7 @@ def test_evaluation_table_quotes_the_paper_and_labels_the_stand_in(data, trained
     pd.DataFrame([
         # perturbation, scope, difference, paired t p, TOST p -> holds
         {"perturbation": k, "counted": "connective" if k == "fibroblast" else "inflammatory", "scope": sc,
-         "n_patients": 10, "mean_pct_bulk": 5.0, "mean_pct_perturbed": 5.0 + d, "difference": d, "latent_shift": 1.0,
+         "n_patients": 10, "mean_pct_bulk": 20.0, "mean_pct_perturbed": 20.0 + d, "difference": d, "latent_shift": 1.0,
          "p_value": p, "tost_p_value": tp, "equivalence_margin_pct": 5.0, "paper_direction": dc.paper_direction(k, sc),
          "paper": dc.PAPER_SUPPL4_TEXT[k], "method": "test stand-in", "note": ""}
         for k, sc, d, p, tp in (("fibroblast", "all", 2.0, 0.01, 0.9), ("fibroblast", "TCGA-GBM", -1.0, 0.5, 0.5),
@@ -421,8 +421,10 @@ def test_evaluation_table_quotes_the_paper_and_labels_the_stand_in(data, trained
     from crossmodal import reproduction
 
     t = pd.read_csv(rep, sep="\t", keep_default_na=False)
-    assert list(t.columns[:7]) == reproduction.COLUMNS and (t["data"] == "toy").all()
-    assert (t["paper_section"].str.strip() != "").all() and t["note"].str.startswith("planted test set").all()
+    own = t["claim"] == "parameters of the cascade (paper-size config)"  # counted from the schema, no data
+    assert list(t.columns[:7]) == reproduction.COLUMNS and (t.loc[~own, "data"] == "toy").all()
+    assert (t.loc[own, "data"] == "schema defaults (no data)").all()
+    assert (t["paper_section"].str.strip() != "").all() and t.loc[~own, "note"].str.startswith("planted test set").all()
     r = t.set_index("claim")
     holds = r["direction_holds"]
     assert holds["Karras vs DDPM-1000 speed-up per tile"] == "True" and r.loc["Karras vs DDPM-1000 speed-up per tile", "this_run"] == "30×"
@@ -619,6 +621,21 @@ def test_toy_chain_outputs_and_tables(toy_run):
     assert (rep["data"] == "toy").all() and (rep["paper_section"] != "").all()
     assert rep["claim"].str.startswith("beyond the paper: inflammatory %").any()
     assert rep["claim"].str.startswith("synthetic tiles keep the real tiles' cell mix").any()
+    # audit fixes: verdicts the toy's evidence cannot support are n/a, with the gate in the note
+    by = rep.set_index("claim")
+    assert targets.external_sets(cfg, samples), "the toy config generates external-cohort tiles"
+    assert by.filter(like="Suppl. Fig. 2: tiles generated from external", axis=0)["this_run"].str.contains(
+        "figures/external_").all()
+    assert "Fig. 2: UMAP of the β-VAE reconstructions shows a cluster per cancer type" in by.index
+    assert by.loc["Fig. 4C: fine-tuning after synthetic pretraining keeps the class-specific misclassifications",
+                  "direction_holds"] == "n/a"
+    fid_row = by.loc["FID Karras-32 / DDPM-1000"]
+    assert "n = 2 / 2 tiles" in fid_row["this_run"] and fid_row["direction_holds"] == "n/a"
+    coad = by.loc["Suppl. Fig. 4: inflammatory % from haematopoietic-attributable vs bulk expression, TCGA-COAD"]
+    assert coad["direction_holds"] != "True" and "paired t p" in coad["this_run"]
+    assert by.loc["parameters of the cascade (paper-size config)", "data"] == "schema defaults (no data)"
+    assert not (rep["note"].str.count("cohort-ssl") > 1).any()  # the extractor is named once per note
+    assert "Suppl. Fig. 5: accuracy at 4,000 training tiles, SimCLR vs from scratch" in by.index
     smp = pd.read_csv(toy_run / "results/rna_cdm/samplers.tsv", sep="\t").set_index("sampler")
     assert smp.loc["karras", "network_evaluations_per_stage"] == 63
     assert smp.loc["karras", "seconds_per_tile"] < smp.loc["ddpm", "seconds_per_tile"] / 4
@@ -786,23 +803,168 @@ def test_paired_tests_difference_and_equivalence():
 
 
 def test_fig4a_no_difference_needs_a_baseline_above_chance_and_an_equivalence_test():
-    """22.5 % on 5 classes (chance 20 %) with p > 0.05 used to 'hold'; it is now n/a, and a
-    real baseline holds only with TOST p ≤ 0.05."""
+    """22.5 % on 5 classes (chance 20 %) used to 'hold'; it is n/a, and a real baseline holds only
+    with TOST p ≤ 0.05.  The note's p tests the baseline against chance + margin (not chance), a
+    TOST over identical fold accuracies is n/a (not p = 0), and one-class folds are named."""
     from crossmodal.rna_cdm.steps import ALPHA, fig4a_holds
 
-    def table(base_acc, base_p, tost):
+    def table(base_acc, base_sd, tost, acc=None, sd=0.05, one=(0, 0)):
         return pd.DataFrame({"experiment": "A", "setting": ["0% synthetic", "25% synthetic"],
                              "paper": ["baseline", "no significant difference vs 0% (Fig. 4A)"],
-                             "accuracy_mean": [base_acc, base_acc], "chance_accuracy": 0.2,
-                             "baseline_above_chance_p": [base_p, np.nan], "equivalence_margin": 0.05,
-                             "tost_p_value_vs_baseline": [np.nan, tost]})
+                             "accuracy_mean": [base_acc, base_acc if acc is None else acc],
+                             "accuracy_sd": [base_sd, sd], "n_folds": 3, "chance_accuracy": 0.2,
+                             "baseline_above_chance_p": [0.022, np.nan], "equivalence_margin": 0.05,
+                             "tost_p_value_vs_baseline": [np.nan, tost], "folds_one_class": list(one)})
 
-    for base_acc, base_p, tost, want in ((0.225, 0.04, 0.01, "n/a"), (0.9, 0.2, 0.01, "n/a"),
-                                         (0.9, 0.001, 0.01, True), (0.9, 0.001, 0.3, False)):
-        t = table(base_acc, base_p, tost)
+    for base_acc, base_sd, tost, want in ((0.225, 0.0095, 0.01, "n/a"), (0.9, 0.6, 0.01, "n/a"),
+                                          (0.9, 0.01, 0.01, True), (0.9, 0.01, 0.3, False)):
+        t = table(base_acc, base_sd, tost)
         holds, note = fig4a_holds(next(t.iloc[1:].itertuples()), t, ALPHA)
-        assert holds == want, (base_acc, base_p, tost, holds)
-        assert "TOST" in note
+        assert holds == want, (base_acc, base_sd, tost, holds)
+        assert "TOST" in note and "chance + margin (25.0 %)" in note
+    # the toy: 22.5 ± 1.0 % over 3 folds is below chance + margin, so its p vs 25 % is large, not 0.022
+    t = table(0.225, 0.0095, 0.0, acc=0.225, sd=0.0095, one=(3, 3))
+    holds, note = fig4a_holds(next(t.iloc[1:].itertuples()), t, ALPHA)
+    assert holds == "n/a" and "p = 0.022" not in note and "(p = 0.98)" in note
+    assert "TOST n/a: identical fold accuracies" in note and "3/3 folds predict a single class" in note
+    t = table(0.9, 0.01, 0.0, acc=0.9, sd=0.01)
+    assert fig4a_holds(next(t.iloc[1:].itertuples()), t, ALPHA)[0] == "n/a"
+
+
+def test_suppl4_same_needs_equivalence_and_no_significant_change_and_a_margin_below_the_bulk_level():
+    """The toy's TCGA-COAD lymphocytes rose 2.02 -> 4.77 % (paired t p = 0.0059) and used to count as
+    'the same' because TOST within ± 5 points passed (p = 0.0036): a significant change is not the
+    same, and a margin above the bulk level makes equivalence empty (n/a)."""
+    from crossmodal.rna_cdm.deconvolution import suppl4_holds
+
+    # the toy COAD row: margin 5 points > bulk 2.02 % -> n/a, and the note says why
+    holds, note = suppl4_holds("same", 2.75, 0.0059, 0.0036, 0.05, margin=5.0, bulk_pct=2.02, n=2)
+    assert holds == "n/a" and "bulk level" in note and "df = 1" in note
+    # a measurable margin: TOST passes but the change is significant -> False, not True
+    holds, note = suppl4_holds("same", 2.75, 0.0059, 0.0036, 0.05, margin=5.0, bulk_pct=20.0, n=10)
+    assert holds is False and "paired t-test is significant" in note
+    # TOST passes and no significant change -> True; TOST fails -> False
+    assert suppl4_holds("same", 0.3, 0.6, 0.01, 0.05, margin=5.0, bulk_pct=20.0, n=10)[0] is True
+    assert suppl4_holds("same", 0.3, 0.6, 0.2, 0.05, margin=5.0, bulk_pct=20.0, n=10)[0] is False
+    # higher / lower unchanged: sign and paired t p ≤ alpha
+    assert suppl4_holds("higher", 2.0, 0.01, 0.5, 0.05, margin=5.0, bulk_pct=2.0, n=2)[0] is True
+    assert suppl4_holds("higher", 2.0, 0.12, 0.5, 0.05)[0] is False
+    assert suppl4_holds("lower", 2.0, 0.01, 0.5, 0.05)[0] is False
+    assert suppl4_holds("-", 2.0, 0.01, 0.5, 0.05)[0] == "n/a"
+
+
+def test_sampler_fid_comparison_is_na_below_the_minimum_tile_count():
+    """The toy's 2 tiles per sampler gave FID 109 vs 95, 'comparable' (True): now n/a, n in the note."""
+    from crossmodal.rna_cdm.steps import MIN_SAMPLER_TILES, sampler_fid_holds
+
+    def table(fk, fd, n):
+        return pd.DataFrame({"fid": [fk, fd], "n_tiles": [n, n]}, index=pd.Index(["karras", "ddpm"], name="sampler"))
+
+    holds, note = sampler_fid_holds(table(109.4, 95.5, 2))
+    assert holds == "n/a" and "here 2" in note and "n/a" in note
+    assert sampler_fid_holds(table(109.4, 95.5, MIN_SAMPLER_TILES))[0] is True
+    assert sampler_fid_holds(table(150.0, 95.5, MIN_SAMPLER_TILES))[0] is False
+    assert sampler_fid_holds(table(150.0, 95.5, 8), min_tiles=8)[0] is False
+
+
+def test_simclr_ahead_needs_a_test_or_a_gap_beyond_one_sd_and_a_baseline_that_is_not_constant():
+    """Toy: SimCLR 70.5 ± 18.2 vs from scratch 69.2 ± 26.6 % at 8 tiles used to hold; at 16 / 32
+    tiles from scratch is the majority-class predictor (84.6 ± 0.0 %) -> n/a."""
+    from crossmodal.rna_cdm.steps import ALPHA, simclr_holds
+
+    def rows(a, p, b, sd, one=0, maj=0.846):
+        ssl = pd.Series({"accuracy_mean": a, "p_value_vs_scratch": p})
+        scr = pd.Series({"accuracy_mean": b, "accuracy_sd": sd, "majority_accuracy": maj, "folds_one_class": one,
+                         "n_folds": 3})
+        return ssl, scr
+
+    assert simclr_holds(*rows(0.705, 0.9, 0.692, 0.266, one=2), ALPHA)[0] is False  # 1.3 points, p 0.9
+    holds, note = simclr_holds(*rows(0.833, 0.4, 0.846, 0.0, one=3), ALPHA)
+    assert holds == "n/a" and "majority class" in note
+    assert simclr_holds(*rows(0.9, 0.4, 0.846, 0.0, one=0), ALPHA)[0] == "n/a"  # sd 0 at the majority rate
+    assert simclr_holds(*rows(0.80, 0.01, 0.70, 0.2), ALPHA)[0] is True  # significant
+    assert simclr_holds(*rows(0.95, 0.2, 0.70, 0.1), ALPHA)[0] is True  # beyond 1 sd
+    assert simclr_holds(*rows(0.60, 0.01, 0.70, 0.02), ALPHA)[0] is False  # behind
+
+
+def test_simclr_summary_records_the_majority_rate_one_class_folds_and_a_paired_test():
+    from crossmodal.rna_cdm.downstream import simclr_summary
+
+    rows = []
+    for f, (a, b) in enumerate(((0.8, 0.6), (0.82, 0.61), (0.79, 0.63))):
+        rows.append({"init": "SimCLR on RNA-CDM tiles", "train_size": 8, "n_train": 8, "fold": f + 1, "accuracy": a,
+                     "f1": 0.5, "auc": 0.6, "majority_accuracy": 0.6, "one_class": False})
+        rows.append({"init": "from scratch", "train_size": 8, "n_train": 8, "fold": f + 1, "accuracy": b,
+                     "f1": 0.4, "auc": 0.5, "majority_accuracy": 0.6, "one_class": f > 0})
+    s = simclr_summary(pd.DataFrame(rows)).set_index("init")
+    assert s.loc["SimCLR on RNA-CDM tiles", "p_value_vs_scratch"] < 0.01
+    assert np.isnan(s.loc["from scratch", "p_value_vs_scratch"])
+    assert s.loc["from scratch", "folds_one_class"] == 2 and s.loc["from scratch", "majority_accuracy"] == 0.6
+
+
+def test_simclr_reproduction_rows_quote_the_papers_numbers():
+    from crossmodal import reproduction as rp
+    from crossmodal.rna_cdm.steps import _simclr_rows
+
+    t = pd.DataFrame({"init": ["SimCLR on RNA-CDM tiles", "from scratch"], "train_size": [8, 8], "n_folds": 3,
+                      "n_train": 8, "accuracy_mean": [0.705, 0.692], "accuracy_sd": [0.18, 0.27], "f1_mean": 0.4,
+                      "auc_mean": [0.375, 0.424], "majority_accuracy": 0.846, "folds_one_class": [0, 2],
+                      "p_value_vs_scratch": [0.9, np.nan], "paper": ["ahead of from scratch", "behind SimCLR"],
+                      "task": "msi_like"})
+    c = rp.Claims("toy")
+    _simclr_rows(c, t)
+    f = c.frame().set_index("claim")
+    assert f.loc["Suppl. Fig. 5: accuracy, SimCLR on RNA-CDM tiles, 8 training tiles", "direction_holds"] is False
+    assert "AUC 0.38" in f.loc["Suppl. Fig. 5: accuracy, SimCLR on RNA-CDM tiles, 8 training tiles", "this_run"]
+    four = f.loc["Suppl. Fig. 5: accuracy at 4,000 training tiles, SimCLR vs from scratch"]
+    assert four["paper_value"] == "73.42 ± 1.5 % vs 66.06 ± 2.1 %" and four["direction_holds"] == "n/a"
+    assert "not run" in four["this_run"]
+    assert f.loc["Suppl. Fig. 5: largest SimCLR gain over from scratch", "this_run"].startswith("+1.3 points at 8")
+
+
+def test_super_resolution_row_needs_a_significant_correlation():
+    from crossmodal.rna_cdm.steps import pearson_p
+
+    assert pearson_p(0.32, 10) == pytest.approx(0.367, abs=0.01)  # the toy's neoplastic row: not significant
+    assert pearson_p(0.8, 10) < 0.01
+    assert np.isnan(pearson_p(0.5, 2))
+
+
+def test_fig2_cluster_row_scores_the_reconstruction_umap_and_needs_enough_samples():
+    from crossmodal.rna_cdm.steps import vae_cluster_row
+
+    def table(s_umap, n, split):
+        reps = ["input expression", "reconstructed expression", "latent mean", "UMAP of input",
+                "UMAP of reconstruction"]
+        return pd.DataFrame({"representation": reps, "split": split, "n_samples": n, "n_cancer_types": 5,
+                             "silhouette_cancer_type": [0.08, 0.26, 0.35, 0.12, s_umap]})
+
+    holds, ours, note = vae_cluster_row(table(-0.04, 10, "test"))  # the toy's test split: 2 per type
+    assert holds == "n/a" and "n = 10 samples of 5 cancer types (test)" in ours and "latent means 0.35" in ours
+    holds, _, note = vae_cluster_row(table(0.6, 50, "all"))
+    assert holds is True and "training samples" in note
+    assert vae_cluster_row(table(0.1, 50, "test"))[0] is False
+
+
+def test_fig4c_row_is_not_measurable_with_a_baseline_at_chance():
+    from crossmodal.rna_cdm.steps import fig4c_this_run
+
+    def table(acc, p):
+        return pd.DataFrame({"experiment": ["B: pretrain"], "paper": ["baseline"], "accuracy_mean": [acc],
+                             "chance_accuracy": [0.2], "baseline_above_chance_p": [p]})
+
+    assert fig4c_this_run(table(0.225, 0.022)).startswith("not measurable")
+    assert fig4c_this_run(table(0.8, 0.001)).startswith("see the confusion matrices")
+
+
+def test_metric_notes_name_the_extractor_once_and_bound_the_inception_score():
+    from crossmodal.rna_cdm.steps import extractor_note, is_note
+
+    note = extractor_note("cohort-ssl", "not comparable to the paper's (extractor cohort-ssl)")
+    assert note.count("cohort-ssl") == 1
+    assert "at most 10" in is_note("posteriors of an isotropic Gaussian mixture on 10 k-means clusters of the "
+                                   "training tiles' SimCLR features")
+    assert "at most" not in is_note("1000 ImageNet classes")
 
 
 def test_real_tiles_are_drawn_with_the_generated_cancer_type_mix():
@@ -1104,6 +1266,8 @@ def test_simclr_on_synthetic_then_binary_task(data, generated, tmp_path):
     assert set(zip(t["init"], t["train_size"])) == {(i, n) for i in ("SimCLR on RNA-CDM tiles", "from scratch")
                                                     for n in (4, 8)}
     assert (t["n_folds"] == 2).all() and t["task"].str.contains("msi_like").all()
+    assert {"majority_accuracy", "folds_one_class", "p_value_vs_scratch"} <= set(t.columns)
+    assert t.loc[t["init"] == "from scratch", "p_value_vs_scratch"].isna().all()
     assert o["figure"].with_suffix(".pdf").exists()
     pd.DataFrame({"patient": splits["patient"], "msi_like": "MSI"}).to_csv(labels, sep="\t", index=False)
     with pytest.raises(ValueError, match="labels.tsv: column msi_like must be binary"):

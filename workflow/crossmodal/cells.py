@@ -610,7 +610,7 @@ def plot_cell_table(inputs, outputs, params, *, threads=1, log=None):
         ax.plot(lim, lim, ls=":", c="grey", lw=0.8)
         ax.set_xlabel(f"planted {col} %", fontsize=8)
         ax.set_ylabel(f"counted {c} %", fontsize=8)
-    fig.suptitle(f"Counted vs planted cell-type fractions per patient ({label})", fontsize=9)
+    fig.suptitle(f"Cells counted in REAL tiles vs planted cell-type fractions per patient ({label})", fontsize=9)
     fig.tight_layout()
     save_figure(fig, outputs["figure"])
     plt.close(fig)

@@ -69,16 +69,20 @@ class Claims:
             raise ValueError("reproduction table: 'data' (toy or the real cohort's name) must be given")
         self.data, self.note, self.rows = str(data), str(note), []
 
-    def add(self, claim: str, paper_value, paper_section: str, this_run, holds=NA, note: str = "", **extra) -> None:
-        """One claim; ``holds``: True / False / ``"n/a"`` (use :func:`holds`); ``extra``: table-specific
-        columns (e.g. ``paper_gbmlgg``), placed after :data:`COLUMNS`."""
+    def add(self, claim: str, paper_value, paper_section: str, this_run, holds=NA, note: str = "", *,
+            row_data: str | None = None, **extra) -> None:
+        """One claim; ``holds``: True / False / ``"n/a"`` (use :func:`holds`); ``row_data``: this row's own
+        data when it does not come from the table's (e.g. a count from the configuration's schema
+        defaults) - the table's note is then not prefixed; ``extra``: table-specific columns (e.g.
+        ``paper_gbmlgg``), placed after :data:`COLUMNS`."""
         if holds not in (True, False, NA):
             raise ValueError(f"reproduction claim {claim!r}: direction_holds must be True, False or 'n/a', got {holds!r}")
         if not str(paper_section).strip():
             raise ValueError(f"reproduction claim {claim!r}: no paper section")
         row = {"claim": str(claim), "paper_value": paper_value if isinstance(paper_value, str) else fmt(paper_value),
                "paper_section": str(paper_section), "this_run": this_run if isinstance(this_run, str) else fmt(this_run),
-               "data": self.data, "direction_holds": holds, "note": join_notes(self.note, note)}
+               "data": self.data if row_data is None else str(row_data), "direction_holds": holds,
+               "note": join_notes(self.note, note) if row_data is None else str(note)}
         clash = set(extra) & set(COLUMNS)
         if clash:
             raise ValueError(f"reproduction claim {claim!r}: extra column(s) {', '.join(sorted(clash))} shadow common ones")

@@ -23,7 +23,11 @@ rule plot_rna_cdm_vae_umap:
             category="RNA-CDM",
         ),
         figure_pdf="results/rna_cdm/figures/vae_umap.pdf",
-        table="results/rna_cdm/vae/main/umap_silhouette.tsv",
+        table=report(
+            "results/rna_cdm/vae/main/umap_silhouette.tsv",
+            caption="../report/rna_cdm_vae_umap.rst",
+            category="RNA-CDM",
+        ),
     log:
         "logs/plot_rna_cdm_vae_umap/test.log",
     benchmark:
@@ -32,7 +36,7 @@ rule plot_rna_cdm_vae_umap:
         "../../envs/torch.yaml"
     params:
         cohorts=RC["vae"]["cohorts"],
-        split="test",
+        split=RC["evaluate"]["umap_split"],
         umap_neighbors=RC["evaluate"]["umap_neighbors"],
         data_note=rct.data_note(config),
         seed=config["seed"],
@@ -300,6 +304,35 @@ rule plot_rna_cdm_tiles:
     params:
         cohorts=RC["cohorts"],
         per_row=RC["evaluate"]["per_row"],
+        seed=config["seed"],
+    script:
+        "../scripts/plot_rna_cdm_tiles.py"
+
+
+rule plot_rna_cdm_external_tiles:
+    input:
+        real=lambda w: rct.tile_lmdbs(config, SAMPLES),
+        generated="results/rna_cdm/generated/external_{dataset}.lmdb",
+        splits="results/splits/vae.tsv",
+    output:
+        figure=report(
+            "results/rna_cdm/figures/external_{dataset}_tiles.png",
+            caption="../report/rna_cdm_external_tiles.rst",
+            category="RNA-CDM",
+        ),
+        figure_pdf="results/rna_cdm/figures/external_{dataset}_tiles.pdf",
+    log:
+        "logs/plot_rna_cdm_external_tiles/{dataset}.log",
+    benchmark:
+        "benchmarks/plot_rna_cdm_external_tiles/{dataset}.tsv"
+    conda:
+        "../../envs/base.yaml"
+    params:
+        cohorts=RC["generate"]["external_cohorts"],
+        per_row=RC["evaluate"]["per_row"],
+        real_title="real (TCGA test patients)",
+        generated_title=lambda w: f"RNA-CDM from {w.dataset} expression (missing genes 0)",
+        title=lambda w: f"RNA-CDM Suppl. Fig. 2: tiles from the external cohort {w.dataset}",
         seed=config["seed"],
     script:
         "../scripts/plot_rna_cdm_tiles.py"
@@ -584,6 +617,8 @@ rule build_rna_cdm_reproduction:
         perturbation=rct.experiment_tables(config, "perturbation"),
         downstream=rct.experiment_tables(config, "downstream"),
         simclr=rct.experiment_tables(config, "simclr"),
+        umap="results/rna_cdm/vae/main/umap_silhouette.tsv",
+        external=lambda w: rct.external_lmdbs(config, SAMPLES),
     output:
         table=report(
             "results/rna_cdm/reproduction.tsv",

@@ -83,19 +83,35 @@ def paper_direction(perturbation: str, scope: str) -> str:
     return d.get(scope) or (d.get("all") if scope != "all" else None) or "-"
 
 
-def suppl4_holds(direction: str, difference: float, p_value: float, tost_p_value: float, alpha: float):
-    """Whether a perturbation row goes the paper's way: ``higher`` / ``lower`` need the mean
+def suppl4_holds(direction: str, difference: float, p_value: float, tost_p_value: float, alpha: float,
+                 margin: float | None = None, bulk_pct: float | None = None, n: int | None = None) -> tuple:
+    """``(holds, gate note)`` of a perturbation row: ``higher`` / ``lower`` need the mean
     difference of that sign with paired t p ≤ ``alpha``; ``same`` needs the equivalence test
-    (TOST within the configured margin) at p ≤ ``alpha``; anything else is n/a."""
+    (TOST within ± ``margin`` points) at p ≤ ``alpha`` *and* a paired t-test that is not
+    significant (p > ``alpha``) - a significant change is not "the same", whatever the margin -
+    and is n/a when ``margin`` is at least the bulk level ``bulk_pct``: then even a fall to 0 %
+    lies within the margin, so equivalence shows nothing.  Anything else is n/a.  With ``n``
+    patients the per-type tests have n - 1 degrees of freedom; the note says so."""
     from crossmodal import reproduction as rp
 
+    df = f"n = {n} patients, so the paired tests have df = {n - 1}" if n is not None else ""
     if direction == "higher":
-        return rp.holds(difference > 0 and p_value <= alpha, difference, p_value)
+        return rp.holds(difference > 0 and p_value <= alpha, difference, p_value), df
     if direction == "lower":
-        return rp.holds(difference < 0 and p_value <= alpha, difference, p_value)
+        return rp.holds(difference < 0 and p_value <= alpha, difference, p_value), df
     if direction == "same":
-        return rp.holds(tost_p_value <= alpha, tost_p_value)
-    return rp.NA
+        gate = (f"'same' holds only when TOST within ± {margin:g} points passes (p ≤ {alpha:g}) and the paired "
+                f"t-test is not significant (p > {alpha:g})" if margin is not None else
+                f"'same' holds only when TOST passes (p ≤ {alpha:g}) and the paired t-test is not significant")
+        note = rp.join_notes(gate, df)
+        if margin is not None and bulk_pct is not None and np.isfinite(bulk_pct) and margin >= bulk_pct:
+            return rp.NA, rp.join_notes(note, f"n/a: the margin (± {margin:g} points) is not below the bulk level "
+                                              f"({bulk_pct:.2f} %), so even a fall to 0 % would count as the same")
+        holds = rp.holds(tost_p_value <= alpha and p_value > alpha, tost_p_value, p_value)
+        if holds is False and tost_p_value <= alpha:
+            note = rp.join_notes(note, f"TOST passes but the paired t-test is significant (p = {p_value:.2g})")
+        return holds, note
+    return rp.NA, df
 
 
 def _list(x) -> list[str]:
@@ -465,11 +481,19 @@ def perturb_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
         col = f"pct_{COUNTED[k]}"
         x = np.arange(len(cohorts))
         for off, cond, colour in ((-0.2, "bulk", "#777777"), (0.2, k, "#d62728")):
-            v = per_patient.loc[cond][col].groupby(level="cohort").agg(["mean", "std"]).reindex(cohorts)
-            ax.bar(x + off, v["mean"], 0.4, yerr=v["std"].fillna(0), color=colour, label=f"{cond} expression",
-                   capsize=2)
-        ax.set_xticks(x, [c.replace("TCGA-", "") for c in cohorts], fontsize=8)
-        ax.set_ylabel(f"{COUNTED[k]} cells in generated tiles (%)", fontsize=8)
+            pp = per_patient.loc[cond][col]
+            v = pp.groupby(level="cohort").mean().reindex(cohorts)
+            ax.bar(x + off, v, 0.4, color=colour, alpha=0.6, label=f"{cond} expression (mean)")
+            # one dot per patient instead of an sd over a handful of patients (n = 2 per type in the toy)
+            pos = {c: i for i, c in enumerate(cohorts)}
+            px = np.array([pos[c] for c in pp.index.get_level_values("cohort")], dtype=float) + off
+            ax.scatter(px, pp.to_numpy(), s=10, color="black", zorder=3,
+                       label="one patient" if cond == "bulk" else None)
+        n_per = per_patient.loc["bulk"].groupby(level="cohort").size().reindex(cohorts).fillna(0).astype(int)
+        ax.set_xticks(x, [f"{c.replace('TCGA-', '')}\n(n = {n_per[c]})" for c in cohorts], fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(f"{COUNTED[k]} cells in generated tiles (%)\nbars: mean over patients; dots: patients",
+                      fontsize=8)
         ax.set_title(f"{k}-attributable vs bulk expression", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()

@@ -55,6 +55,32 @@ def simclr_paper_value(init: str, train_size: int) -> str:
     return "ahead of from scratch" if ssl else "behind SimCLR"
 
 
+def simclr_summary(folds: pd.DataFrame) -> pd.DataFrame:
+    """Per (init, train_size): mean ± sd over folds of accuracy, F1 and AUC; the mean test-fold
+    majority-class rate and how many folds' classifiers predicted a single class; on the SimCLR
+    rows the paired t-test over folds of the accuracy vs from scratch at the same size
+    (``p_value_vs_scratch``; the paper names no test)."""
+    from crossmodal import stats
+
+    agg = dict(n_folds=("fold", "size"), n_train=("n_train", "median"), accuracy_mean=("accuracy", "mean"),
+               accuracy_sd=("accuracy", lambda a: a.std(ddof=1)), f1_mean=("f1", "mean"), auc_mean=("auc", "mean"))
+    if "majority_accuracy" in folds.columns:
+        agg.update(majority_accuracy=("majority_accuracy", "mean"),
+                   folds_one_class=("one_class", lambda v: int(np.sum(v.astype(bool)))))
+    summ = folds.groupby(["init", "train_size"], sort=False).agg(**agg).reset_index()
+    p = []
+    for r in summ.itertuples():
+        if not r.init.startswith("SimCLR"):
+            p.append(np.nan)
+            continue
+        a = folds[(folds["init"] == r.init) & (folds["train_size"] == r.train_size)].sort_values("fold")
+        b = folds[(~folds["init"].str.startswith("SimCLR")) & (folds["train_size"] == r.train_size)].sort_values("fold")
+        ok = len(a) >= 2 and list(a["fold"]) == list(b["fold"])
+        p.append(stats.ttest(a["accuracy"], b["accuracy"], paired=True)["p_value"] if ok else np.nan)
+    summ["p_value_vs_scratch"] = p
+    return summ
+
+
 def _list(x) -> list[str]:
     if x is None:
         return []
@@ -186,7 +212,8 @@ def _summary(folds: pd.DataFrame, baseline: str, paper: str, note: str, *, chanc
     """Mean ± sd of accuracy / F1 per setting, a paired t-test over folds vs ``baseline`` and,
     with ``margin``, the equivalence test (TOST) of the fold accuracies vs ``baseline`` within
     ± ``margin``; the baseline row carries the one-sided p of its accuracy being above
-    ``chance`` (1 / classes)."""
+    ``chance`` (1 / classes); ``folds_one_class`` counts the folds whose classifier predicted a
+    single class (with the fold column ``one_class``)."""
     from crossmodal import stats
 
     rows = []
@@ -198,7 +225,8 @@ def _summary(folds: pd.DataFrame, baseline: str, paper: str, note: str, *, chanc
                "accuracy_mean": d["accuracy"].mean(), "accuracy_sd": d["accuracy"].std(ddof=1),
                "f1_mean": d["f1"].mean(), "f1_sd": d["f1"].std(ddof=1), "p_value_vs_baseline": np.nan,
                "chance_accuracy": chance, "baseline_above_chance_p": np.nan,
-               "equivalence_margin": margin if margin is not None else np.nan, "tost_p_value_vs_baseline": np.nan}
+               "equivalence_margin": margin if margin is not None else np.nan, "tost_p_value_vs_baseline": np.nan,
+               "folds_one_class": int(d["one_class"].astype(bool).sum()) if "one_class" in d.columns else np.nan}
         if setting == baseline:
             row["baseline_above_chance_p"] = stats.greater_than(d["accuracy"], chance)["p_value"]
         elif len(d) >= 2 and len(d) == len(base):
@@ -263,7 +291,8 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
             sc, cm = _fit_score(make(), xt, yt, x[te], y[te], s_scratch, seed + f)
             name = f"{int(round(100 * frac))}% synthetic"
             rows.append({"experiment": "A: replace real by synthetic", "setting": name, "fold": f + 1,
-                         "n_synthetic": n_syn, "n_real_train": int(len(yt) - n_syn), **sc})
+                         "n_synthetic": n_syn, "n_real_train": int(len(yt) - n_syn), **sc,
+                         "one_class": bool((cm.sum(axis=0) > 0).sum() == 1)})
             cms[name] = cms.get(name, 0) + cm
         for frac, (state, n_pre) in pretrained.items():
             net = make()
@@ -271,7 +300,8 @@ def downstream_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
             sc, cm = _fit_score(net, x[tr], y[tr], x[te], y[te], s_fine, seed + f)
             name = f"pretrained on {int(round(100 * frac))}% synthetic"
             rows.append({"experiment": "B: pretrain on synthetic, fine-tune on real", "setting": name, "fold": f + 1,
-                         "n_synthetic": n_pre, "n_real_train": int(len(tr)), **sc})
+                         "n_synthetic": n_pre, "n_real_train": int(len(tr)), **sc,
+                         "one_class": bool((cm.sum(axis=0) > 0).sum() == 1)})
             cms[name] = cms.get(name, 0) + cm
         lg.info("fold %d/%d done", f + 1, len(folds))
     fold_df = pd.DataFrame(rows)
@@ -396,13 +426,12 @@ def simclr_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
                 sub = np.sort(np.concatenate([sub[:-1], r.choice(tr[y[tr] != y[sub][0]], 1)]))
             for init, lr, state in (("SimCLR on RNA-CDM tiles", c["ssl_lr"], backbone), ("from scratch", c["scratch_lr"], None)):
                 s = _settings(c, epochs=c["finetune_epochs"], lr=lr, device=params.get("device", "cpu"))
-                sc, _ = _fit_score(clf.make_resnet(c["arch"], 2, state), x[sub], y[sub], x[te], y[te], s, seed + f)
-                rows.append({"init": init, "train_size": int(n), "n_train": int(len(sub)), "fold": f + 1, **sc})
+                sc, cm = _fit_score(clf.make_resnet(c["arch"], 2, state), x[sub], y[sub], x[te], y[te], s, seed + f)
+                rows.append({"init": init, "train_size": int(n), "n_train": int(len(sub)), "fold": f + 1, **sc,
+                             "majority_accuracy": float(max(y[te].mean(), 1 - y[te].mean())),
+                             "one_class": bool((cm.sum(axis=0) > 0).sum() == 1)})
     folds = pd.DataFrame(rows)
-    summ = (folds.groupby(["init", "train_size"], sort=False)
-            .agg(n_folds=("fold", "size"), n_train=("n_train", "median"), accuracy_mean=("accuracy", "mean"),
-                 accuracy_sd=("accuracy", lambda a: a.std(ddof=1)), f1_mean=("f1", "mean"), auc_mean=("auc", "mean"))
-            .reset_index())
+    summ = simclr_summary(folds)
     summ["paper"] = [simclr_paper_value(i, n) for i, n in zip(summ["init"], summ["train_size"])]
     summ["task"] = f"{c['label_column']} on real tiles of {', '.join(c['task_cohorts'])}"
     summ["data"] = params.get("data_note", "")

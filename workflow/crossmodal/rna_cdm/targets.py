@@ -114,6 +114,11 @@ def external_sets(config: dict, samples: pd.DataFrame) -> list[str]:
     return [f"external_{d}" for d in config["rna_cdm"]["generate"]["external_datasets"] if d in have]
 
 
+def external_lmdbs(config: dict, samples: pd.DataFrame) -> list[str]:
+    """The generated tile LMDBs of the external GEO-style datasets (Supplementary Figure 2)."""
+    return [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
+
+
 def counts(config: dict, samples: pd.DataFrame) -> str:
     """Raw counts of the diffusion cohorts' expression dataset (input of the deconvolution)."""
     return f"results/expression/{dataset_of_cohorts(config, samples)}/counts.tsv.gz"
@@ -171,7 +176,8 @@ def targets(config: dict, samples: pd.DataFrame) -> list[str]:
     out = [f"{R}/vae/main/test_metrics.tsv", f"{R}/figures/vae_umap.png", f"{R}/fid.tsv",
            f"{R}/figures/generated_tiles.png",
            f"{R}/cells/table1.tsv", f"{R}/figures/cell_distributions.png", f"{R}/reproduction.tsv"]
-    out += [f"{R}/generated/{s}.lmdb" for s in external_sets(config, samples)]
+    out += external_lmdbs(config, samples)
+    out += [f"{R}/figures/{s}_tiles.png" for s in external_sets(config, samples)]
     sr = evaluation_tables(config, "super_resolution")
     out += sr + ([f"{R}/figures/super_resolution.png"] if sr else [])
     out += evaluation_tables(config, "samplers")

@@ -24,7 +24,8 @@ def _list(x) -> list[str]:
 @step("plot_rna_cdm_vae_umap")
 def plot_rna_cdm_vae_umap(inputs, outputs, params, *, threads=1, log=None):
     """UMAP (fitted on input and reconstruction together, so the panels share axes) of the
-    ``split`` samples of the VAE's cohorts; writes the figure and a silhouette table."""
+    ``split`` samples of the VAE's cohorts (``all``: every sample, training ones included);
+    writes the figure and a silhouette table."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +41,7 @@ def plot_rna_cdm_vae_umap(inputs, outputs, params, *, threads=1, log=None):
     expr = vae_lib.read_expression(paths)
     splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
     sp = vae_lib.select_samples(expr, splits, params.get("cohorts"), f"plot_rna_cdm_vae_umap ({', '.join(paths)})")
-    sp = sp[sp["split"] == split].sort_index()
+    sp = (sp if split == "all" else sp[sp["split"] == split]).sort_index()
     cohort = sp["cohort"].to_numpy()
     if len(set(cohort)) < 2 or len(sp) < 4:
         raise ValueError(f"{inputs['splits']}: the {split} split has {len(sp)} samples of {len(set(cohort))} "
