@@ -481,14 +481,16 @@ def plot_rna_cdm_tiles(inputs, outputs, params, *, threads=1, log=None):
                 ax.imshow(t if t.shape[0] == size else cascade.resize_uint8(t[None], size)[0])
             else:
                 ax.set_axis_off()
-            if r == 0 and jj == 0:
-                ax.set_title(params.get("real_title", "real (test patients)") if j < k else
-                             params.get("generated_title", "RNA-CDM (same patients' expression)"),
-                             fontsize=8, loc="left")
         axes[r, 0].set_ylabel(c, fontsize=8)
     fig.suptitle(params.get("title", "RNA-CDM: real vs generated tiles per cancer type")
                  + f" ({size} px){params.get('title_note', '')}", fontsize=9)
-    fig.tight_layout()
+    # block titles as figure text after the layout: a long title on one small axes made
+    # tight_layout widen every column gap and shrink the tiles to thumbnails
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
+    for j, title in ((0, params.get("real_title", "real (test patients)")),
+                     (k, params.get("generated_title", "RNA-CDM (same patients' expression)"))):
+        box = axes[0, j].get_position()
+        fig.text(box.x0, box.y1 + 0.06 / fig.get_figheight(), title, fontsize=8, ha="left", va="bottom")
     save_figure(fig, outputs["figure"])
     plt.close(fig)
 
