@@ -660,6 +660,10 @@ def test_bank_trained_in_shard_jobs_equals_the_one_job_bank(tmp_path):
               {"diffusion": dict(hp, lr=1e-2), "seed": 0, "device": "cpu", "shard": (2, 3)})
     with pytest.raises(ValueError, match=r"other_2_of_3.pt: settings differ"):
         steps.run("train_coherent_diffusion", {**data, "shards": shards[:2] + [other]}, bad, {})
+    cut = tmp_path / "cut_2_of_3.pt"
+    cut.write_bytes(Path(shards[2]).read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"coherent shard bank .*cut_2_of_3\.pt: unreadable"):
+        steps.run("train_coherent_diffusion", {**data, "shards": shards[:2] + [str(cut)]}, bad, {})
     assert not any((tmp_path / "bad").iterdir())
 
 
@@ -687,6 +691,46 @@ def test_bank_training_resumes_finished_models_from_checkpoints(tmp_path, monkey
     # a changed hyperparameter invalidates the checkpoints: the first model is trained again
     with pytest.raises(AssertionError, match="trained again"):
         M.train_bank(lat, labels, dict(hp, lr=hp.get("lr", 1e-3) * 2), seed=0, checkpoints=ck)
+
+
+def test_a_damaged_model_cache_is_retrained_with_a_warning_naming_it(tmp_path, monkeypatch, caplog):
+    """A cached model cut short (a job killed mid-copy) does not fail every retry of the job:
+    that one model is trained again, the warning names its file, the others are reloaded."""
+    from crossmodal.coherent import models as M
+
+    torch.set_num_threads(1)
+    lat, labels = _planted_cohort()
+    hp = dict(SMALL, max_epochs=10, eval_every=5)
+    ck = tmp_path / "checkpoints"
+    bank, _ = M.train_bank(lat, labels, hp, seed=0, checkpoints=ck)
+    cut = sorted(ck.glob("*.pt"))[0]
+    cut.write_bytes(cut.read_bytes()[:100])
+    fit, trained = M.D.fit_denoiser, []
+
+    def counting(*a, **k):
+        trained.append(k["name"])
+        return fit(*a, **k)
+
+    monkeypatch.setattr(M.D, "fit_denoiser", counting)
+    with caplog.at_level("WARNING", logger="crossmodal.coherent.models"):
+        again, _ = M.train_bank(lat, labels, hp, seed=0, checkpoints=ck)
+    assert len(trained) == 1 and trained[0].replace("<-", "_from_") + ".pt" == cut.name, trained
+    assert f"coherent model cache {cut}: unreadable" in caplog.text
+    for k, v in bank["single"].items():  # same seed, same data: the retrained model equals the lost one
+        for name, w in v["state"].items():
+            torch.testing.assert_close(again["single"][k]["state"][name], w)
+    assert M._cached(cut) is not None  # and the cache holds it again
+
+
+def test_generation_names_a_damaged_model_bank(tmp_path):
+    from crossmodal.coherent.evaluate import generate_all
+    from crossmodal.fileio import CheckpointError
+
+    lat, labels = _planted_cohort()
+    (tmp_path / "models.pt").write_bytes(b"PK\x03\x04 not a whole zip")
+    with pytest.raises(CheckpointError, match=r"coherent model bank .*models\.pt: unreadable"):
+        generate_all(tmp_path / "models.pt", lat, labels, {"runs": 1, "threshold": 1, "max_fraction": 0.3,
+                                                           "max_retries": 1})
 
 
 def test_train_jobs_plan_one_shard_job_each_and_a_cpu_join(tmp_path):

@@ -217,6 +217,16 @@ def test_wgangp_trains_generates_and_checkpoints_on_the_requested_device(tmp_pat
     g = load_generator(tmp_path / "g.pt", cfg, device="cpu")
     z = torch.as_tensor(lat[:3])
     assert np.array_equal(g.generate(3, z, seed=1), m.generate(3, z, seed=1))
+    # a half-copied generator, or another model's file in its place, is named with what it should be
+    from crossmodal.fileio import CheckpointError
+
+    whole = (tmp_path / "g.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match=r"RNA-GAN generator .*cut\.pt: unreadable"):
+        load_generator(tmp_path / "cut.pt", cfg)
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt: not a RNA-GAN generator checkpoint \(no 'G'"):
+        load_generator(tmp_path / "other.pt", cfg)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")

@@ -250,8 +250,11 @@ def test_bad_inputs_are_named(data, tmp_path):
     assert not (tmp_path / "x" / "model.pt").exists()
     bad = tmp_path / "bad.pt"
     torch.save({"foo": 1}, bad)
-    with pytest.raises(ValueError, match="bad.pt: not an RNA-CDM U-Net checkpoint"):
+    with pytest.raises(ValueError, match=r"bad\.pt: not a RNA-CDM U-Net checkpoint \(no 'unet'"):
         cascade.load_model(bad)
+    (tmp_path / "empty.pt").write_bytes(b"")  # a zero-byte copy: was a bare EOFError
+    with pytest.raises(ValueError, match=r"RNA-CDM U-Net .*empty\.pt: unreadable \(EOFError"):
+        cascade.load_model(tmp_path / "empty.pt")
     with pytest.raises(ValueError, match=r"rna_cdm: no slides of cohorts \[.TCGA-ZZZ.\]"):
         cascade.select_lmdbs(data["lmdbs"], pd.read_csv(data["splits"], sep="\t"), ["TCGA-ZZZ"], ["train"])
     cfg = _cfg()

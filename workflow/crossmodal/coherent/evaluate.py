@@ -79,9 +79,10 @@ def _train_ids(labels: pd.DataFrame, lat: pd.DataFrame | None = None, mod: str |
 # --------------------------------------------------------------------------------------
 def generate_all(models_path, lat: pd.DataFrame, labels: pd.DataFrame, s: dict, *, seed: int = 0,
                  device: str = "cpu") -> tuple[dict, pd.DataFrame]:
-    import torch
+    from crossmodal.fileio import load_checkpoint
 
-    bank = Bank(torch.load(models_path, map_location="cpu", weights_only=False), device=device)
+    bank = Bank(load_checkpoint(models_path, "coherent model bank", keys=("modalities", "single", "multi"),
+                                hint="rule train_coherent_diffusion writes it"), device=device)
     blocks = latent_blocks(lat, bank.modalities)
     test = _test_ids(labels)
     if len(test) < 2:

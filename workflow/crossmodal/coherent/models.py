@@ -82,6 +82,19 @@ def model_order(modalities=MODALITIES) -> list[str]:
     return [n for t in modalities for n in [f"{t}<-{c}" for c in modalities if c != t] + [f"{t}<-multi"]]
 
 
+def _cached(path):
+    """A finished model saved by an earlier job, or None when the file cannot be read (a job killed
+    mid-copy, a damaged disk): the model is then trained again, with a warning naming the file,
+    instead of every retry failing on it."""
+    from crossmodal.fileio import CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(path, "coherent model cache", keys=("fingerprint", "entry", "history"))
+    except CheckpointError as e:
+        log.warning("%s - training that model again", e)
+        return None
+
+
 def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed: int = 0,
                modalities=MODALITIES, device: str = "cpu", checkpoints=None,
                shard: tuple[int, int] = (0, 1)) -> tuple[dict, pd.DataFrame]:
@@ -116,7 +129,7 @@ def train_bank(lat: pd.DataFrame, labels: pd.DataFrame, settings: dict, *, seed:
             continue
         fp = _fingerprint(settings, seed + k, trn, val) if ck else None
         path = ck / (name.replace("<-", "_from_") + ".pt") if ck else None
-        saved = torch.load(path, map_location="cpu", weights_only=False) if ck and path.is_file() else None
+        saved = _cached(path) if ck and path.is_file() else None
         if saved is not None and saved.get("fingerprint") == fp:
             entry, history = saved["entry"], saved["history"]
             log.info("%s: reloaded from %s (finished by an earlier job)", name, path)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from crossmodal.coherent import inputs as I
 from crossmodal.coherent.preprocess import MODALITIES, CoherentInputError, preprocess_modality
-from crossmodal.fileio import atomic_path, write_json, write_table
+from crossmodal.fileio import atomic_path, load_checkpoint, write_json, write_table
 from crossmodal.steps import step
 
 _log = logging.getLogger(__name__)
@@ -121,7 +121,8 @@ def train_coherent_diffusion(inputs, outputs, params, *, threads=1, log=None):
         for path in inputs["shards"]:
             if str(path) in parts:
                 raise ValueError(f"{path}: given twice as a shard bank")
-            saved = torch.load(path, map_location="cpu", weights_only=False)
+            saved = load_checkpoint(path, "coherent shard bank", keys=("bank", "history"),
+                                    hint="rule train_coherent_shard writes it")
             parts[str(path)] = (saved["bank"], pd.DataFrame(saved["history"]))
         bank, hist = merge_banks(parts)
     else:

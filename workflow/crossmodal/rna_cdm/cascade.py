@@ -337,12 +337,14 @@ def save_model(path, net: torch.nn.Module, ucfg: dict, info: dict) -> None:
 
 
 def load_model(path, device="cpu") -> UNet:
+    from crossmodal.fileio import CheckpointError, load_checkpoint
+
+    ck = load_checkpoint(path, "RNA-CDM U-Net", keys=("unet", "state_dict"), hint="rule train_rna_cdm writes it")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
         net = UNet(ck["unet"])
         net.load_state_dict(ck["state_dict"])
-    except (KeyError, RuntimeError, OSError) as e:
-        raise ValueError(f"{path}: not an RNA-CDM U-Net checkpoint ({e})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"RNA-CDM U-Net {path}: weights do not fit its U-Net config ({e})") from None
     return net.to(device).eval()
 
 

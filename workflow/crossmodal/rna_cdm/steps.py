@@ -10,7 +10,7 @@ import torch
 
 from crossmodal import reproduction as rp
 from crossmodal.data import TileView
-from crossmodal.fileio import write_table
+from crossmodal.fileio import load_checkpoint, write_table
 from crossmodal.rna_cdm import cascade
 from crossmodal.rna_cdm import deconvolution as _deconvolution  # noqa: F401  (registers its steps)
 from crossmodal.rna_cdm import downstream as _downstream  # noqa: F401  (registers its steps)
@@ -631,7 +631,7 @@ def _model_rows(claims: rp.Claims, inputs) -> None:
         claims.add("Fig. 2: UMAP of the β-VAE reconstructions shows a cluster per cancer type",
                    "different clusters for each cancer tissue", f"{SEC_SYNTHESIS}; Figure 2", ours, holds, note)
     paper_par = cascade.paper_param_counts()
-    ours = sum(int(torch.load(p, map_location="cpu", weights_only=False)["info"]["parameters"])
+    ours = sum(int(load_checkpoint(p, "RNA-CDM U-Net", keys=("info",), mmap=True)["info"]["parameters"])
                for p in (inputs["base"], inputs["sr"]))
     claims.add("parameters of the cascade (paper-size config)", "1.8 B", SEC_CDM, cascade.fmt_params(paper_par["total"]),
                note=f"our paper-size U-Nets (base {cascade.fmt_params(paper_par['base'])} + SR "
@@ -878,13 +878,8 @@ def training_throughput(base_done: str, sr_done: str) -> tuple[str, str]:
 
 def vae_gene_count(model_path: str) -> tuple[int, str]:
     """``(genes, note)``: the input genes of the trained β-VAE checkpoint."""
-    import pickle
-
-    try:
-        ck = torch.load(model_path, map_location="cpu", weights_only=False, mmap=True)
-        genes, cohorts = ck["genes"], ck.get("extra", {}).get("cohorts", [])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
-        raise ValueError(f"{model_path}: not a β-VAE checkpoint with a gene list ({e})") from None
+    ck = load_checkpoint(model_path, "β-VAE", keys=("genes",), mmap=True)
+    genes, cohorts = ck["genes"], (ck.get("extra") or {}).get("cohorts", [])
     return len(genes), f"genes in {model_path} (common to the expression tables it was trained on; {len(cohorts)} cancer types)"
 
 

@@ -71,7 +71,10 @@ def load_generator(path, gan_cfg: dict, seed: int = 0, device="cpu") -> gan_lib.
     """A saved generator (CPU checkpoint) on ``device``, in eval mode.  Its width cap is the one
     it was trained with (checkpoints written before ``max_channels`` was saved had the old
     hardcoded 512)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    from crossmodal.fileio import load_checkpoint
+
+    ck = load_checkpoint(path, "RNA-GAN generator", keys=("G", "variant", "nz", "image_size"),
+                         hint="rule train_tile_gan writes it")
     m = gan_lib.WGANGP(ck["variant"], ck["nz"], ck["image_size"], ngf=gan_cfg["ngf"], ndf=gan_cfg["ndf"],
                        max_channels=ck.get("max_channels", 512),
                        noise_std=gan_cfg["noise_std"], noise_clip=gan_cfg["noise_clip"], seed=seed, device=device)
