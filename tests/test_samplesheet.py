@@ -90,3 +90,44 @@ def test_expression_without_format(tmp_path):
     p = _sheet(tmp_path, [["P1", "S1", "C", "tcga", "", "x.tsv", "", ""]])
     with pytest.raises(SampleSheetError, match="expression_format is empty"):
         read_sheet(p)
+
+
+def test_ragged_rows_are_refused_naming_the_line_and_trailing_tabs_are_harmless(tmp_path):
+    """A short row used to pass with its last cells silently empty, and one trailing tab made
+    pandas index by the first column and shift every value, blaming the wrong sample."""
+    p = tmp_path / "s.tsv"
+    p.write_text("# exported\n" + COLS + "P1\tS1\tC\ttcga\t\n")
+    with pytest.raises(SampleSheetError, match=r"s\.tsv: line 3 has 5 tab-separated fields, the header 8"):
+        read_sheet(p)
+    p.write_text(COLS + "P1\tS1\tC\ttcga\t\t\t\t0.5\tsurplus\n")
+    with pytest.raises(SampleSheetError, match=r"line 2 has 9 .*extra cell\(s\) \['surplus'\]"):
+        read_sheet(p)
+    p.write_text(COLS.replace("\n", "\t\n") + "P1\tS1\tC\ttcga\t\t\t\t0.5\t\n" + "P2\tS2\tC\ttcga\t\t\t\t\t\t\n"
+                 + "\t\t\t\t\t\t\t\t\n")
+    df = read_sheet(p)
+    assert list(df.index) == ["S1", "S2"] and df.loc["S1", "patient"] == "P1" and df.loc["S1", "mpp"] == 0.5
+
+
+@pytest.mark.parametrize("text, match", [("", "empty \\(no header line"), ("# only a comment\n\n", "empty"),
+                                         (COLS, "no samples"),
+                                         ("patient\tsample\tpatient\nP\tS\tP\n", "repeats column\\(s\\) patient")])
+def test_an_empty_or_headless_sheet_is_named(tmp_path, text, match):
+    p = tmp_path / "s.tsv"
+    p.write_text(text)
+    with pytest.raises(SampleSheetError, match=rf"sample sheet .*s\.tsv: .*{match}"):
+        read_sheet(p)
+
+
+def test_check_files_wants_files_and_splits_only_fastq_lists(tmp_path):
+    """A directory passed the existence check (tiling failed later); ';' lists several files
+    only for FASTQ, so a slide 'a.svs;a.svs' is one (missing) path, not two existing ones."""
+    (tmp_path / "a.svs").write_bytes(b"x")
+    fq = [tmp_path / f"r{i}.fastq.gz" for i in (1, 2)]
+    for f in fq:
+        f.write_bytes(b"x")
+    ok = _sheet(tmp_path, [["P1", "S1", "C", "tcga", str(tmp_path / "a.svs"), ";".join(map(str, fq)), "fastq", ""]])
+    check_files(read_sheet(ok))
+    bad = _sheet(tmp_path, [["P1", "S1", "C", "tcga", str(tmp_path), "", "", ""],
+                            ["P2", "S2", "C", "tcga", f"{tmp_path}/a.svs;{tmp_path}/a.svs", "", "", ""]])
+    with pytest.raises(SampleSheetError, match=r"sample S1: slide .* is not a file; sample S2: slide file .*a\.svs;.*a\.svs does not exist"):
+        check_files(read_sheet(bad))

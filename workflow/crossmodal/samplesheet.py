@@ -29,12 +29,47 @@ def read_sheet(path) -> pd.DataFrame:
         text = path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark
     except UnicodeDecodeError as e:
         raise SampleSheetError(f"sample sheet {path}: not UTF-8 text ({e})") from None
-    # Only a line that starts with '#' is a comment (no id may start with one: see the schema's
-    # patterns).  pandas' comment="#" also cuts a line at a '#' inside a field, so a slide
-    # path like run#2/a.svs silently lost the rest of its row.
-    kept = "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("#"))
-    df = pd.read_csv(io.StringIO(kept), sep="\t", dtype=str, keep_default_na=False)
+    df = _parse(text, path)
     return normalise(df, str(path))
+
+
+def _parse(text: str, path) -> pd.DataFrame:
+    """The sheet's cells as strings, every line checked against the header's field count.
+
+    Only a line that starts with '#' is a comment (no id may start with one: see the schema's
+    patterns); pandas' comment="#" also cut a line at a '#' inside a field, so a slide path like
+    run#2/a.svs silently lost the rest of its row.  pandas also took a short row's missing
+    cells as empty and, given a trailing tab on a row, used the first column as the index and
+    shifted every value one column.  So: a short row, or a long one with something in the
+    extra cells, is refused naming its line; empty cells after the last column (spreadsheet
+    exports pad rows with tabs) are dropped."""
+    import csv
+
+    header, rows = None, []
+    for no, fields in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), start=1):
+        if not any(f.strip() for f in fields) or fields[0].startswith("#"):  # blank (or only tabs), comment
+            continue
+        if header is None:
+            header = [h.strip() for h in fields]
+            while header and header[-1] == "":
+                header.pop()
+            dup = sorted({h for h in header if header.count(h) > 1})
+            if dup or "" in header:
+                raise SampleSheetError(f"sample sheet {path}: line {no}: the header "
+                                       + (f"repeats column(s) {', '.join(dup)}" if dup else "has an empty column name"))
+            continue
+        if len(fields) > len(header) and not any(f.strip() for f in fields[len(header):]):
+            fields = fields[: len(header)]
+        if len(fields) != len(header):
+            extra = "" if len(fields) < len(header) else f"; extra cell(s) {fields[len(header):]}"
+            raise SampleSheetError(f"sample sheet {path}: line {no} has {len(fields)} tab-separated fields, the "
+                                   f"header {len(header)} ({', '.join(header)}){extra}")
+        rows.append(fields)
+    if header is None:
+        raise SampleSheetError(f"sample sheet {path}: empty (no header line; expected the columns {', '.join(COLUMNS)})")
+    if not rows:
+        raise SampleSheetError(f"sample sheet {path}: no samples (a header line and nothing else)")
+    return pd.DataFrame(rows, columns=header, dtype=str)
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,13 +118,17 @@ def normalise(df: pd.DataFrame, what: str = "sample sheet") -> pd.DataFrame:
 
 
 def check_files(df: pd.DataFrame, what: str = "sample sheet") -> None:
-    """Every slide / expression path named in the sheet must exist."""
+    """Every slide / expression path named in the sheet must be an existing file (a FASTQ
+    sample may list several, separated by ';')."""
     missing = []
     for rec in df.to_dict(orient="records"):
         for col in ("slide", "expression"):
-            for p in filter(None, str(rec[col]).split(";")):
+            many = col == "expression" and rec["expression_format"] == "fastq"
+            for p in filter(None, str(rec[col]).split(";") if many else [str(rec[col])]):
                 if not Path(p).exists():
                     missing.append(f"sample {rec['sample']}: {col} file {p} does not exist")
+                elif not Path(p).is_file():
+                    missing.append(f"sample {rec['sample']}: {col} {p} is not a file")
     if missing:
         raise SampleSheetError(f"{what}: " + "; ".join(missing[:20]) + (f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""))
 
