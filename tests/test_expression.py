@@ -256,6 +256,28 @@ def test_build_expression_matrix_step(tmp_path):
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
+def test_one_sample_with_few_genes_is_named_instead_of_shrinking_every_sample(tmp_path):
+    """The matrix keeps the genes in every sample, so a STAR file cut at a line boundary (its
+    first genes only) shrank the whole dataset to those genes with an INFO line; now it is an
+    error naming the sample and file, unless expression.min_sample_genes turns the check off."""
+    genes = [(f"ENSG{i:011d}.1", f"G{i}", "protein_coding", 10 + i) for i in range(40)]
+    files = {s: write(tmp_path / f"in/{s}.tsv", star_text(genes)) for s in ("A", "B", "C")}
+    cut = write(tmp_path / "in/D.tsv", star_text(genes[:8]))
+    params = dict(sources=[{"sample": s, "format": "star_counts", "file": str(p)} for s, p in files.items()]
+                  + [{"sample": "D", "format": "star_counts", "file": str(cut)}],
+                  nan_policy="error", duplicates="sum", star_column="unstranded", kallisto_value="est_counts",
+                  min_sample_genes=0.5)
+    out = {"counts": str(tmp_path / "out/counts.tsv.gz"), "qc": str(tmp_path / "out/qc.json")}
+    with pytest.raises(ExpressionInputError, match=r"1 sample\(s\) hold fewer than 0.5 x the median sample's 40 "
+                                                   r"genes - D: 8 genes \(.*in/D\.tsv\)"):
+        xsteps.build_expression_matrix({}, out, params)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    xsteps.build_expression_matrix({}, out, {**params, "min_sample_genes": 0})  # the user's explicit choice
+    assert xsteps.read_matrix(out["counts"]).shape == (4, 8)
+    qc = json.loads(Path(out["qc"]).read_text())["genes_per_sample"]
+    assert qc == {"min": 8, "median": 40.0, "max": 40, "fewest": "D"}
+
+
 # --- normalisation ----------------------------------------------------------------------------
 
 def _cohort(rng, n=30, genes=("G1", "G2", "G3", "G4")):

@@ -66,6 +66,7 @@ rule build_expression_matrix:
     params:
         sources=lambda w: expr.matrix_sources(SAMPLES, w.dataset),
         nan_policy=EXPR["nan_policy"],
+        min_sample_genes=EXPR["min_sample_genes"],
         duplicates=EXPR["duplicates"],
         star_column=EXPR["star_column"],
         kallisto_value=EXPR["kallisto"]["value"],

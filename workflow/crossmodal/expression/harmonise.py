@@ -136,10 +136,26 @@ def read_sample_counts(sources: list[dict], *, t2g=None, nan_policy="error", dup
     return out
 
 
-def harmonise(per_sample: dict[str, pd.Series], gene_list: list[str] | None = None):
-    """``(samples x genes matrix, qc)``: genes common to all samples, on the list if given."""
+def harmonise(per_sample: dict[str, pd.Series], gene_list: list[str] | None = None, *,
+              min_sample_genes: float = 0.5, files: dict[str, str] | None = None):
+    """``(samples x genes matrix, qc)``: genes common to all samples, on the list if given.
+
+    A sample holding fewer genes than ``min_sample_genes`` x the median sample's count is an
+    error naming it (and its file, from ``files``): the intersection would otherwise shrink
+    every sample to that file's genes - a file cut at a line boundary reads as a small panel.
+    ``qc["genes_per_sample"]`` gives the min / median / max and the sample with the fewest."""
     if not per_sample:
         raise ValueError("no samples to harmonise")
+    counts = pd.Series({k: int(len(v)) for k, v in per_sample.items()})
+    med = float(counts.median())
+    few = counts[counts < min_sample_genes * med].sort_values()
+    if len(few):
+        files = files or {}
+        named = "; ".join(f"{k}: {n} genes" + (f" ({files[k]})" if k in files else "") for k, n in few.items())
+        raise ExpressionInputError(
+            f"{len(few)} sample(s) hold fewer than {min_sample_genes:g} x the median sample's {med:g} genes - "
+            f"{named}. Only genes in every sample are kept, so these would shrink the whole matrix: a truncated "
+            "or wrong file? (expression.min_sample_genes: 0 keeps them)")
     union = pd.Index([])
     common = None
     for s in per_sample.values():
@@ -147,7 +163,9 @@ def harmonise(per_sample: dict[str, pd.Series], gene_list: list[str] | None = No
         common = s.index if common is None else common.intersection(s.index)
     genes = pd.Index(sorted(common))
     qc = {"n_samples": len(per_sample), "n_genes_union": int(len(union)),
-          "n_genes_common": int(len(genes)), "n_dropped_not_in_all_samples": int(len(union) - len(genes))}
+          "n_genes_common": int(len(genes)), "n_dropped_not_in_all_samples": int(len(union) - len(genes)),
+          "genes_per_sample": {"min": int(counts.min()), "median": med, "max": int(counts.max()),
+                               "fewest": str(counts.idxmin())}}
     if gene_list is not None:
         keep = genes.intersection(pd.Index(gene_list))
         qc["protein_coding_list_size"] = len(gene_list)

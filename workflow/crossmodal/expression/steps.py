@@ -48,7 +48,8 @@ def build_expression_matrix(inputs, outputs, params, *, threads=1, log=None):
                                     kallisto_value=params["kallisto_value"],
                                     id_to_symbol=load_gene_ids(inputs["genes"]) if inputs.get("genes") else None)
     genes = load_gene_list(inputs["genes"]) if inputs.get("genes") else None
-    mat, qc = harmonise(per_sample, genes)
+    mat, qc = harmonise(per_sample, genes, min_sample_genes=float(params.get("min_sample_genes", 0.5)),
+                        files={s["sample"]: str(s["file"]) for s in sources})
     qc.update(dataset=params.get("wildcards", {}).get("dataset"), protein_coding_list=inputs.get("genes"),
               formats=sorted({s["format"] for s in sources}), duplicates=params["duplicates"],
               nan_policy=params["nan_policy"])
