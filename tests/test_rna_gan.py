@@ -14,14 +14,15 @@ R = "results/rna_gan"
 
 # ---------------------------------------------------------------- unit tests (no pipeline)
 def _frames(fid_rna=80.0, fid_gan=90.0, fid_control=150.0, acc=0.9, ssl=(0.8, 0.82, 0.84),
-            scratch=(0.7, 0.6, 0.66)):
+            scratch=(0.7, 0.6, 0.66), acc_p=0.001, auc_p=0.002, auc_min_p=1e-5):
     vm = pd.DataFrame({"split": ["train", "val", "test"], "rmse": [0.5, 0.6, 0.62], "mae": [0.4] * 3,
                        "silhouette_cohort": [0.5, 0.45, 0.4]})
     checks = pd.DataFrame({"model": ["main"] * 2, "check": ["generated_in_target_tissue", "shifted_in_target_tissue"],
                            "value": [1.0, 0.25], "n": [40, 30]})
     fid = pd.DataFrame({"tissue": ["L"] * 3, "variant": ["gan", "rna_gan", "control"],
                         "fid": [fid_gan, fid_rna, fid_control]})
-    ext = pd.DataFrame([{"accuracy": acc, "f1": acc, "auc": 0.9, "chance": 0.5}])
+    ext = pd.DataFrame([{"accuracy": acc, "f1": acc, "auc": 0.9, "chance": 0.5, "accuracy_p": acc_p,
+                         "auc_p": auc_p, "auc_min_p": auc_min_p, "n_groups": 20}])
     sim = pd.DataFrame({"init": ["ssl"] * len(ssl) + ["scratch"] * len(scratch),
                         "fold": list(range(len(ssl))) + list(range(len(scratch))),
                         "accuracy": [*ssl, *scratch], "f1": [*ssl, *scratch]})
@@ -41,6 +42,53 @@ def test_reproduction_table_flags_directions():
     t2 = reproduction.build(*_frames(fid_rna=95.0, acc=0.4), data="gtex", extractor_note="")
     assert t2[t2["claim"].str.startswith("FID RNA-GAN < GAN")].iloc[0]["direction_holds"] is False
     assert t2[t2["claim"].str.contains("accuracy")].iloc[0]["direction_holds"] is False
+
+
+def test_external_classifier_rows_are_judged_with_the_donor_as_the_unit():
+    """Tiles of one donor are not independent: accuracy and AUC hold only when significant over
+    donors, and are n/a when even perfect separation cannot reach 0.05 with so few donors (3 vs 3
+    in the toy's held-out evaluation: smallest Mann-Whitney p 1/20) or the table has no test."""
+    def rows(**kw):
+        t = reproduction.build(*_frames(**kw), data="toy", extractor_note="")
+        acc = t[t["claim"].str.contains("classifies external-cohort RNA-GAN tiles: accuracy")].iloc[0]
+        return acc, t.loc[acc.name + 2]  # accuracy, F1, AUC
+
+    acc, auc = rows()
+    assert acc["direction_holds"] is True and auc["direction_holds"] is True and auc["claim"] == "... AUC"
+    assert "20 donors, p = 0.002" in auc["note"] and "Mann-Whitney" in auc["note"]
+    acc, auc = rows(acc_p=0.3, auc_p=0.2)
+    assert acc["direction_holds"] is False and "not significantly over donors" in acc["note"]
+    assert auc["direction_holds"] is False
+    _, auc = rows(auc_p=0.05, auc_min_p=0.05)
+    assert auc["direction_holds"] is True  # p <= 0.05 at the extreme of 3 vs 3
+    _, auc = rows(auc_p=0.1, auc_min_p=0.1)
+    assert auc["direction_holds"] == "n/a" and "smallest p 0.1" in auc["note"]
+    acc, auc = rows(acc_p=float("nan"), auc_p=float("nan"))
+    assert acc["direction_holds"] == "n/a" and auc["direction_holds"] == "n/a"
+
+
+def test_grouped_tests_use_the_donor_as_the_unit():
+    from crossmodal.models.classifier import grouped_tests
+
+    rng = np.random.default_rng(0)
+    donors = np.repeat([f"d{i}" for i in range(8)], 50)
+    y = np.repeat([0, 1] * 4, 50)
+    # every tile of a donor gets that donor's score; class 1 donors score higher
+    s = np.repeat([0.2, 0.6, 0.3, 0.7, 0.25, 0.8, 0.35, 0.65], 50) + rng.normal(0, 0.01, 400)
+    proba = np.c_[1 - s, s]
+    r = grouped_tests(y, proba, donors, 0.5)
+    assert r["n_groups"] == 8 and r["auc_min_p"] == pytest.approx(1 / 70)
+    assert r["auc_p"] == pytest.approx(1 / 70)  # perfect separation of 4 vs 4 donors
+    # 400 tiles, but only 8 independent donors: one donor-level flip makes it non-significant
+    s2 = np.repeat([0.2, 0.6, 0.3, 0.7, 0.25, 0.8, 0.75, 0.1], 50)
+    r2 = grouped_tests(y, np.c_[1 - s2, s2], donors, 0.5)
+    assert r2["auc_p"] > 0.05
+    from scipy.stats import mannwhitneyu
+
+    assert mannwhitneyu(s2[y == 1], s2[y == 0], alternative="greater").pvalue < 1e-4  # what tiles would claim
+    with pytest.raises(ValueError, match="d0 hold tiles of several classes"):
+        grouped_tests(np.r_[1, y[1:]], proba, donors, 0.5)
+
 
 
 def test_reproduction_table_fold_count_sd_thresholds_and_sections():
@@ -156,7 +204,8 @@ def test_per_epoch_tiles_are_written_replayably_and_gathered_with_their_epoch(tm
 def test_reproduction_table_reports_both_classifier_evaluations():
     vm, mm, checks, fid, _, sim = _frames()
     ext = pd.DataFrame([{"evaluation": "external", "accuracy": 0.3, "f1": 0.3, "auc": 0.2, "chance": 0.5},
-                        {"evaluation": "heldout_donors", "accuracy": 0.8, "f1": 0.8, "auc": 0.9, "chance": 0.5}])
+                        {"evaluation": "heldout_donors", "accuracy": 0.8, "f1": 0.8, "auc": 0.9, "chance": 0.5,
+                         "accuracy_p": 0.01, "n_groups": 12}])
     t = reproduction.build(vm, mm, checks, fid, ext, sim, data="toy", extractor_note="")
     acc = t[t["claim"].str.endswith(": accuracy")].set_index("claim")["direction_holds"]
     assert acc["real-trained ResNet-18 classifies external-cohort RNA-GAN tiles: accuracy"] is False

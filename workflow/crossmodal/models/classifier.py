@@ -202,6 +202,43 @@ def scores(y_true, proba: np.ndarray, n_classes: int | None = None) -> dict:
     return out
 
 
+def grouped_tests(y_true, proba: np.ndarray, groups, chance: float) -> dict:
+    """Significance of :func:`scores` with the patient (``groups``) as the unit: tiles of one
+    patient are not independent draws, so tile-level p-values would overstate the evidence.
+
+    - ``accuracy_p``: one-sided one-sample t-test that the patients' tile accuracies exceed
+      ``chance``;
+    - ``auc_p`` (two classes only, else NaN): one-sided Mann-Whitney test that the patients of
+      class 1 get a higher mean P(class 1) than those of class 0 - the patient-level AUC's test;
+      ``auc_min_p``: the smallest p that test can give with these patient counts (exact test), so
+      a reader can tell 'no signal' from 'too few patients';
+    - ``n_groups``."""
+    import pandas as pd
+
+    from crossmodal import stats
+
+    y_true, groups = np.asarray(y_true), np.asarray(groups).astype(str)
+    if len(groups) != len(y_true):
+        raise ValueError(f"grouped_tests: {len(groups)} group labels for {len(y_true)} tiles")
+    d = pd.DataFrame({"g": groups, "y": y_true, "hit": proba.argmax(1) == y_true})
+    mixed = d.groupby("g")["y"].nunique()
+    if (mixed > 1).any():
+        raise ValueError(f"grouped_tests: patient(s) {', '.join(mixed.index[mixed > 1][:5])} hold tiles of "
+                         "several classes")
+    per = d.groupby("g").agg(y=("y", "first"), acc=("hit", "mean"))
+    out = {"n_groups": int(len(per)), "accuracy_p": stats.greater_than(per["acc"], chance)["p_value"],
+           "auc_p": float("nan"), "auc_min_p": float("nan")}
+    if proba.shape[1] == 2:
+        score = pd.Series(proba[:, 1]).groupby(groups).mean().reindex(per.index)
+        pos, neg = score[per["y"] == 1].to_numpy(), score[per["y"] == 0].to_numpy()
+        if len(pos) and len(neg):
+            from math import comb
+
+            out["auc_p"] = stats.ranksum(pos, neg, alternative="greater")["p_value"]
+            out["auc_min_p"] = 1 / comb(len(pos) + len(neg), len(pos))
+    return out
+
+
 def cross_validate(tiles: np.ndarray, y: np.ndarray, make_model, s: TrainSettings, *, folds: int = 5,
                    seed: int = 0, groups: np.ndarray | None = None, progress: bool = True) -> tuple[list[dict], np.ndarray]:
     """Stratified k-fold CV (by ``groups`` with StratifiedGroupKFold when given, so tiles of one

@@ -545,17 +545,19 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
             raise ValueError(f"{ds.meta(i)['lmdb']}: tile {i} has {key} {t!r}, not one of {', '.join(tissues)}")
         return tissues.index(t)
 
-    def scored(y_true, tiles) -> dict:
-        p = clf.predict_proba(model, tiles, s.image_size)
+    def scored(y_true, p, donors) -> dict:
+        """Tile-level scores, their donor-level significance and the classifier's majority call."""
         calls = np.bincount(p.argmax(1), minlength=len(tissues))
-        return {**clf.scores(y_true, p), "_majority": int(calls.argmax()), "_share": float(calls.max() / max(len(p), 1))}
+        return {**clf.scores(y_true, p), **clf.grouped_tests(y_true, p, donors, 1 / len(tissues)),
+                "_majority": int(calls.argmax()), "_share": float(calls.max() / max(len(p), 1))}
 
     rows = []
     ds = TileDataset(inputs["external"])
     ext = np.stack([ds[i] for i in range(len(ds))])
     ty = np.array([label(ds, i, "tissue") for i in range(len(ds))])
     rows.append({"evaluation": "external", "tiles": "RNA-GAN tiles from the external cohort's expression",
-                 **scored(ty, ext), **common})
+                 **scored(ty, clf.predict_proba(model, ext, s.image_size), [ds.meta(i)["sample"] for i in range(len(ds))]),
+                 **common})
     # the same classifier on the held-out donors' real tiles: how well the tissues can be told
     # apart at all at this tile size (the ceiling for the generated tiles)
     rx, ry = [], []
@@ -565,34 +567,34 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
         if l:
             rx += l; ry.append(np.full(len(l), k))
     if rx:
-        rds, ridx, _ = select_tiles(rx, per_slide, seed)
+        rds, ridx, rsamples = select_tiles(rx, per_slide, seed)
         rows.append({"evaluation": "real_heldout", "tiles": "real tiles of the test-split donors",
-                     **scored(np.concatenate(ry)[rds.source_index[ridx]], tile_set(rds, ridx, size)),
+                     **scored(np.concatenate(ry)[rds.source_index[ridx]],
+                              clf.predict_proba(model, tile_set(rds, ridx, size), s.image_size), rsamples),
                      **common})
     held = _list(inputs.get("heldout") or [])
     if held:
         test = set(splits.loc[splits["split"] == "test", "sample"])
-        hx, hy = [], []
+        hx, hy, hd = [], [], []
         for p in held:
             d = TileDataset(p)
             ii = [i for i in range(len(d)) if d.meta(i).get("sample") in test]
             if ii:
                 hy.append(np.array([label(d, i, "cohort") for i in ii]))
+                hd += [d.meta(i)["sample"] for i in ii]
                 hx.append(clf.predict_proba(model, TileView(d, ii), s.image_size))
         if not hx:
             raise ValueError(f"{', '.join(held)}: no tiles generated for a test-split donor; the held-out "
                              f"evaluation needs 'test' in config rna_gan.features.real_splits")
-        p = np.concatenate(hx)
-        calls = np.bincount(p.argmax(1), minlength=len(tissues))
         rows.append({"evaluation": "heldout_donors",
                      "tiles": "RNA-GAN tiles from the expression of the test-split donors (real tiles unseen)",
-                     **clf.scores(np.concatenate(hy), p), "_majority": int(calls.argmax()),
-                     "_share": float(calls.max() / max(len(p), 1)), **common})
+                     **scored(np.concatenate(hy), np.concatenate(hx), hd), **common})
     for r in rows:
         # the classifier's most frequent call and its share: 1.0 = every tile given one class,
         # so the accuracy is the chance level by construction whatever the AUC
         r["majority_call"] = tissues[r.pop("_majority")]
         r["majority_share"] = r.pop("_share")
-        lg.info("real-trained %s on %d %s tiles: accuracy %.3f F1 %.3f AUC %.3f (chance %.3f)", c["arch"], r["n"],
-                r["evaluation"], r["accuracy"], r["f1"], r["auc"], r["chance"])
+        lg.info("real-trained %s on %d %s tiles of %d donors: accuracy %.3f (p %.3g) F1 %.3f AUC %.3f (p %.3g) "
+                "(chance %.3f)", c["arch"], r["n"], r["evaluation"], r["n_groups"], r["accuracy"], r["accuracy_p"],
+                r["f1"], r["auc"], r["auc_p"], r["chance"])
     write_table(outputs["metrics"], pd.DataFrame(rows), index=False)
