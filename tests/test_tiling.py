@@ -6,6 +6,8 @@ run the rules through Snakemake (a user's sample sheet) and check the default to
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pytest
+import tifffile
 from PIL import Image
 
 from crossmodal import steps
@@ -53,6 +56,23 @@ def make_slide_rgb(seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory) -> Path:
     return write_svs(tmp_path_factory.mktemp("slides") / "S1.svs", make_slide_rgb())
+
+
+def garble_level(src: Path, dst: Path, level: int) -> Path:
+    """A copy of ``src`` (written by ``write_svs``) whose pyramid ``level`` has corrupt JPEG
+    tiles: an end-of-image marker in the middle of each tile's data, which libjpeg reports as
+    "Corrupt JPEG data: premature end of data segment" and OpenSlide raises as an error.  The
+    level's first tile stays intact (opening a slide decodes one pixel of the coarsest level)."""
+    shutil.copyfile(src, dst)
+    with tifffile.TiffFile(dst) as tf, openslide.OpenSlide(str(dst)) as s:
+        page = [p for p in tf.pages if p.is_tiled][level]     # the pyramid levels, finest first
+        assert (page.shape[1], page.shape[0]) == s.level_dimensions[level]
+        spans = list(zip(page.dataoffsets, page.databytecounts))[1:]
+    with open(dst, "r+b") as f:
+        for offset, n in spans:
+            f.seek(offset + n // 2)
+            f.write(b"\xff\xd9")
+    return dst
 
 
 def _inside(x, y, size, box):
@@ -193,6 +213,31 @@ def test_missing_mpp_falls_back_to_the_objective_power_with_a_warning(tmp_path, 
     # the sample sheet still wins
     qc = tile_slide(path, tmp_path / "y.lmdb", mpp=0.2)
     assert (qc["mpp"], qc["mpp_source"]) == (0.2, "sample_sheet")
+
+
+@pytest.mark.parametrize("tiler, kw, level", [
+    (tile_slide, {}, 1),                                # the decision level (also the read level)
+    (tile_slide, {"mask_max_dim": 1024}, 1),            # decisions on level 2; tiles read from 1
+    (reference_tile_slide, {}, 1),                      # the decision level
+    (reference_tile_slide, {"mask_max_dim": 1024}, 0),  # tiles read from level 0
+], ids=["decision-level", "read-level", "reference-decision-level", "reference-level-0"])
+def test_corrupt_pixel_data_names_the_slide(slide, tmp_path, tiler, kw, level):
+    bad = garble_level(slide, tmp_path / "bad.svs", level)
+    with pytest.raises(SlideError, match=rf"^slide {re.escape(str(bad))}: cannot read level {level}, \d+ x \d+ px "
+                                         r"at level-0 \(\d+, \d+\): Corrupt JPEG data"):
+        tiler(bad, tmp_path / "t.lmdb", **kw)
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.svs"]
+
+
+def test_corrupt_thumbnail_level_names_the_slide(slide, tmp_path):
+    from crossmodal.tiling import render_thumbnail
+
+    # a 256-px thumbnail of the 3072 x 2048 slide is read from level 2 (downsample 4)
+    bad = garble_level(slide, tmp_path / "bad.svs", 2)
+    qc = tile_slide(bad, tmp_path / "t.lmdb")        # decisions and tiles come from level 1
+    with pytest.raises(SlideError, match=rf"^slide {re.escape(str(bad))}: cannot read a 256-px thumbnail: Corrupt JPEG data"):
+        render_thumbnail(bad, qc, kept_origins(tmp_path / "t.lmdb"), tmp_path / "thumb.png", max_dim=256)
+    assert not list(tmp_path.glob("*thumb*"))
 
 
 def test_transparent_pixels_are_background_not_black(slide, tmp_path):

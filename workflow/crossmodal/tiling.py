@@ -30,6 +30,7 @@ their kept-tile sets are identical.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -131,6 +132,22 @@ def _background_rgb(slide) -> np.ndarray:
         return np.array([255, 255, 255], np.uint16)
 
 
+@contextlib.contextmanager
+def _decoding(slide, what: str):
+    """Re-raise an OpenSlide error inside the block as a :class:`SlideError` naming the slide.
+
+    OpenSlide reports damaged pixel data (e.g. "Corrupt JPEG data: premature end of data
+    segment") only when a read decodes it, without the file's name; every pixel read of this
+    module goes through here.  The slide's ``path`` is set by :func:`open_slide`.
+    """
+    import openslide
+
+    try:
+        yield
+    except openslide.OpenSlideError as e:
+        raise SlideError(f"slide {getattr(slide, 'path', slide)}: cannot read {what}: {e}") from e
+
+
 def _read_rgb(slide, loc0, level, size) -> np.ndarray:
     """RGB uint8 of a region, transparent pixels composited onto the slide's background.
 
@@ -138,8 +155,11 @@ def _read_rgb(slide, loc0, level, size) -> np.ndarray:
     the level's edge, in Aperio tiles the scanner did not write, between the scanned regions
     of multi-region slides.  ``convert("RGB")`` alone would turn those into black pixels,
     which the pen rule (near-black) and the stored tiles would then take for ink or tissue.
+    An OpenSlide error (corrupt tile data) is raised as a :class:`SlideError` naming the slide.
     """
-    region = slide.read_region((int(loc0[0]), int(loc0[1])), level, (int(size[0]), int(size[1])))
+    (x, y), (w, h) = (int(loc0[0]), int(loc0[1])), (int(size[0]), int(size[1]))
+    with _decoding(slide, f"level {level}, {w} x {h} px at level-0 ({x}, {y})"):
+        region = slide.read_region((x, y), level, (w, h))
     a = np.asarray(region)
     if a.ndim != 3 or a.shape[2] != 4:
         return np.asarray(region.convert("RGB"))
@@ -373,7 +393,9 @@ def tile_slide(slide_path, out_lmdb, *, tile_size: int = 256, target_mpp: float 
     (raw | jpeg | png), ``jpeg_quality`` (defaults: :data:`DEFAULTS`).  ``mpp`` (level-0 µm/px from
     the sample sheet) overrides / supplies the slide's metadata.  Returns the QC dict: counts
     kept and dropped by reason, read level, downsample, mpp, decision level, warnings.
-    A slide without tissue gives an empty (but complete) LMDB and a warning.
+    A slide without tissue gives an empty (but complete) LMDB and a warning; a slide that
+    cannot be opened or whose pixel data cannot be decoded raises :class:`SlideError` naming it,
+    and leaves no LMDB.
     """
     from tqdm import tqdm
 
@@ -397,13 +419,10 @@ def tile_slide(slide_path, out_lmdb, *, tile_size: int = 256, target_mpp: float 
                 lx, ly = x / ds, y / ds
                 edges = [int(round(lx + k * grid.size0 / ds)) for k in range(len(run) + 1)]
                 h = int(round(ly + grid.size0 / ds)) - int(round(ly))
-                try:
-                    if pixels is not None:
-                        strip = pixels[int(round(ly)):int(round(ly)) + h, edges[0]:edges[-1]]
-                    else:
-                        strip = _read_rgb(slide, (x, y), level, (edges[-1] - edges[0], h))
-                except Exception as e:  # openslide.OpenSlideError on a corrupt tile
-                    raise SlideError(f"slide {slide_path}: cannot read level {level} at ({x}, {y}): {e}") from e
+                if pixels is not None:
+                    strip = pixels[int(round(ly)):int(round(ly)) + h, edges[0]:edges[-1]]
+                else:
+                    strip = _read_rgb(slide, (x, y), level, (edges[-1] - edges[0], h))
                 for k, t in enumerate(run):
                     tile = _resize(np.ascontiguousarray(strip[:, edges[k] - edges[0]:edges[k + 1] - edges[0]]),
                                    p["tile_size"])
@@ -496,7 +515,8 @@ def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1
 
     slide = open_slide(slide_path, mpp, require_mpp=False)
     try:
-        thumb = slide.get_thumbnail((max_dim, max_dim)).convert("RGB")
+        with _decoding(slide, f"a {max_dim}-px thumbnail"):
+            thumb = slide.get_thumbnail((max_dim, max_dim)).convert("RGB")
         W0, H0 = slide.dimensions
     finally:
         slide.close()
