@@ -337,6 +337,29 @@ def test_tile_slide_step_writes_qc_and_thumbnail(slide, tmp_path):
     assert t.loc[0, "kept"] == 10 and t.loc[0, "dropped_max_tiles"] == 4 and t.loc[0, "dropped_pen"] == 2
 
 
+def test_tile_slide_step_is_all_or_nothing(slide, tmp_path):
+    """The thumbnail reads the slide again after the tiling; when that read fails (corrupt JPEG
+    tiles in the level a 256-px thumbnail comes from) the step - run through the steps API, as
+    the command line does, without Snakemake's clean-up of a failed job - leaves neither the
+    LMDB nor the QC JSON at its output paths, and a rerun leaves an earlier complete set intact."""
+    bad = garble_level(slide, tmp_path / "bad.svs", 2)
+    out = tmp_path / "out"
+    outputs = {"lmdb": str(out / "S1.lmdb"), "qc": str(out / "S1.qc.json"), "thumb": str(out / "S1.thumb.png")}
+    params = {"preset": {"max_tiles": 10}, "wildcards": {"sample": "S1", "preset": "tile256"}}
+    with pytest.raises(SlideError, match=rf"^slide {re.escape(str(bad))}: cannot read a 256-px thumbnail"):
+        steps.run("tile_slide", {"slide": str(bad)}, outputs, {**params, "thumbnail_size": 256})
+    assert list(out.glob("*")) == []
+    # a 1024-px thumbnail comes from level 1, which is intact: the same step writes every output
+    steps.run("tile_slide", {"slide": str(bad)}, outputs, {**params, "thumbnail_size": 1024})
+    names = ["S1.lmdb", "S1.qc.json", "S1.thumb.pdf", "S1.thumb.png"]
+    assert sorted(p.name for p in out.glob("*")) == names
+    before = {n: (out / n).stat().st_mtime_ns for n in names}
+    with pytest.raises(SlideError, match="thumbnail"):
+        steps.run("tile_slide", {"slide": str(bad)}, outputs, {**params, "thumbnail_size": 256})
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*")} == before
+    assert read_header(out / "S1.lmdb")["count"] == 10
+
+
 def test_rules_on_a_users_sample_sheet(tmp_path):
     """tile_slide + summarise_tiling through Snakemake on a user's sheet (own slides; mpp from
     the sheet for a slide without metadata).  Only common.smk + tiling.smk are included, so

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from crossmodal.data import TileDataset, TileWriter
-from crossmodal.fileio import save_figure, write_json, write_table
+from crossmodal.fileio import atomic_path, save_figure, write_json, write_table
 from crossmodal.slides import SlideError, open_slide
 from crossmodal.steps import step
 
@@ -501,17 +501,16 @@ def kept_origins(lmdb_path) -> list[tuple[int, int]]:
         ds.close()
 
 
-def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1024, mpp=None) -> None:
-    """The slide's thumbnail with the kept tiles outlined and a caption band (PNG + PDF beside
-    it, both atomic).
+def render_thumbnail(slide_path, qc: dict, origins, out_png, *, out_pdf=None, max_dim: int = 1024,
+                     mpp=None) -> None:
+    """The slide's thumbnail with the kept tiles outlined and a caption band (PNG, and the same
+    as PDF at ``out_pdf``, by default beside it; both atomic).
 
     Drawn with PIL rather than matplotlib (``fileio.save_figure``): it is a picture of the
     slide, not a plot, and one is made per slide and preset, where importing matplotlib alone
     cost more CPU than the tiling of a toy slide.
     """
     from PIL import Image, ImageDraw, ImageFont
-
-    from crossmodal.fileio import atomic_path
 
     slide = open_slide(slide_path, mpp, require_mpp=False)
     try:
@@ -542,7 +541,7 @@ def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         canvas.save(tmp, format="PNG")
-    with atomic_path(out_png.with_suffix(".pdf")) as tmp:
+    with atomic_path(out_pdf or out_png.with_suffix(".pdf")) as tmp:
         canvas.save(tmp, format="PDF", resolution=100.0)
 
 
@@ -597,17 +596,32 @@ def _mpp_param(v):
 
 @step("tile_slide")
 def tile_slide_step(inputs, outputs, params, *, threads=1, log=None):
-    """Tile one slide into an LMDB; QC JSON and a thumbnail with kept tiles outlined."""
+    """Tile one slide into an LMDB; QC JSON and a thumbnail with kept tiles outlined.
+
+    All or nothing: each output is written to a temporary sibling, and all are renamed onto
+    their paths only once every one is complete - the thumbnail reads the slide again after the
+    tiling and can fail (corrupt pixel data in its level), which must not leave the LMDB and
+    the QC JSON behind (Snakemake removes a failed job's outputs; the steps API and the
+    command line do not).
+    """
     preset = dict(params.get("preset") or {})
     sample = params.get("sample") or params.get("wildcards", {}).get("sample")
     name = params.get("preset_name") or params.get("wildcards", {}).get("preset")
-    qc = tile_slide(inputs["slide"], outputs["lmdb"], seed=int(params.get("seed", 0)),
-                    mpp=_mpp_param(params.get("mpp")), sample=sample, preset=name, progress=True, **preset)
-    qc["preset"] = name
-    write_json(outputs["qc"], qc)
-    if "thumb" in outputs:
-        render_thumbnail(inputs["slide"], qc, kept_origins(outputs["lmdb"]), outputs["thumb"],
-                         mpp=_mpp_param(params.get("mpp")), max_dim=int(params.get("thumbnail_size", 1024)))
+    mpp = _mpp_param(params.get("mpp"))
+    with contextlib.ExitStack() as staged:
+        def stage(path, **kw) -> Path:
+            return staged.enter_context(atomic_path(path, **kw))
+
+        lmdb = stage(outputs["lmdb"], is_dir=True)
+        qc = tile_slide(inputs["slide"], lmdb, seed=int(params.get("seed", 0)), mpp=mpp, sample=sample,
+                        preset=name, progress=True, **preset)
+        qc["preset"] = name
+        if "thumb" in outputs:
+            thumb = Path(outputs["thumb"])
+            render_thumbnail(inputs["slide"], qc, kept_origins(lmdb), stage(thumb),
+                             out_pdf=stage(outputs.get("thumb_pdf") or thumb.with_suffix(".pdf")),
+                             mpp=mpp, max_dim=int(params.get("thumbnail_size", 1024)))
+        write_json(stage(outputs["qc"]), qc)
     return qc
 
 
