@@ -19,6 +19,7 @@ import tifffile
 from PIL import Image
 
 from crossmodal import steps
+from crossmodal.config import ConfigError
 from crossmodal.data import TileDataset, TileStoreError, read_header
 from crossmodal.slides import SlideError, write_flat_tiff, write_svs
 from crossmodal.tiling import kept_origins, reference_tile_slide, tile_slide
@@ -358,6 +359,32 @@ def test_tile_slide_step_is_all_or_nothing(slide, tmp_path):
         steps.run("tile_slide", {"slide": str(bad)}, outputs, {**params, "thumbnail_size": 256})
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*")} == before
     assert read_header(out / "S1.lmdb")["count"] == 10
+
+
+@pytest.mark.parametrize("preset, match", [
+    ({"tile_size": "256"}, r"tile_slide preset: tile_size: '256' is not of type 'integer'"),
+    ({"max_background": 5}, r"tile_slide preset: max_background: 5 is greater than the maximum of 1"),
+    ({"max_background": float("nan")}, r"tile_slide preset: max_background: nan is not a finite number"),
+    ({"tile_sise": 256}, r"tile_slide preset: unknown key tile_sise \(allowed here: .*tile_size"),
+], ids=["string", "out-of-range", "nan", "unknown"])
+def test_step_preset_is_validated_against_the_schema(slide, tmp_path, preset, match):
+    """A preset given through the steps API or the command line has not been through the
+    config's validation: it is checked against the schema's preset definition, and the error
+    names the key before anything is written (a string tile size used to fail in the grid
+    arithmetic; max_background 5 ran with the background filter off)."""
+    out = {"lmdb": str(tmp_path / "S1.lmdb"), "qc": str(tmp_path / "S1.qc.json")}
+    with pytest.raises(ConfigError, match=match):
+        steps.run("tile_slide", {"slide": str(slide)}, out, {"preset": preset})
+    assert list(tmp_path.glob("*")) == []
+
+
+def test_step_preset_takes_integral_floats_for_integers(slide, tmp_path):
+    # JSON Schema counts 5.0 as an integer; numpy's sampling (max_tiles) refused it
+    out = {"lmdb": str(tmp_path / "S1.lmdb"), "qc": str(tmp_path / "S1.qc.json")}
+    qc = steps.run("tile_slide", {"slide": str(slide)}, out,
+                   json.loads('{"preset": {"max_tiles": 5.0, "tile_size": 256.0}}'))
+    assert qc["kept"] == 5 and qc["dropped"]["max_tiles"] == 9
+    assert type(read_header(out["lmdb"])["tile_size"]) is int
 
 
 def test_rules_on_a_users_sample_sheet(tmp_path):

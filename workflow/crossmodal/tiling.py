@@ -50,18 +50,39 @@ REASONS = ("background", "pen", "low_contrast", "max_tiles", "blur")
 
 
 
-def _schema_defaults() -> dict:
-    """A preset's defaults, read from workflow/schemas/config/tiling.schema.yaml (one source)."""
+#: the definition of a tiling preset (:func:`tile_slide`'s options) in the config schema
+PRESET_SCHEMA = "config/tiling.schema.yaml#/$defs/preset"
+
+
+def _integer_options() -> frozenset:
     import yaml
 
     from crossmodal.config import SCHEMA_DIR
 
-    schema = yaml.safe_load((SCHEMA_DIR / "config" / "tiling.schema.yaml").read_text())
-    return {k: v["default"] for k, v in schema["$defs"]["preset"]["properties"].items()}
+    file, _, pointer = PRESET_SCHEMA.partition("#")
+    node = yaml.safe_load((SCHEMA_DIR / file).read_text())
+    for key in pointer.strip("/").split("/"):
+        node = node[key]
+    return frozenset(k for k, v in node["properties"].items() if v.get("type") == "integer")
+
+
+_INTEGER_OPTIONS = _integer_options()
+
+
+def _params(kw: dict) -> dict:
+    """The preset options ``kw`` (None: the default) validated against :data:`PRESET_SCHEMA`,
+    with the defaults filled in.  Parameters given through the steps API or the command line
+    reach the tiler without the config's validation: a mistyped, out-of-range, NaN or unknown
+    option raises :class:`~crossmodal.config.ConfigError` naming it.  JSON Schema counts 10.0
+    as an integer; integer options are returned as ``int`` (numpy's sampling refuses 10.0)."""
+    from crossmodal.config import validate
+
+    p = validate({k: v for k, v in kw.items() if v is not None}, PRESET_SCHEMA, "tile_slide preset")
+    return {k: int(v) if k in _INTEGER_OPTIONS else v for k, v in p.items()}
 
 
 #: a preset's defaults = the config schema's (paper values, cited there)
-DEFAULTS = _schema_defaults()
+DEFAULTS = _params({})
 
 _STRIP_ROWS = 1024      # decision level is classified in strips of this many rows
 _MAX_RUN = 16           # at most this many adjacent tiles per read_region call
@@ -243,15 +264,6 @@ def sample_tiles(candidates: np.ndarray, max_tiles: int, seed: int) -> np.ndarra
 
 
 # --- shared set-up ---------------------------------------------------------------------------
-
-
-def _params(kw: dict) -> dict:
-    p = dict(DEFAULTS)
-    unknown = set(kw) - set(p)
-    if unknown:
-        raise TypeError(f"tile_slide: unknown parameter(s) {sorted(unknown)}")
-    p.update({k: v for k, v in kw.items() if v is not None})
-    return p
 
 
 def _setup(slide_path, mpp, p: dict):
