@@ -6,6 +6,7 @@ run the rules through Snakemake (a user's sample sheet) and check the default to
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -385,6 +386,18 @@ def test_step_preset_takes_integral_floats_for_integers(slide, tmp_path):
                    json.loads('{"preset": {"max_tiles": 5.0, "tile_size": 256.0}}'))
     assert qc["kept"] == 5 and qc["dropped"]["max_tiles"] == 9
     assert type(read_header(out["lmdb"])["tile_size"]) is int
+
+
+def test_cli_names_a_missing_output_before_tiling(slide, tmp_path):
+    """``python -m crossmodal tile_slide`` without ``--output qc=...`` used to fail with a bare
+    KeyError after writing the LMDB."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "workflow"), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-m", "crossmodal", "tile_slide", "-i", f"slide={slide}",
+                        "--output", "lmdb=cli/s.lmdb"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode != 0
+    assert "step tile_slide: missing output qc (required outputs: lmdb, qc; given: lmdb)" in p.stderr
+    assert list(tmp_path.glob("*")) == []
 
 
 def test_rules_on_a_users_sample_sheet(tmp_path):

@@ -606,7 +606,7 @@ def _mpp_param(v):
     return float(v)
 
 
-@step("tile_slide")
+@step("tile_slide", inputs=("slide",), outputs=("lmdb", "qc"))
 def tile_slide_step(inputs, outputs, params, *, threads=1, log=None):
     """Tile one slide into an LMDB; QC JSON and a thumbnail with kept tiles outlined.
 
@@ -637,7 +637,7 @@ def tile_slide_step(inputs, outputs, params, *, threads=1, log=None):
     return qc
 
 
-@step("summarise_tiling")
+@step("summarise_tiling", outputs=("table", "figure"))
 def summarise_tiling_step(inputs, outputs, params, *, threads=1, log=None):
     """Per-slide tiling QC of one preset: kept / dropped by reason (TSV + figure)."""
     import json
