@@ -400,6 +400,24 @@ def test_cli_names_a_missing_output_before_tiling(slide, tmp_path):
     assert list(tmp_path.glob("*")) == []
 
 
+def test_summarise_tiling_names_a_damaged_or_missing_qc(slide, tmp_path):
+    """A truncated QC JSON used to fail with a bare JSONDecodeError naming no file."""
+    text = json.dumps(tile_slide(slide, tmp_path / "S1.lmdb", max_tiles=2), indent=2)
+    good, cut, other = tmp_path / "S1.qc.json", tmp_path / "S2.qc.json", tmp_path / "S3.qc.json"
+    good.write_text(text)
+    cut.write_text(text[:len(text) // 2])          # a half-written or half-copied file
+    other.write_text("[1, 2]")
+    out = {"table": str(tmp_path / "r/qc.tsv"), "figure": str(tmp_path / "r/qc.png")}
+    for bad, match in [(cut, "not valid JSON"), (other, "not a tiling QC file"),
+                       (tmp_path / "S4.qc.json", "not found")]:
+        with pytest.raises(ValueError if bad.exists() else FileNotFoundError,
+                           match=rf"^tiling QC {re.escape(str(bad))}: {match}.*rule tile_slide writes it"):
+            steps.run("summarise_tiling", {"qc": [str(good), str(bad)]}, out, {})
+    assert not (tmp_path / "r").exists()
+    steps.run("summarise_tiling", {"qc": [str(good)]}, out, {})
+    assert (tmp_path / "r/qc.tsv").exists()
+
+
 def test_rules_on_a_users_sample_sheet(tmp_path):
     """tile_slide + summarise_tiling through Snakemake on a user's sheet (own slides; mpp from
     the sheet for a slide without metadata).  Only common.smk + tiling.smk are included, so

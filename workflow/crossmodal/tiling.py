@@ -557,6 +557,24 @@ def render_thumbnail(slide_path, qc: dict, origins, out_png, *, out_pdf=None, ma
         canvas.save(tmp, format="PDF", resolution=100.0)
 
 
+def read_qc(path) -> dict:
+    """One slide's QC JSON (:func:`tile_slide`'s dict, written by rule tile_slide); a missing,
+    unreadable (truncated) or foreign file raises an error naming it."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tiling QC {path}: not found (rule tile_slide writes it)")
+    try:
+        qc = json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"tiling QC {path}: not valid JSON ({e}); a truncated or damaged file? "
+                         "(rule tile_slide writes it)") from None
+    if not isinstance(qc, dict) or not isinstance(qc.get("dropped"), dict):
+        raise ValueError(f"tiling QC {path}: not a tiling QC file (no 'dropped' counts; rule tile_slide writes it)")
+    return qc
+
+
 QC_COLUMNS = ["sample", "slide", "mpp", "level", "downsample", "decision_level", "n_grid", "kept",
               *(f"dropped_{r}" for r in REASONS), "seconds", "warnings"]
 
@@ -640,11 +658,9 @@ def tile_slide_step(inputs, outputs, params, *, threads=1, log=None):
 @step("summarise_tiling", outputs=("table", "figure"))
 def summarise_tiling_step(inputs, outputs, params, *, threads=1, log=None):
     """Per-slide tiling QC of one preset: kept / dropped by reason (TSV + figure)."""
-    import json
-
     qc = inputs.get("qc", [])
     qc = [qc] if isinstance(qc, str) else list(qc)
-    qcs = [json.loads(Path(f).read_text()) for f in qc]
+    qcs = [read_qc(f) for f in qc]
     df = qc_table(qcs)
     write_table(outputs["table"], df, index=False)
     preset = params.get("preset_name") or params.get("wildcards", {}).get("preset", "")
