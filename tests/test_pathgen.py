@@ -2,6 +2,8 @@
 model recovering a planted signal, MCAT_GR, conformal coverage, the reproduction table."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -173,6 +175,15 @@ def test_embed_lmdb_drops_bright_patches_and_records_level(tmp_path):
     np.savez(bad, x=np.zeros(2))
     with pytest.raises(ValueError, match="bad.npz"):
         read_embeddings(bad)
+    # a damaged file (half-copied; a flipped byte) names the file: numpy and zipfile say BadZipFile, naming none
+    data = out.read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    for name, content in [("cut.npz", data[:len(data) // 2]), ("flipped.npz", bytes(flipped))]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"^patch embeddings {re.escape(str(tmp_path / name))}: unreadable \(\w+: .*\); "
+                                             r"a truncated or damaged file\? \(rule embed_patches writes it\)"):
+            read_embeddings(tmp_path / name)
 
 
 def test_uni_encoder_without_weights_names_the_missing_file(tmp_path):

@@ -6,6 +6,9 @@ run the rules through Snakemake (a user's sample sheet) and check the default to
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pytest
+import tifffile
 from PIL import Image
 
 from crossmodal import steps
+from crossmodal.config import ConfigError
 from crossmodal.data import TileDataset, TileStoreError, read_header
 from crossmodal.slides import SlideError, write_flat_tiff, write_svs
 from crossmodal.tiling import kept_origins, reference_tile_slide, tile_slide
@@ -53,6 +58,23 @@ def make_slide_rgb(seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory) -> Path:
     return write_svs(tmp_path_factory.mktemp("slides") / "S1.svs", make_slide_rgb())
+
+
+def garble_level(src: Path, dst: Path, level: int) -> Path:
+    """A copy of ``src`` (written by ``write_svs``) whose pyramid ``level`` has corrupt JPEG
+    tiles: an end-of-image marker in the middle of each tile's data, which libjpeg reports as
+    "Corrupt JPEG data: premature end of data segment" and OpenSlide raises as an error.  The
+    level's first tile stays intact (opening a slide decodes one pixel of the coarsest level)."""
+    shutil.copyfile(src, dst)
+    with tifffile.TiffFile(dst) as tf, openslide.OpenSlide(str(dst)) as s:
+        page = [p for p in tf.pages if p.is_tiled][level]     # the pyramid levels, finest first
+        assert (page.shape[1], page.shape[0]) == s.level_dimensions[level]
+        spans = list(zip(page.dataoffsets, page.databytecounts))[1:]
+    with open(dst, "r+b") as f:
+        for offset, n in spans:
+            f.seek(offset + n // 2)
+            f.write(b"\xff\xd9")
+    return dst
 
 
 def _inside(x, y, size, box):
@@ -195,6 +217,31 @@ def test_missing_mpp_falls_back_to_the_objective_power_with_a_warning(tmp_path, 
     assert (qc["mpp"], qc["mpp_source"]) == (0.2, "sample_sheet")
 
 
+@pytest.mark.parametrize("tiler, kw, level", [
+    (tile_slide, {}, 1),                                # the decision level (also the read level)
+    (tile_slide, {"mask_max_dim": 1024}, 1),            # decisions on level 2; tiles read from 1
+    (reference_tile_slide, {}, 1),                      # the decision level
+    (reference_tile_slide, {"mask_max_dim": 1024}, 0),  # tiles read from level 0
+], ids=["decision-level", "read-level", "reference-decision-level", "reference-level-0"])
+def test_corrupt_pixel_data_names_the_slide(slide, tmp_path, tiler, kw, level):
+    bad = garble_level(slide, tmp_path / "bad.svs", level)
+    with pytest.raises(SlideError, match=rf"^slide {re.escape(str(bad))}: cannot read level {level}, \d+ x \d+ px "
+                                         r"at level-0 \(\d+, \d+\): Corrupt JPEG data"):
+        tiler(bad, tmp_path / "t.lmdb", **kw)
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.svs"]
+
+
+def test_corrupt_thumbnail_level_names_the_slide(slide, tmp_path):
+    from crossmodal.tiling import render_thumbnail
+
+    # a 256-px thumbnail of the 3072 x 2048 slide is read from level 2 (downsample 4)
+    bad = garble_level(slide, tmp_path / "bad.svs", 2)
+    qc = tile_slide(bad, tmp_path / "t.lmdb")        # decisions and tiles come from level 1
+    with pytest.raises(SlideError, match=rf"^slide {re.escape(str(bad))}: cannot read a 256-px thumbnail: Corrupt JPEG data"):
+        render_thumbnail(bad, qc, kept_origins(tmp_path / "t.lmdb"), tmp_path / "thumb.png", max_dim=256)
+    assert not list(tmp_path.glob("*thumb*"))
+
+
 def test_transparent_pixels_are_background_not_black(slide, tmp_path):
     """OpenSlide returns RGBA (0, 0, 0, 0) outside the scanned area (beyond a level's edge,
     unscanned Aperio tiles); they must read as the slide's background (white), not as black
@@ -290,6 +337,85 @@ def test_tile_slide_step_writes_qc_and_thumbnail(slide, tmp_path):
 
     t = pd.read_csv(tmp_path / "qc.tsv", sep="\t")
     assert t.loc[0, "kept"] == 10 and t.loc[0, "dropped_max_tiles"] == 4 and t.loc[0, "dropped_pen"] == 2
+
+
+def test_tile_slide_step_is_all_or_nothing(slide, tmp_path):
+    """The thumbnail reads the slide again after the tiling; when that read fails (corrupt JPEG
+    tiles in the level a 256-px thumbnail comes from) the step - run through the steps API, as
+    the command line does, without Snakemake's clean-up of a failed job - leaves neither the
+    LMDB nor the QC JSON at its output paths, and a rerun leaves an earlier complete set intact."""
+    bad = garble_level(slide, tmp_path / "bad.svs", 2)
+    out = tmp_path / "out"
+    outputs = {"lmdb": str(out / "S1.lmdb"), "qc": str(out / "S1.qc.json"), "thumb": str(out / "S1.thumb.png")}
+    params = {"preset": {"max_tiles": 10}, "wildcards": {"sample": "S1", "preset": "tile256"}}
+    with pytest.raises(SlideError, match=rf"^slide {re.escape(str(bad))}: cannot read a 256-px thumbnail"):
+        steps.run("tile_slide", {"slide": str(bad)}, outputs, {**params, "thumbnail_size": 256})
+    assert list(out.glob("*")) == []
+    # a 1024-px thumbnail comes from level 1, which is intact: the same step writes every output
+    steps.run("tile_slide", {"slide": str(bad)}, outputs, {**params, "thumbnail_size": 1024})
+    names = ["S1.lmdb", "S1.qc.json", "S1.thumb.pdf", "S1.thumb.png"]
+    assert sorted(p.name for p in out.glob("*")) == names
+    before = {n: (out / n).stat().st_mtime_ns for n in names}
+    with pytest.raises(SlideError, match="thumbnail"):
+        steps.run("tile_slide", {"slide": str(bad)}, outputs, {**params, "thumbnail_size": 256})
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*")} == before
+    assert read_header(out / "S1.lmdb")["count"] == 10
+
+
+@pytest.mark.parametrize("preset, match", [
+    ({"tile_size": "256"}, r"tile_slide preset: tile_size: '256' is not of type 'integer'"),
+    ({"max_background": 5}, r"tile_slide preset: max_background: 5 is greater than the maximum of 1"),
+    ({"max_background": float("nan")}, r"tile_slide preset: max_background: nan is not a finite number"),
+    ({"tile_sise": 256}, r"tile_slide preset: unknown key tile_sise \(allowed here: .*tile_size"),
+], ids=["string", "out-of-range", "nan", "unknown"])
+def test_step_preset_is_validated_against_the_schema(slide, tmp_path, preset, match):
+    """A preset given through the steps API or the command line has not been through the
+    config's validation: it is checked against the schema's preset definition, and the error
+    names the key before anything is written (a string tile size used to fail in the grid
+    arithmetic; max_background 5 ran with the background filter off)."""
+    out = {"lmdb": str(tmp_path / "S1.lmdb"), "qc": str(tmp_path / "S1.qc.json")}
+    with pytest.raises(ConfigError, match=match):
+        steps.run("tile_slide", {"slide": str(slide)}, out, {"preset": preset})
+    assert list(tmp_path.glob("*")) == []
+
+
+def test_step_preset_takes_integral_floats_for_integers(slide, tmp_path):
+    # JSON Schema counts 5.0 as an integer; numpy's sampling (max_tiles) refused it
+    out = {"lmdb": str(tmp_path / "S1.lmdb"), "qc": str(tmp_path / "S1.qc.json")}
+    qc = steps.run("tile_slide", {"slide": str(slide)}, out,
+                   json.loads('{"preset": {"max_tiles": 5.0, "tile_size": 256.0}}'))
+    assert qc["kept"] == 5 and qc["dropped"]["max_tiles"] == 9
+    assert type(read_header(out["lmdb"])["tile_size"]) is int
+
+
+def test_cli_names_a_missing_output_before_tiling(slide, tmp_path):
+    """``python -m crossmodal tile_slide`` without ``--output qc=...`` used to fail with a bare
+    KeyError after writing the LMDB."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "workflow"), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-m", "crossmodal", "tile_slide", "-i", f"slide={slide}",
+                        "--output", "lmdb=cli/s.lmdb"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert p.returncode != 0
+    assert "step tile_slide: missing output qc (required outputs: lmdb, qc; given: lmdb)" in p.stderr
+    assert list(tmp_path.glob("*")) == []
+
+
+def test_summarise_tiling_names_a_damaged_or_missing_qc(slide, tmp_path):
+    """A truncated QC JSON used to fail with a bare JSONDecodeError naming no file."""
+    text = json.dumps(tile_slide(slide, tmp_path / "S1.lmdb", max_tiles=2), indent=2)
+    good, cut, other = tmp_path / "S1.qc.json", tmp_path / "S2.qc.json", tmp_path / "S3.qc.json"
+    good.write_text(text)
+    cut.write_text(text[:len(text) // 2])          # a half-written or half-copied file
+    other.write_text("[1, 2]")
+    out = {"table": str(tmp_path / "r/qc.tsv"), "figure": str(tmp_path / "r/qc.png")}
+    for bad, match in [(cut, "not valid JSON"), (other, "not a tiling QC file"),
+                       (tmp_path / "S4.qc.json", "not found")]:
+        with pytest.raises(ValueError if bad.exists() else FileNotFoundError,
+                           match=rf"^tiling QC {re.escape(str(bad))}: {match}.*rule tile_slide writes it"):
+            steps.run("summarise_tiling", {"qc": [str(good), str(bad)]}, out, {})
+    assert not (tmp_path / "r").exists()
+    steps.run("summarise_tiling", {"qc": [str(good)]}, out, {})
+    assert (tmp_path / "r/qc.tsv").exists()
 
 
 def test_rules_on_a_users_sample_sheet(tmp_path):

@@ -78,13 +78,19 @@ def _message(err, what: str) -> str:
 def validate(instance: dict, schema_file: str | Path, what: str = "config") -> dict:
     """Validate ``instance`` in place against ``schema_file``, filling defaults.
 
+    ``schema_file`` may end in a JSON pointer to one definition of the file, e.g.
+    ``config/tiling.schema.yaml#/$defs/preset`` (relative paths are under :data:`SCHEMA_DIR`).
     Raises :class:`ConfigError` naming the first offending key.  Returns the instance.
     """
+    schema_file, _, pointer = str(schema_file).partition("#")
     schema_file = Path(schema_file)
     if not schema_file.is_absolute():
         schema_file = SCHEMA_DIR / schema_file
     schema = _load_yaml(schema_file)
     registry = _registry(schema_file.parent)
+    if pointer:
+        # the registry holds the files of schema_file's folder by their names
+        schema = {"$ref": f"{schema_file.name}#{pointer}"}
     v = _Validator(schema, registry=registry)
     # two passes: the first fills defaults (which may create sub-objects), the second reports
     errors = sorted(v.iter_errors(instance), key=lambda e: (len(list(e.absolute_path)), str(e.message)))

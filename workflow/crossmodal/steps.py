@@ -7,7 +7,8 @@ also a command line, ``python -m crossmodal <step> --input k=path --output k=pat
 A step is a function ``f(inputs, outputs, params, *, threads=1, log=None)`` where ``inputs``
 and ``outputs`` map names to paths (str, or lists of str) and ``params`` is a dict.
 Register one with ``@step("name")`` in the module that holds its logic and list that module
-in ``_STEP_MODULES`` below.
+in ``_STEP_MODULES`` below; ``@step("name", inputs=(...), outputs=(...))`` also declares the
+input and output names the step cannot run without, which :func:`run` checks before it starts.
 """
 from __future__ import annotations
 
@@ -43,14 +44,31 @@ _STEP_MODULES = [
 log = logging.getLogger("crossmodal")
 
 
-def step(name: str):
+def step(name: str, *, inputs: tuple[str, ...] = (), outputs: tuple[str, ...] = ()):
+    """Register a step as ``name``; ``inputs`` / ``outputs``: the names it requires (others
+    may be optional), kept as ``fn.required`` for :func:`run` to check."""
     def deco(fn):
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise RuntimeError(f"step {name!r} registered twice")
+        fn.required = {"input": tuple(inputs), "output": tuple(outputs)}
         _REGISTRY[name] = fn
         return fn
 
     return deco
+
+
+def check_required(name: str, fn: Callable, inputs: dict, outputs: dict) -> None:
+    """:class:`ValueError` naming every required input and output (see :func:`step`) that step
+    ``name`` was not given, so that it fails before doing any work."""
+    req = getattr(fn, "required", {})
+    parts = []
+    for kind, given in (("input", inputs), ("output", outputs)):
+        missing = [k for k in req.get(kind, ()) if k not in given]
+        if missing:
+            parts.append(f"missing {kind} {', '.join(missing)} (required {kind}s: {', '.join(req[kind])}; "
+                         f"given: {', '.join(given) or 'none'})")
+    if parts:
+        raise ValueError(f"step {name}: {'; '.join(parts)}")
 
 
 def _load_all(until: str | None = None) -> None:
@@ -108,6 +126,7 @@ def run(name: str, inputs: dict, outputs: dict, params: dict, *, threads: int = 
 
         claim_gpus(gpus)
     fn = get(name)
+    check_required(name, fn, inputs, outputs)
     log.info("step %s: start (threads=%d)", name, threads)
     t0 = time.perf_counter()
     from crossmodal.training import INPUTS_ENV, inputs_fingerprint

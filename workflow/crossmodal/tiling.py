@@ -30,6 +30,7 @@ their kept-tile sets are identical.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from crossmodal.data import TileDataset, TileWriter
-from crossmodal.fileio import save_figure, write_json, write_table
+from crossmodal.fileio import atomic_path, save_figure, write_json, write_table
 from crossmodal.slides import SlideError, open_slide
 from crossmodal.steps import step
 
@@ -49,18 +50,39 @@ REASONS = ("background", "pen", "low_contrast", "max_tiles", "blur")
 
 
 
-def _schema_defaults() -> dict:
-    """A preset's defaults, read from workflow/schemas/config/tiling.schema.yaml (one source)."""
+#: the definition of a tiling preset (:func:`tile_slide`'s options) in the config schema
+PRESET_SCHEMA = "config/tiling.schema.yaml#/$defs/preset"
+
+
+def _integer_options() -> frozenset:
     import yaml
 
     from crossmodal.config import SCHEMA_DIR
 
-    schema = yaml.safe_load((SCHEMA_DIR / "config" / "tiling.schema.yaml").read_text())
-    return {k: v["default"] for k, v in schema["$defs"]["preset"]["properties"].items()}
+    file, _, pointer = PRESET_SCHEMA.partition("#")
+    node = yaml.safe_load((SCHEMA_DIR / file).read_text())
+    for key in pointer.strip("/").split("/"):
+        node = node[key]
+    return frozenset(k for k, v in node["properties"].items() if v.get("type") == "integer")
+
+
+_INTEGER_OPTIONS = _integer_options()
+
+
+def _params(kw: dict) -> dict:
+    """The preset options ``kw`` (None: the default) validated against :data:`PRESET_SCHEMA`,
+    with the defaults filled in.  Parameters given through the steps API or the command line
+    reach the tiler without the config's validation: a mistyped, out-of-range, NaN or unknown
+    option raises :class:`~crossmodal.config.ConfigError` naming it.  JSON Schema counts 10.0
+    as an integer; integer options are returned as ``int`` (numpy's sampling refuses 10.0)."""
+    from crossmodal.config import validate
+
+    p = validate({k: v for k, v in kw.items() if v is not None}, PRESET_SCHEMA, "tile_slide preset")
+    return {k: int(v) if k in _INTEGER_OPTIONS else v for k, v in p.items()}
 
 
 #: a preset's defaults = the config schema's (paper values, cited there)
-DEFAULTS = _schema_defaults()
+DEFAULTS = _params({})
 
 _STRIP_ROWS = 1024      # decision level is classified in strips of this many rows
 _MAX_RUN = 16           # at most this many adjacent tiles per read_region call
@@ -131,6 +153,22 @@ def _background_rgb(slide) -> np.ndarray:
         return np.array([255, 255, 255], np.uint16)
 
 
+@contextlib.contextmanager
+def _decoding(slide, what: str):
+    """Re-raise an OpenSlide error inside the block as a :class:`SlideError` naming the slide.
+
+    OpenSlide reports damaged pixel data (e.g. "Corrupt JPEG data: premature end of data
+    segment") only when a read decodes it, without the file's name; every pixel read of this
+    module goes through here.  The slide's ``path`` is set by :func:`open_slide`.
+    """
+    import openslide
+
+    try:
+        yield
+    except openslide.OpenSlideError as e:
+        raise SlideError(f"slide {getattr(slide, 'path', slide)}: cannot read {what}: {e}") from e
+
+
 def _read_rgb(slide, loc0, level, size) -> np.ndarray:
     """RGB uint8 of a region, transparent pixels composited onto the slide's background.
 
@@ -138,8 +176,11 @@ def _read_rgb(slide, loc0, level, size) -> np.ndarray:
     the level's edge, in Aperio tiles the scanner did not write, between the scanned regions
     of multi-region slides.  ``convert("RGB")`` alone would turn those into black pixels,
     which the pen rule (near-black) and the stored tiles would then take for ink or tissue.
+    An OpenSlide error (corrupt tile data) is raised as a :class:`SlideError` naming the slide.
     """
-    region = slide.read_region((int(loc0[0]), int(loc0[1])), level, (int(size[0]), int(size[1])))
+    (x, y), (w, h) = (int(loc0[0]), int(loc0[1])), (int(size[0]), int(size[1]))
+    with _decoding(slide, f"level {level}, {w} x {h} px at level-0 ({x}, {y})"):
+        region = slide.read_region((x, y), level, (w, h))
     a = np.asarray(region)
     if a.ndim != 3 or a.shape[2] != 4:
         return np.asarray(region.convert("RGB"))
@@ -223,15 +264,6 @@ def sample_tiles(candidates: np.ndarray, max_tiles: int, seed: int) -> np.ndarra
 
 
 # --- shared set-up ---------------------------------------------------------------------------
-
-
-def _params(kw: dict) -> dict:
-    p = dict(DEFAULTS)
-    unknown = set(kw) - set(p)
-    if unknown:
-        raise TypeError(f"tile_slide: unknown parameter(s) {sorted(unknown)}")
-    p.update({k: v for k, v in kw.items() if v is not None})
-    return p
 
 
 def _setup(slide_path, mpp, p: dict):
@@ -373,7 +405,9 @@ def tile_slide(slide_path, out_lmdb, *, tile_size: int = 256, target_mpp: float 
     (raw | jpeg | png), ``jpeg_quality`` (defaults: :data:`DEFAULTS`).  ``mpp`` (level-0 µm/px from
     the sample sheet) overrides / supplies the slide's metadata.  Returns the QC dict: counts
     kept and dropped by reason, read level, downsample, mpp, decision level, warnings.
-    A slide without tissue gives an empty (but complete) LMDB and a warning.
+    A slide without tissue gives an empty (but complete) LMDB and a warning; a slide that
+    cannot be opened or whose pixel data cannot be decoded raises :class:`SlideError` naming it,
+    and leaves no LMDB.
     """
     from tqdm import tqdm
 
@@ -397,13 +431,10 @@ def tile_slide(slide_path, out_lmdb, *, tile_size: int = 256, target_mpp: float 
                 lx, ly = x / ds, y / ds
                 edges = [int(round(lx + k * grid.size0 / ds)) for k in range(len(run) + 1)]
                 h = int(round(ly + grid.size0 / ds)) - int(round(ly))
-                try:
-                    if pixels is not None:
-                        strip = pixels[int(round(ly)):int(round(ly)) + h, edges[0]:edges[-1]]
-                    else:
-                        strip = _read_rgb(slide, (x, y), level, (edges[-1] - edges[0], h))
-                except Exception as e:  # openslide.OpenSlideError on a corrupt tile
-                    raise SlideError(f"slide {slide_path}: cannot read level {level} at ({x}, {y}): {e}") from e
+                if pixels is not None:
+                    strip = pixels[int(round(ly)):int(round(ly)) + h, edges[0]:edges[-1]]
+                else:
+                    strip = _read_rgb(slide, (x, y), level, (edges[-1] - edges[0], h))
                 for k, t in enumerate(run):
                     tile = _resize(np.ascontiguousarray(strip[:, edges[k] - edges[0]:edges[k + 1] - edges[0]]),
                                    p["tile_size"])
@@ -482,9 +513,10 @@ def kept_origins(lmdb_path) -> list[tuple[int, int]]:
         ds.close()
 
 
-def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1024, mpp=None) -> None:
-    """The slide's thumbnail with the kept tiles outlined and a caption band (PNG + PDF beside
-    it, both atomic).
+def render_thumbnail(slide_path, qc: dict, origins, out_png, *, out_pdf=None, max_dim: int = 1024,
+                     mpp=None) -> None:
+    """The slide's thumbnail with the kept tiles outlined and a caption band (PNG, and the same
+    as PDF at ``out_pdf``, by default beside it; both atomic).
 
     Drawn with PIL rather than matplotlib (``fileio.save_figure``): it is a picture of the
     slide, not a plot, and one is made per slide and preset, where importing matplotlib alone
@@ -492,11 +524,10 @@ def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from crossmodal.fileio import atomic_path
-
     slide = open_slide(slide_path, mpp, require_mpp=False)
     try:
-        thumb = slide.get_thumbnail((max_dim, max_dim)).convert("RGB")
+        with _decoding(slide, f"a {max_dim}-px thumbnail"):
+            thumb = slide.get_thumbnail((max_dim, max_dim)).convert("RGB")
         W0, H0 = slide.dimensions
     finally:
         slide.close()
@@ -522,8 +553,26 @@ def render_thumbnail(slide_path, qc: dict, origins, out_png, *, max_dim: int = 1
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         canvas.save(tmp, format="PNG")
-    with atomic_path(out_png.with_suffix(".pdf")) as tmp:
+    with atomic_path(out_pdf or out_png.with_suffix(".pdf")) as tmp:
         canvas.save(tmp, format="PDF", resolution=100.0)
+
+
+def read_qc(path) -> dict:
+    """One slide's QC JSON (:func:`tile_slide`'s dict, written by rule tile_slide); a missing,
+    unreadable (truncated) or foreign file raises an error naming it."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tiling QC {path}: not found (rule tile_slide writes it)")
+    try:
+        qc = json.loads(path.read_text())
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"tiling QC {path}: not valid JSON ({e}); a truncated or damaged file? "
+                         "(rule tile_slide writes it)") from None
+    if not isinstance(qc, dict) or not isinstance(qc.get("dropped"), dict):
+        raise ValueError(f"tiling QC {path}: not a tiling QC file (no 'dropped' counts; rule tile_slide writes it)")
+    return qc
 
 
 QC_COLUMNS = ["sample", "slide", "mpp", "level", "downsample", "decision_level", "n_grid", "kept",
@@ -575,30 +624,43 @@ def _mpp_param(v):
     return float(v)
 
 
-@step("tile_slide")
+@step("tile_slide", inputs=("slide",), outputs=("lmdb", "qc"))
 def tile_slide_step(inputs, outputs, params, *, threads=1, log=None):
-    """Tile one slide into an LMDB; QC JSON and a thumbnail with kept tiles outlined."""
+    """Tile one slide into an LMDB; QC JSON and a thumbnail with kept tiles outlined.
+
+    All or nothing: each output is written to a temporary sibling, and all are renamed onto
+    their paths only once every one is complete - the thumbnail reads the slide again after the
+    tiling and can fail (corrupt pixel data in its level), which must not leave the LMDB and
+    the QC JSON behind (Snakemake removes a failed job's outputs; the steps API and the
+    command line do not).
+    """
     preset = dict(params.get("preset") or {})
     sample = params.get("sample") or params.get("wildcards", {}).get("sample")
     name = params.get("preset_name") or params.get("wildcards", {}).get("preset")
-    qc = tile_slide(inputs["slide"], outputs["lmdb"], seed=int(params.get("seed", 0)),
-                    mpp=_mpp_param(params.get("mpp")), sample=sample, preset=name, progress=True, **preset)
-    qc["preset"] = name
-    write_json(outputs["qc"], qc)
-    if "thumb" in outputs:
-        render_thumbnail(inputs["slide"], qc, kept_origins(outputs["lmdb"]), outputs["thumb"],
-                         mpp=_mpp_param(params.get("mpp")), max_dim=int(params.get("thumbnail_size", 1024)))
+    mpp = _mpp_param(params.get("mpp"))
+    with contextlib.ExitStack() as staged:
+        def stage(path, **kw) -> Path:
+            return staged.enter_context(atomic_path(path, **kw))
+
+        lmdb = stage(outputs["lmdb"], is_dir=True)
+        qc = tile_slide(inputs["slide"], lmdb, seed=int(params.get("seed", 0)), mpp=mpp, sample=sample,
+                        preset=name, progress=True, **preset)
+        qc["preset"] = name
+        if "thumb" in outputs:
+            thumb = Path(outputs["thumb"])
+            render_thumbnail(inputs["slide"], qc, kept_origins(lmdb), stage(thumb),
+                             out_pdf=stage(outputs.get("thumb_pdf") or thumb.with_suffix(".pdf")),
+                             mpp=mpp, max_dim=int(params.get("thumbnail_size", 1024)))
+        write_json(stage(outputs["qc"]), qc)
     return qc
 
 
-@step("summarise_tiling")
+@step("summarise_tiling", outputs=("table", "figure"))
 def summarise_tiling_step(inputs, outputs, params, *, threads=1, log=None):
     """Per-slide tiling QC of one preset: kept / dropped by reason (TSV + figure)."""
-    import json
-
     qc = inputs.get("qc", [])
     qc = [qc] if isinstance(qc, str) else list(qc)
-    qcs = [json.loads(Path(f).read_text()) for f in qc]
+    qcs = [read_qc(f) for f in qc]
     df = qc_table(qcs)
     write_table(outputs["table"], df, index=False)
     preset = params.get("preset_name") or params.get("wildcards", {}).get("preset", "")

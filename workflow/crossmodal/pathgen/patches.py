@@ -137,14 +137,19 @@ def embed_lmdb(lmdb_path, sample: str, out_path, encode, label: str, *, preset: 
 
 
 def read_embeddings(path) -> dict:
-    """Load one slide's ``.npz`` (validated); ``features`` (n, d) float32, ``coords``, ``level``..."""
+    """Load one slide's ``.npz`` (validated); ``features`` (n, d) float32, ``coords``, ``level``...
+    A missing, unreadable (truncated, damaged) or foreign file raises an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"patch embeddings {path}: not found (rule embed_patches writes it)")
-    with np.load(path, allow_pickle=False) as z:
-        if "format" not in z or str(z["format"]) != FORMAT:
-            raise ValueError(f"patch embeddings {path}: not a {FORMAT} file")
-        d = {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - whatever numpy, zipfile or zlib raise on a damaged file
+        raise ValueError(f"patch embeddings {path}: unreadable ({type(e).__name__}: {str(e)[:300]}); a truncated "
+                         "or damaged file? (rule embed_patches writes it)") from None
+    if "format" not in d or str(d["format"]) != FORMAT:
+        raise ValueError(f"patch embeddings {path}: not a {FORMAT} file")
     out = {k: (d[k].item() if d[k].ndim == 0 else d[k]) for k in d}
     out["n"] = int(len(out["coords"]))
     return out
