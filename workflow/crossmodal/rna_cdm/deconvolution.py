@@ -495,7 +495,10 @@ def perturb_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
         ax.set_ylabel(f"{COUNTED[k]} cells in generated tiles (%)\nbars: mean over patients; dots: patients",
                       fontsize=8)
         ax.set_title(f"{k}-attributable vs bulk expression", fontsize=9)
-        ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
+    # one legend under the panels: inside an axes it covered the patients' dots of a cancer type
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, [lb.replace(f"{p['classes'][0]} expression", "perturbed expression") for lb in labels],
+               loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(fig, outputs["figure"])
     plt.close(fig)
