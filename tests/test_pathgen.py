@@ -83,6 +83,11 @@ def test_gene_in_several_groups_is_kept_in_each_with_its_own_column(tmp_path):
     old = tmp_path / "old.tsv"
     old.write_text("gene\tgroup\nMYC\toncogene\nAKT1\tprotein_kinase\n")
     assert list(pc.read_genes(old).feature) == ["MYC", "AKT1"]
+    # the models cut the columns into groups by size, so a group split over two runs is refused
+    split = tmp_path / "split.tsv"
+    split.write_text("gene\tgroup\nMYC\toncogene\nAKT1\tprotein_kinase\nKRAS\toncogene\n")
+    with pytest.raises(pc.PathGenDataError, match=r"split\.tsv: the rows of group 'oncogene' are not contiguous"):
+        pc.read_genes(split)
 
 
 # ----------------------------------------------------------------------------- splits

@@ -103,6 +103,12 @@ def read_genes(path) -> pd.DataFrame:
     if g.feature.duplicated().any():
         raise PathGenDataError(f"gene table {path}: feature {g.feature[g.feature.duplicated()].iloc[0]!r} "
                                "listed twice")
+    # the models cut the hand-over columns into groups by size in order of first appearance, so
+    # a group split over two runs of rows would silently give genes to the wrong group's token
+    runs = g.group[g.group != g.group.shift()]
+    if runs.duplicated().any():
+        raise PathGenDataError(f"gene table {path}: the rows of group {runs[runs.duplicated()].iloc[0]!r} are not "
+                               "contiguous (each group's genes must follow one another)")
     return g
 
 
