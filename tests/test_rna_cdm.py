@@ -1232,6 +1232,8 @@ def test_downstream_classifier_learns_the_planted_colours(data, generated, tmp_p
     assert np.isnan(t.loc["0% synthetic", "p_value_vs_baseline"])
     assert np.isfinite(t.loc["50% synthetic", "p_value_vs_baseline"])
     assert t.loc["no pretraining", "paper"] == "baseline" and (t["data"] == "planted").all()
+    assert (t["real_patients_seen_by_generator"] == f"0 of {t['n_patients'].iloc[0] if 'n_patients' in t else 4}").all() \
+        or t["real_patients_seen_by_generator"].str.startswith("0 of").all()  # no generator_splits given
     f = pd.read_csv(o["folds"], sep="\t")
     assert set(f["fold"]) == {1, 2} and len(f) == 2 * 6
     for frac in (0.5, 0.75):  # replacement keeps the training-set size
@@ -1247,6 +1249,39 @@ def test_downstream_classifier_learns_the_planted_colours(data, generated, tmp_p
         steps.run("downstream_rna_cdm", {"real": data["lmdbs"], "generated": generated, "splits": data["splits"]},
                   o2, {"downstream": dict(c, pretrain_fractions=[1.0]), "cohorts": COHORTS, "seed": 0})
     assert not any(Path(v).exists() for v in o2.values())
+
+
+def test_real_tile_patients_that_trained_the_generator_are_counted_and_noted(data, generated, tmp_path):
+    """A real-tile patient whose tiles trained RNA-CDM can reach a test fold through the synthetic
+    arms: the schema defaults keep them apart ([val] vs train_splits [train]); a config that
+    overlaps them (the toy) gets the count in summary.tsv, the data note and the reproduction notes."""
+    from crossmodal.rna_cdm.downstream import generator_overlap
+    from crossmodal.rna_cdm.steps import seen_note
+
+    sch = validate({}, SCHEMA_DIR / "config" / "rna_cdm.schema.yaml", "rna_cdm")
+    assert not set(sch["downstream"]["real_splits"]) & set(sch["train_splits"])
+    assert not set(sch["simclr"]["real_splits"]) & set(sch["train_splits"])
+    splits = pd.read_csv(data["splits"], sep="\t")
+    train = sorted(set(splits.loc[splits["split"] == "train", "patient"]))
+    n, of, note = generator_overlap(train + ["someone-else"], splits, ["train"])
+    assert (n, of) == (len(train), len(train) + 1) and "trained RNA-CDM (splits train)" in note
+    assert generator_overlap(train, splits, ["val"]) == (0, len(train), "")
+    c = validate({"downstream": {"image_size": 16, "n_tiles": 24, "folds": 2, "epochs": 1, "lr": 1e-3,
+                                 "batch_size": 8, "pretrain_epochs": 1, "pretrain_val_fraction": 0.0,
+                                 "finetune_epochs": 1, "finetune_lr": 1e-3, "real_splits": ["train"],
+                                 "replace_fractions": [0.0, 0.5], "pretrain_fractions": [0.25]}},
+                 SCHEMA_DIR / "config" / "rna_cdm.schema.yaml", "rna_cdm")["downstream"]
+    o = {"table": tmp_path / "summary.tsv", "folds": tmp_path / "folds.tsv", "figure": tmp_path / "acc.png",
+         "confusion": tmp_path / "cm.png"}
+    steps.run("downstream_rna_cdm", {"real": data["lmdbs"], "generated": generated, "splits": data["splits"]},
+              {k: str(v) for k, v in o.items()}, {"downstream": c, "cohorts": COHORTS, "data_note": "planted",
+                                                   "seed": 0, "generator_splits": ["train"]})
+    t = pd.read_csv(o["table"], sep="\t")
+    k = len(train)
+    assert (t["real_patients_seen_by_generator"] == f"{k} of {k}").all(), t["real_patients_seen_by_generator"]
+    assert t["data"].str.startswith("planted; ").all() and t["data"].str.contains("favouring them").all()
+    assert "real-tile patients trained RNA-CDM" in seen_note(t)
+    assert seen_note(t.assign(real_patients_seen_by_generator="0 of 4")) == ""
 
 
 def test_simclr_on_synthetic_then_binary_task(data, generated, tmp_path):

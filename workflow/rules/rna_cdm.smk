@@ -554,6 +554,7 @@ rule classify_rna_cdm_downstream:
         downstream=RC["downstream"],
         cohorts=RC["cohorts"],
         data_note=rct.data_note(config),
+        generator_splits=RC["train_splits"],
         seed=config["seed"],
         device=config["device"],
     script:
@@ -595,6 +596,7 @@ rule evaluate_rna_cdm_simclr:
         # checkpoints are not an output: Snakemake must not delete them when a job fails
         checkpoints="results/rna_cdm/simclr/checkpoints",
         data_note=rct.data_note(config),
+        generator_splits=RC["train_splits"],
         seed=config["seed"],
         device=config["device"],
     script:

@@ -1008,7 +1008,8 @@ def _experiment_rows(claims: rp.Claims, inputs) -> None:
                              f"{ALPHA:g} over folds; the rise with the pretraining size is not checked")
             claims.add(f"Fig. 4{fig}: accuracy, {r.setting}", r.paper, f"{SEC_PRETRAIN}; Figure 4{fig}",
                        f"{100 * r.accuracy_mean:.1f} ± {100 * r.accuracy_sd:.1f} % (F1 {100 * r.f1_mean:.1f}{p})", holds,
-                       rp.join_notes(f"{r.n_folds}-fold CV, {r.n_real_train} real training tiles", direction))
+                       rp.join_notes(f"{r.n_folds}-fold CV, {r.n_real_train} real training tiles", direction,
+                                     seen_note(t)))
         claims.add("Fig. 4C: fine-tuning after synthetic pretraining keeps the class-specific misclassifications",
                    "same class-specific misclassifications, fewer errors (confusion matrices, by eye)",
                    f"{SEC_PRETRAIN}; Figure 4C", fig4c_this_run(t), rp.NA,
@@ -1045,6 +1046,16 @@ def simclr_holds(ssl: pd.Series, scratch: pd.Series, alpha: float) -> tuple:
     return bool(a > b and significant), rule
 
 
+def seen_note(t: pd.DataFrame) -> str:
+    """The downstream / SimCLR tables' count of real-tile patients that trained RNA-CDM, as a note
+    ("" when none, or for a table written before the count)."""
+    col = "real_patients_seen_by_generator"
+    if col not in t.columns or not len(t) or str(t[col].iloc[0]).startswith("0 of"):
+        return ""
+    return (f"{t[col].iloc[0]} real-tile patients trained RNA-CDM: the synthetic arms may carry their tiles' "
+            "morphology into the test folds, which favours them (rna_cdm.downstream / simclr.real_splits)")
+
+
 def _simclr_rows(claims: rp.Claims, t: pd.DataFrame) -> None:
     """Supplementary Figure 5: one row per (init, size) and rows quoting the paper's numbers."""
     from crossmodal.rna_cdm.downstream import PAPER_SIMCLR
@@ -1069,7 +1080,7 @@ def _simclr_rows(claims: rp.Claims, t: pd.DataFrame) -> None:
         claims.add(f"Suppl. Fig. 5: accuracy, {r.init}, {r.train_size} training tiles", r.paper, sec,
                    f"{100 * r.accuracy_mean:.1f} ± {100 * r.accuracy_sd:.1f} %"
                    + (f" ({'; '.join(extra)})" if extra else ""),
-                   holds, rp.join_notes(f"task {r.task}", f"{int(r.n_folds)} folds", direction))
+                   holds, rp.join_notes(f"task {r.task}", f"{int(r.n_folds)} folds", direction, seen_note(t)))
     # the paper's own numbers (Results l. 244-251), at its training-set sizes
     ran = ", ".join(map(str, sizes))
     ssl = t[t["init"].str.startswith("SimCLR")].set_index("train_size")
