@@ -109,13 +109,21 @@ def test_ragged_rows_are_refused_naming_the_line_and_trailing_tabs_are_harmless(
 
 
 @pytest.mark.parametrize("text, match", [("", "empty \\(no header line"), ("# only a comment\n\n", "empty"),
-                                         (COLS, "no samples"),
                                          ("patient\tsample\tpatient\nP\tS\tP\n", "repeats column\\(s\\) patient")])
 def test_an_empty_or_headless_sheet_is_named(tmp_path, text, match):
     p = tmp_path / "s.tsv"
     p.write_text(text)
     with pytest.raises(SampleSheetError, match=rf"sample sheet .*s\.tsv: .*{match}"):
         read_sheet(p)
+
+
+def test_a_header_only_sheet_plans_nothing_with_a_warning(tmp_path, caplog):
+    """config/coherent.yaml starts from a header-only sheet (filled after its download step)."""
+    p = tmp_path / "s.tsv"
+    p.write_text(COLS)
+    with caplog.at_level("WARNING"):
+        assert len(read_sheet(p)) == 0
+    assert "s.tsv: no samples" in caplog.text
 
 
 def test_check_files_wants_files_and_splits_only_fastq_lists(tmp_path):

@@ -34,7 +34,8 @@ def read_sheet(path) -> pd.DataFrame:
 
 
 def _parse(text: str, path) -> pd.DataFrame:
-    """The sheet's cells as strings, every line checked against the header's field count.
+    """The sheet's cells as strings, every line checked against the header's field count
+    (a sheet with a header and no rows is read, with a warning: download-first configs start so).
 
     Only a line that starts with '#' is a comment (no id may start with one: see the schema's
     patterns); pandas' comment="#" also cut a line at a '#' inside a field, so a slide path like
@@ -67,8 +68,10 @@ def _parse(text: str, path) -> pd.DataFrame:
         rows.append(fields)
     if header is None:
         raise SampleSheetError(f"sample sheet {path}: empty (no header line; expected the columns {', '.join(COLUMNS)})")
-    if not rows:
-        raise SampleSheetError(f"sample sheet {path}: no samples (a header line and nothing else)")
+    if not rows:  # a download-first config starts so (config/coherent.yaml): plan, but say so
+        import logging
+
+        logging.getLogger(__name__).warning("sample sheet %s: no samples (a header line and nothing else)", path)
     return pd.DataFrame(rows, columns=header, dtype=str)
 
 
