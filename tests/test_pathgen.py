@@ -746,7 +746,8 @@ def test_disabled_pathgen_asks_for_no_inputs():
     samples = pd.DataFrame({"dataset": ["tcga"], "slide": ["s.svs"], "expression": ["e.tsv"], "cohort": ["X"]},
                            index=["S1"])
     cfg = {"pathgen": {"enabled": False, "dataset": "tcga", "patches": {"presets": ["nope"], "encoder": "cohort-ssl"},
-                       "planted_only": True}, "cohort": {"source": "sheet"}, "tiling": {"presets": {}}}
+                       "planted_only": True, "splits": {"scheme": "pathgen"}}, "cohort": {"source": "sheet"},
+           "tiling": {"presets": {}}, "metrics": {"splits": "vae"}}
     assert targets.cases(cfg, samples) == [] and targets.magnification_levels(cfg) == {}
     assert targets.prepare_inputs(cfg) == {}  # enabled, the same config raises (no clinical table)
     cfg["pathgen"]["enabled"] = True
@@ -755,11 +756,14 @@ def test_disabled_pathgen_asks_for_no_inputs():
         targets.magnification_levels(cfg)
     with pytest.raises(ValueError, match="clinical"):
         targets.prepare_inputs(cfg)
-    assert targets.encoder_weights(cfg) == [paths.SSL_ENCODER]
+    # PathGen's patches are embedded by the encoder of its own split's training patients, the FID
+    # features by that of metrics.splits: no PathGen test patient trains the features it is scored on
+    assert targets.encoder_weights(cfg) == ["results/metrics/ssl/pathgen/encoder.pt"]
     assert paths.toy_truth({"cohort": {"source": "toy"}}) == [paths.TOY_FRACTIONS]
     assert paths.toy_truth(cfg) == []
     assert paths.extractor_weights("inception", {"metrics": {"inception_weights": "w.pth"}}) == ["w.pth"]
-    assert paths.extractor_weights("inception", {}) == [] and paths.extractor_weights("cohort-ssl", {}) == [paths.SSL_ENCODER]
+    assert paths.extractor_weights("inception", {}) == []
+    assert paths.extractor_weights("cohort-ssl", cfg) == ["results/metrics/ssl/vae/encoder.pt"]
 
 
 def test_round_trip_runs_only_with_rna_cdm():

@@ -1,6 +1,7 @@
 # Coherent Denoising (issue 8; crossmodal.coherent): preprocessing, 32-d latents, the 12
 # single-condition and 4 multi-condition MLP DDPMs, the Coherent Denoising ensemble,
 # Tables 1-3, Figures 1-5 and the reproduction table under results/coherent/.
+from crossmodal import paths
 from crossmodal.coherent import rules as coh_rules
 
 COH = config["coherent"]
@@ -24,7 +25,8 @@ rule embed_coherent_slides:
             preset=COH["preset"],
             sample=COH_SLIDES,
         ),
-        encoder="results/metrics/ssl/encoder.pt",
+        # the encoder trained on the coherent split's training patients only
+        encoder=paths.ssl_encoder_path(config, "coherent"),
     output:
         embeddings=f"{COH_DIR}/wsi_embeddings.tsv.gz",
     log:

@@ -9,25 +9,28 @@ MET_TILES = expand(
 )
 MET_SPLITS = f"results/splits/{METRICS['splits']}.tsv"
 MET_TRUTH = paths.toy_truth(config)
-MET_ENCODER = paths.ssl_encoder("cohort-ssl" in METRICS["extractors"])
+MET_ENCODER = paths.ssl_encoder(config, "cohort-ssl" in METRICS["extractors"])
 
 
+# One encoder per split scheme that asks for one: metrics.splits' for the FID / KID / IS features,
+# PathGen's and Coherent's for their patch / slide embeddings (their test patients train no feature).
 rule train_ssl_encoder:
     input:
         tiles=MET_TILES,
-        splits=MET_SPLITS,
+        splits="results/splits/{scheme}.tsv",
     output:
-        encoder="results/metrics/ssl/encoder.pt",
-        done="results/metrics/ssl/done.json",
+        encoder="results/metrics/ssl/{scheme}/encoder.pt",
+        done="results/metrics/ssl/{scheme}/done.json",
         losses=report(
-            "results/metrics/ssl/losses.tsv",
+            "results/metrics/ssl/{scheme}/losses.tsv",
             caption="../report/metrics_ssl.rst",
             category="Metrics",
+            subcategory="SimCLR encoders",
         ),
     log:
-        "logs/train_ssl_encoder/all.log",
+        "logs/train_ssl_encoder/{scheme}.log",
     benchmark:
-        "benchmarks/train_ssl_encoder/all.tsv"
+        "benchmarks/train_ssl_encoder/{scheme}.tsv"
     retries: 3
     conda:
         "../../envs/torch.yaml"
@@ -40,7 +43,7 @@ rule train_ssl_encoder:
         ssl=METRICS["ssl"],
         seed=config["seed"],
         device=config["device"],
-        checkpoints="results/metrics/ssl/checkpoints",
+        checkpoints=lambda w: f"results/metrics/ssl/{w.scheme}/checkpoints",
     script:
         "../scripts/train_ssl_encoder.py"
 
@@ -132,7 +135,7 @@ rule plot_cell_table:
 if METRICS["enabled"]:
     ALL_TARGETS.extend(
         [
-            "results/metrics/ssl/encoder.pt",
+            paths.ssl_encoder_path(config),
             "results/metrics/real_vs_real.tsv",
             f"results/metrics/cells/{MET_PRESET}/table1.tsv",
             f"results/metrics/cells/{MET_PRESET}/counted_vs_planted.tsv",

@@ -320,7 +320,7 @@ def _ssl_extractor(weights=None, device="cpu", **_):
 
     if not weights:
         raise FileNotFoundError("cohort-ssl: no encoder checkpoint given (the train_ssl_encoder rule writes "
-                                "results/metrics/ssl/encoder.pt)")
+                                "results/metrics/ssl/<scheme>/encoder.pt)")
     enc, ck = ssl.load_encoder(weights)
     enc = enc.to(device)
     clusters = ck.get("clusters")

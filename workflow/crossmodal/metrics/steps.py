@@ -2,7 +2,7 @@
 
 * ``train_ssl_encoder`` - SimCLR (:mod:`crossmodal.models.ssl`) on the real tiles of the
   training-split patients; then k-means on the training features (the class posteriors the
-  ``cohort-ssl`` extractor gives IS, a labelled stand-in) -> ``results/metrics/ssl/encoder.pt``.
+  ``cohort-ssl`` extractor gives IS, a labelled stand-in) -> ``results/metrics/ssl/<scheme>/encoder.pt``.
 * ``compute_real_fid`` - FID / KID / IS between the real tiles of the training patients and
   those of the held-out (val + test) patients, once per configured extractor; the baseline
   every generator's FID is read against -> ``results/metrics/real_vs_real.tsv``.
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -55,7 +56,8 @@ def _nonempty(paths):
 
 @step("train_ssl_encoder")
 def train_ssl_encoder(inputs, outputs, params, *, threads=1, log=None):
-    """SimCLR encoder on the training patients' real tiles (the cohort-ssl extractor)."""
+    """SimCLR encoder on the real tiles of the training patients of ``inputs["splits"]`` (the
+    cohort-ssl extractor; one per split scheme that asks for it)."""
     import torch
     from sklearn.cluster import KMeans
 
@@ -94,7 +96,7 @@ def train_ssl_encoder(inputs, outputs, params, *, threads=1, log=None):
     ssl.save_encoder(outputs["encoder"], enc, head,
                      clusters={"centroids": km.cluster_centers_, "sigma2": max(sigma2, 1e-12)},
                      meta={"hp": train_hp, "n_tiles": len(data), "slides": len(paths),
-                           "final_loss": losses[-1] if losses else None, "source": "cohort real tiles, train split"})
+                           "final_loss": losses[-1] if losses else None, "source": f"cohort real tiles, train split of {Path(inputs['splits']).name}"})
     import pandas as pd
 
     write_table(outputs["losses"], pd.DataFrame({"step": np.arange(1, len(losses) + 1), "loss": losses}), index=False)

@@ -54,7 +54,7 @@ def embed_inputs(config: dict, samples: pd.DataFrame) -> dict:
     """Inputs of rule embed_patches: one patch LMDB per case (+ the cohort-ssl encoder)."""
     out = {"lmdbs": [f"results/tiles/{preset(config, s)}/{s}.lmdb" for s in cases(config, samples)]}
     if config["pathgen"]["patches"]["encoder"] == "cohort-ssl":
-        out["encoder"] = paths.SSL_ENCODER
+        out["encoder"] = paths.ssl_encoder_path(config, config["pathgen"]["splits"]["scheme"])
     return out
 
 
@@ -130,7 +130,8 @@ def round_trip_patch_size(config: dict) -> int:
 
 
 def encoder_weights(config: dict) -> list[str]:
-    return paths.ssl_encoder(config["pathgen"]["patches"]["encoder"] == "cohort-ssl")
+    return paths.ssl_encoder(config, config["pathgen"]["patches"]["encoder"] == "cohort-ssl",
+                             config["pathgen"]["splits"]["scheme"])
 
 
 def reproduction_extra(config: dict) -> dict:
