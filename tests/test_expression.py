@@ -340,6 +340,24 @@ def test_external_missing_genes_as_zero_counts_as_the_papers_did():
         apply_scaler(log_transform(ext), scaler, missing_stage="log")
 
 
+
+def test_missing_genes_figure_names_the_stage_the_qc_records(tmp_path, monkeypatch):
+    """The missing-genes legend follows the ``missing_stage`` that normalise_expression used
+    (the default ``raw`` sets the count to 0 before log and z-score, not the z-score)."""
+    from crossmodal.expression import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(
+        [t.get_text() for t in fig.axes[0].get_legend().get_texts()]))
+    qc = {"scaler_source": "reference scaler tcga/scaler_vae.tsv", "n_genes": 10, "n_genes_missing": 2,
+          "n_genes_dropped_not_in_scaler": 1, "missing_value": 0.0}
+    plots.plot_missing({"external": {**qc, "missing_stage": "raw"}}, tmp_path / "raw.png")
+    plots.plot_missing({"external": {**qc, "missing_stage": "z"},
+                        "other": {**qc, "missing_stage": "raw"}}, tmp_path / "both.png")
+    assert drawn[0] == ["present", "missing -> count 0 before log + z-score", "only in cohort (dropped)"]
+    assert "missing -> z-score 0" in drawn[1] and "missing -> count 0 before log + z-score" in drawn[1]
+    assert not any("after z-score" in t for t in drawn[0])
+
 def test_normalise_step_fits_on_train_rows_of_the_split(tmp_path):
     rng = np.random.default_rng(2)
     counts = _cohort(rng, n=10)

@@ -1,8 +1,10 @@
 """The step registry: one library function per pipeline step.
 
-Every rule calls a step through a two-line script in ``workflow/scripts/`` and every step is
-also a command line, ``python -m crossmodal <step> --input k=path --output k=path
---params '{"json": ...}'``, so each rule can be rerun by hand outside Snakemake.
+Every rule calls a step through a short glue script in ``workflow/scripts/``
+(``run_from_snakemake``, in some scripts after importing the step's module, so that no other
+step module is imported) and every step is also a command line, ``python -m crossmodal <step>
+--input k=path --output k=path --params '{"json": ...}'``, so each rule can be rerun by hand
+outside Snakemake.
 
 A step is a function ``f(inputs, outputs, params, *, threads=1, log=None)`` where ``inputs``
 and ``outputs`` map names to paths (str, or lists of str) and ``params`` is a dict.

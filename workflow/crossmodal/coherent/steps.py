@@ -76,8 +76,9 @@ def preprocess_coherent(inputs, outputs, params, *, threads=1, log=None):
 
 @step("encode_coherent_latents")
 def encode_coherent_latents(inputs, outputs, params, *, threads=1, log=None):
-    """32-d latents: an autoencoder per omics modality (the shared β-VAE with β = 0), PCA for slides;
-    scalers fit on the training split; latents standardised on the training split."""
+    """``coherent.latents.dim``-d latents (paper: 32): an autoencoder per omics modality (the
+    shared β-VAE with β = 0), PCA for slides; scalers fit on the training split; latents
+    standardised on the training split."""
     from crossmodal.coherent.latents import encode_all
 
     _threads(threads)

@@ -77,7 +77,20 @@ def plot_pca(z: dict[str, pd.DataFrame], cohort: pd.Series, splits: pd.DataFrame
     plt.close(fig)
 
 
+def missing_label(qc: dict) -> str:
+    """Legend entry of the missing genes, from what ``normalise_expression`` recorded in the
+    z-score QC (``missing_stage``, ``missing_value``; see :func:`crossmodal.expression.apply_scaler`)."""
+    stage, value = qc.get("missing_stage"), qc.get("missing_value", 0.0)
+    if stage == "raw":
+        return f"missing -> count {value:g} before log + z-score"
+    if stage == "z":
+        return f"missing -> z-score {value:g}"
+    return "missing (stage not recorded)"
+
+
 def plot_missing(qcs: dict[str, dict], path) -> None:
+    """Per external dataset: the reference scaler's genes it has, lacks (labelled with the
+    ``missing_stage`` its QC records) and the genes only it has (dropped)."""
     ext = {d: q for d, q in qcs.items() if not str(q.get("scaler_source", "")).startswith("training")}
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if not ext:
@@ -90,7 +103,11 @@ def plot_missing(qcs: dict[str, dict], path) -> None:
         extra = [ext[d]["n_genes_dropped_not_in_scaler"] for d in names]
         y = np.arange(len(names))
         ax.barh(y, present, label="present", color="tab:green")
-        ax.barh(y, missing, left=present, label="missing -> set to 0 after z-score", color="tab:red")
+        labels = [missing_label(ext[d]) for d in names]
+        for k, lab in enumerate(dict.fromkeys(labels)):  # one legend entry per stage (datasets may differ)
+            sel = [i for i, l in enumerate(labels) if l == lab]
+            ax.barh(y[sel], np.take(missing, sel), left=np.take(present, sel), label=lab,
+                    color=("tab:red", "tab:orange", "tab:purple")[k % 3])
         ax.barh(y, extra, left=np.add(present, missing), label="only in cohort (dropped)", color="tab:gray")
         ax.set_yticks(y, names)
         for i, d in enumerate(names):

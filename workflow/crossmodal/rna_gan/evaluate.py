@@ -391,7 +391,7 @@ def tile_rows(snapshots: dict, tissues, variants, same_epoch: dict,
               same_epoch_variants=("gan", "rna_gan")) -> list[dict]:
     """The rows of the generated-tiles figure, from per-epoch snapshots (epochs, n, H, W, 3) per
     (tissue, variant): Figure 5 - every variant of ``same_epoch_variants`` at ``same_epoch[tissue]``
-    (RNA-GAN's last epoch, as in the paper), clipped to what was trained; then every variant at
+    (see :func:`fig5_epochs`), clipped to what was trained; then every variant at
     its own final epoch (Figure 4C: the noise-only control after all of its training)."""
     rows = []
     for t in tissues:
@@ -414,9 +414,12 @@ def tile_rows(snapshots: dict, tissues, variants, same_epoch: dict,
 
 @step("plot_generated_tiles")
 def plot_generated_tiles(inputs, outputs, params, *, threads=1, log=None):
-    """Figure 5 (tiles of GAN and RNA-GAN after the same number of epochs - RNA-GAN's last - per
-    tissue) and every generator at its own final epoch, among them the narrow-noise control
-    (Figure 4C); each row is labelled with tissue, generator and epoch."""
+    """Figure 5 (GAN and RNA-GAN tiles after the same number of epochs per tissue, from
+    :func:`fig5_epochs`: RNA-GAN's last when it trains for fewer epochs than the GAN, as in the
+    paper; with equal lengths the first epoch at which either reaches the KID both end at
+    (``reached``), else the middle of training) and every generator at its own final epoch, among
+    them the narrow-noise control (Figure 4C); each row is labelled with tissue, generator and
+    epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -505,7 +508,8 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     stopping) of the patients in ``classifier.real_splits`` classifies (1) the RNA-GAN tiles
     generated from the external cohort (Figure 4D) and (2) the RNA-GAN tiles generated from the
     expression of the held-out (test-split) donors, whose real tiles it never saw (input
-    ``heldout``: each tissue's generated/<tissue>/rna_gan.lmdb).  One row per evaluation."""
+    ``heldout``: each tissue's generated/<tissue>/rna_gan.lmdb), and (3) those held-out donors'
+    real tiles (``real_heldout``, the ceiling at this tile size).  One row per evaluation."""
     from crossmodal.data import TileDataset
     from crossmodal.models import classifier as clf
 
