@@ -1022,3 +1022,26 @@ def test_convergence_plot_labels_its_log_axis_and_separates_coinciding_markers(t
     tri = [ln.get_xdata()[0] for ln in ax.lines if ln.get_marker() == "v"]
     assert len(tri) == 3 and len(set(tri)) == 3  # gan and control at one epoch, drawn apart
     assert (tmp_path / "c.pdf").exists()
+
+
+def test_simclr_cv_folds_group_the_slides_of_one_patient():
+    """TCGA-GBM patients often have several diagnostic slides (one sample row each): the CV groups
+    are patients, so no patient's tiles sit in both a training and a test fold."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from crossmodal.rna_gan.simclr import patient_groups
+    from crossmodal.rna_gan.targets import sample_patients
+
+    samples = pd.DataFrame({"patient": ["P1", "P1", "P2", "P3", "P4", "P4"],
+                            "cohort": ["TCGA-GBM"] * 3 + ["TCGA-LUAD"] * 3},
+                           index=["P1-DX1", "P1-DX2", "P2-DX1", "P3-DX1", "P4-DX1", "P4-DX2"])
+    m = sample_patients(samples, ["TCGA-GBM", "TCGA-LUAD"])
+    tiles_of = np.repeat(samples.index.to_numpy(), 5)
+    g = patient_groups(tiles_of, m)
+    y = np.repeat((samples["cohort"] == "TCGA-LUAD").astype(int).to_numpy(), 5)
+    for tr, te in StratifiedGroupKFold(n_splits=2).split(np.zeros(len(y)), y, g):
+        assert not set(g[tr]) & set(g[te])
+        assert not {s[:2] for s in tiles_of[tr]} & {s[:2] for s in tiles_of[te]}  # P1's two slides together
+    assert list(patient_groups(tiles_of[:3], None)) == list(tiles_of[:3])
+    with pytest.raises(ValueError, match="no patient for sample"):
+        patient_groups(["X-DX1"], m)

@@ -67,11 +67,25 @@ def simclr_pretrain(inputs, outputs, params, *, threads=1, log=None):
     ssl.save_encoder(outputs["encoder"], enc, head, meta={"hp": hp, "n_tiles": len(ds), "source": "RNA-GAN tiles"})
 
 
-def _task_tiles(lmdbs, sample_cohort: dict, cohorts: list[str], n_total: int, size: int, seed: int):
+def patient_groups(samples, sample_patient: dict | None) -> np.ndarray:
+    """The CV group of each tile: its patient, so that the slides of one patient (TCGA-GBM has
+    several per patient) never sit in both a training and a test fold; the sample itself only
+    when no ``sample -> patient`` map is given (one slide per patient)."""
+    samples = np.asarray(samples, dtype=object)
+    if sample_patient is None:
+        return samples
+    missing = sorted(set(samples) - set(sample_patient))
+    if missing:
+        raise ValueError(f"SimCLR task: no patient for sample(s) {', '.join(missing[:5])} in the sample table")
+    return np.array([sample_patient[s] for s in samples], dtype=object)
+
+
+def _task_tiles(lmdbs, sample_cohort: dict, cohorts: list[str], n_total: int, size: int, seed: int,
+                sample_patient: dict | None = None):
+    """``n_total // len(cohorts)`` real tiles per cohort, spread over its patients (seeded), with
+    each tile's CV group (:func:`patient_groups`); only the chosen tiles are decoded."""
     from crossmodal.rna_gan.evaluate import load_tiles
 
-    """``n_total // len(cohorts)`` real tiles per cohort, spread over its patients (seeded); only
-    the chosen tiles are decoded."""
     per = n_total // len(cohorts)
     xs, ys, gs = [], [], []
     for k, c in enumerate(cohorts):
@@ -79,7 +93,7 @@ def _task_tiles(lmdbs, sample_cohort: dict, cohorts: list[str], n_total: int, si
         if not ll:
             raise ValueError(f"SimCLR task: no real tile LMDB of cohort {c}")
         tiles, samples = load_tiles(ll, size, seed=seed, max_total=per)
-        xs.append(tiles); ys.append(np.full(len(tiles), k)); gs.append(samples)
+        xs.append(tiles); ys.append(np.full(len(tiles), k)); gs.append(patient_groups(samples, sample_patient))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 
@@ -144,7 +158,8 @@ def simclr_cv(inputs, outputs, params, *, threads=1, log=None):
     c, seed = params["simclr"], int(params["seed"])
     cohorts = list(c["task_cohorts"])
     x, y, groups = _task_tiles(inputs["real"] if isinstance(inputs["real"], list) else [inputs["real"]],
-                               params["sample_cohort"], cohorts, int(c["real_tiles"]), int(c["image_size"]), seed)
+                               params["sample_cohort"], cohorts, int(c["real_tiles"]), int(c["image_size"]), seed,
+                               params.get("sample_patient"))
     _, ck = ssl.load_encoder(inputs["encoder"])
     backbone = ck["backbone"]
     s = clf.TrainSettings(epochs=int(c["finetune_epochs"]), lr=float(c["finetune_lr"]),

@@ -42,6 +42,12 @@ def sample_cohorts(samples: pd.DataFrame, cohorts) -> dict:
     return {s: str(c) for s, c in df["cohort"].items()}
 
 
+def sample_patients(samples: pd.DataFrame, cohorts) -> dict:
+    """``sample -> patient`` of the cohorts' samples (a TCGA patient may have several slides)."""
+    df = samples[samples["cohort"].isin(list(cohorts))]
+    return {s: str(p) for s, p in df["patient"].items()}
+
+
 def tissue_dataset(samples: pd.DataFrame, tissue: str) -> str:
     ds = samples.loc[samples["cohort"] == tissue, "dataset"].unique()
     if len(ds) != 1:
