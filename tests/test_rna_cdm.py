@@ -689,6 +689,14 @@ def test_deconvolution_recovers_planted_fractions(method, min_r):
         dc.deconvolve(bulk, sig, "cibersortx")
     with pytest.raises(ValueError, match="counts.tsv: only 3 signature genes in the bulk matrix"):
         dc.deconvolve(bulk.iloc[:, :3], sig, method, what="counts.tsv")
+    # the gene weights come from the training samples: the other (test) samples do not move a
+    # sample's fractions - with weights over all rows, dropping half the test rows did
+    train, test = bulk.index[: len(bulk) // 2], bulk.index[len(bulk) // 2:]
+    full = dc.deconvolve(bulk, sig, method, weight_samples=train).loc[test[:3]]
+    part = dc.deconvolve(bulk.loc[list(train) + list(test[:3])], sig, method, weight_samples=train).loc[test[:3]]
+    pd.testing.assert_frame_equal(full, part)
+    with pytest.raises(ValueError, match="none of the 1 weight samples"):
+        dc.deconvolve(bulk, sig, method, weight_samples=["nobody"])
 
 
 def test_signature_errors_name_the_file(tmp_path):
@@ -1030,7 +1038,8 @@ def test_deconvolve_and_perturb_steps(data, trained, tmp_path):
     o = {k: str(tmp_path / f"dec_{k}.{e}") for k, e in (("fractions", "tsv"), ("correlations", "tsv"),
                                                        ("figure", "png"))}
     steps.run("deconvolve_rna_cdm", {"signature": dcfg["signature"], "counts": str(tmp_path / "counts.tsv.gz"),
-                                     "generated_counts": str(gen_counts), "truth": []}, o, {"deconvolution": dcfg})
+                                     "splits": str(tmp_path / "splits.tsv"), "generated_counts": str(gen_counts),
+                                     "truth": []}, o, {"deconvolution": dcfg})
     fr = pd.read_csv(o["fractions"], sep="\t").set_index("sample")
     assert fr["endothelial"].isna().all() and "planted test signature" in fr["method"].iloc[0]
     c = pd.read_csv(o["correlations"], sep="\t")

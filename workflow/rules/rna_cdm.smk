@@ -444,6 +444,7 @@ rule deconvolve_rna_cdm:
     input:
         signature=RC["deconvolution"]["signature"],
         counts=lambda w: rct.counts(config, SAMPLES),
+        splits="results/splits/vae.tsv",
         generated_counts="results/rna_cdm/cells/generated_test.tsv",
         truth=MET_TRUTH,
     output:

@@ -178,9 +178,13 @@ def _fit(S: np.ndarray, M: np.ndarray, method: str, nus) -> np.ndarray:
 
 
 def deconvolve(bulk: pd.DataFrame, signature: pd.DataFrame, method: str = "nu_svr",
-               nus=(0.25, 0.5, 0.75), what: str = "deconvolution") -> pd.DataFrame:
+               nus=(0.25, 0.5, 0.75), what: str = "deconvolution", weight_samples=None) -> pd.DataFrame:
     """Fractions (samples x signature columns, rows sum to 1) of ``bulk`` (samples x genes,
-    linear counts) against ``signature`` (genes x columns), on their common genes (module doc)."""
+    linear counts) against ``signature`` (genes x columns), on their common genes (module doc).
+
+    The per-gene weights (1 / mean bulk expression) are a statistic over samples: they come from
+    the rows ``weight_samples`` (the training samples; default all rows), so that a test sample's
+    fractions do not depend on the other test samples."""
     if method not in ("nnls", "nu_svr"):
         raise ValueError(f"deconvolution method must be nnls or nu_svr, got {method!r}")
     genes = signature.index.intersection(bulk.columns)
@@ -189,7 +193,10 @@ def deconvolve(bulk: pd.DataFrame, signature: pd.DataFrame, method: str = "nu_sv
                          f"(need at least {signature.shape[1]}; are both keyed by gene symbol?)")
     S = signature.loc[genes].to_numpy(float)
     M = bulk[genes].to_numpy(float).T  # genes x samples
-    w = _weights(M)[:, None]
+    ref = bulk if weight_samples is None else bulk.loc[bulk.index.intersection(list(weight_samples))]
+    if not len(ref):
+        raise ValueError(f"{what}: none of the {len(list(weight_samples))} weight samples is in the bulk matrix")
+    w = _weights(ref[genes].to_numpy(float).T)[:, None]
     out = _fit(S * w, M * w, method, nus)
     tot = out.sum(axis=1, keepdims=True)
     frac = np.divide(out, tot, out=np.full_like(out, np.nan), where=tot > 0)
@@ -295,7 +302,10 @@ def deconvolve_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     classes = d["classes"]
     sig = read_signature(inputs["signature"], classes, d.get("gene_column", "gene"))
     bulk = _read_counts(inputs["counts"])
-    frac = deconvolve(bulk, sig, d["method"], what=f"{inputs['counts']} vs signature {inputs['signature']}")
+    splits = pd.read_csv(inputs["splits"], sep="\t", dtype=str)
+    train = bulk.index.intersection(splits.loc[splits["split"] == "train", "sample"])
+    frac = deconvolve(bulk, sig, d["method"], what=f"{inputs['counts']} vs signature {inputs['signature']}",
+                      weight_samples=train)
     cls = class_fractions(frac, classes)
     note = _note(params)
     table = pd.concat([cls, frac.add_prefix("signature_")], axis=1).rename_axis("sample").reset_index()
