@@ -42,9 +42,10 @@ def run_snakemake(workdir, *args, configfile=None, config: dict | None = None, c
         if not link.exists():
             link.symlink_to(REPO / name, target_is_directory=True)
     # targets and flags first: --configfile and --config take one or more values
+    files = configfile if isinstance(configfile, (list, tuple)) else [configfile or REPO / "config" / "config.yaml"]
     cmd = [str(BIN / "snakemake"), *args, "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--cores", str(cores), *SCHEDULER_ARGS,
-           "--configfile", str(configfile or REPO / "config" / "config.yaml")]
+           "--configfile", *map(str, files)]
     if config:
         cmd += ["--config"] + [f"{k}={json.dumps(v)}" for k, v in config.items()]
     e = dict(os.environ)

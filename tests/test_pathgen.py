@@ -1006,6 +1006,37 @@ def test_paper_config_plans_the_real_tcga_run(tmp_path):
     assert "generate_pathgen_round_trip_tiles" not in out  # RNA-CDM is off in the PathGen config
 
 
+def test_kirc_overlay_plans_kirc_with_its_split_shares(tmp_path):
+    """config/overlays/pathgen_kirc.yaml on top of config/pathgen.yaml plans the KIRC run with the
+    paper's KIRC shares (Results 2.1: 337 / 34 / 45 + 46 cases) - given with --config, the nested
+    shares would reach the workflow as strings."""
+    import yaml
+    from conftest import REPO, run_snakemake
+    from snakemake.utils import update_config
+
+    from crossmodal.config import validate
+
+    base, overlay = REPO / "config" / "pathgen.yaml", REPO / "config" / "overlays" / "pathgen_kirc.yaml"
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    for f in (base, overlay):
+        update_config(cfg, yaml.safe_load(f.read_text()))
+    cfg = validate(cfg, "config.schema.yaml")
+    s = cfg["splits"]["schemes"]["pathgen"]
+    n = {"train": 337, "val": 34, "test": 45 + 46}
+    for k in n:
+        assert s[k] == pytest.approx(n[k] / sum(n.values()), abs=5e-4), (k, s[k])
+    assert cfg["pathgen"]["cohorts"] == ["TCGA-KIRC"] and cfg["run_name"] == "tcga_kirc"
+    stub_real_cohort(tmp_path)
+    rows = (tmp_path / "config" / "samples_pathgen.tsv").read_text().replace("TCGA-LGG", "TCGA-KIRC")
+    (tmp_path / "config" / "samples_pathgen.tsv").write_text(rows)
+    for i in range(6):
+        for ext in ("svs", "tsv"):
+            (tmp_path / "data" / f"TCGA-KIRC-000{i}-01A.{ext}").touch()
+    out = run_snakemake(tmp_path, "-n", "-p", configfile=[base, overlay]).stdout
+    assert "results/pathgen/embeddings/TCGA-KIRC-0000-01A.npz" in out
+    assert "results/pathgen/embeddings/TCGA-GBM-0000-01A.npz" not in out  # one cohort per run
+
+
 # ----------------------------------------------------------------------------- Table 2
 def test_table2_ttest_compares_per_patient_group_aggregates():
     """Table 2 caption: unpaired t-test of "the aggregate gene expression level of each group" -
