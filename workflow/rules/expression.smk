@@ -152,6 +152,7 @@ rule plot_expression_summary:
         "../../envs/base.yaml"
     params:
         samples=expr.sample_records(SAMPLES),
+        seed=config["seed"],
     script:
         "../scripts/plot_expression_summary.py"
 

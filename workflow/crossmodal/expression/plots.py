@@ -45,8 +45,9 @@ def plot_library_sizes(counts: dict[str, pd.DataFrame], cohort: pd.Series, path)
     plt.close(fig)
 
 
-def plot_pca(z: dict[str, pd.DataFrame], cohort: pd.Series, splits: pd.DataFrame, path) -> None:
-    """PCA of the z-scored matrices on their common genes, fit on the training split only."""
+def plot_pca(z: dict[str, pd.DataFrame], cohort: pd.Series, splits: pd.DataFrame, path, seed: int = 0) -> None:
+    """PCA of the z-scored matrices on their common genes, fit on the training split only
+    (``seed``: the randomized solver scikit-learn picks for a wide matrix)."""
     common = None
     for m in z.values():
         common = m.columns if common is None else common.intersection(m.columns)
@@ -57,7 +58,7 @@ def plot_pca(z: dict[str, pd.DataFrame], cohort: pd.Series, splits: pd.DataFrame
     if len(common) < 2 or train.sum() < 3:
         ax.text(0.5, 0.5, "too few genes / training samples for a PCA", ha="center")
     else:
-        pca = PCA(n_components=2, random_state=0).fit(X[train].to_numpy())
+        pca = PCA(n_components=2, random_state=seed).fit(X[train].to_numpy())
         P = pca.transform(X.to_numpy())
         labels = cohort.reindex(X.index).fillna("?")
         markers = {d: m for d, m in zip(sorted(set(ds)), "os^vDP*X")}
@@ -133,5 +134,5 @@ def plot_summary(inputs, outputs, params) -> None:
     log.info("plotting library sizes of %d datasets", len(counts))
     plot_library_sizes(counts, cohort, outputs["library_sizes"])
     log.info("plotting PCA of %d z-scored datasets", len(z))
-    plot_pca(z, cohort, splits, outputs["pca"])
+    plot_pca(z, cohort, splits, outputs["pca"], seed=int(params.get("seed", 0)))
     plot_missing(qcs, outputs["missing_genes"])
