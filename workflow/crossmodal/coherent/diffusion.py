@@ -96,6 +96,7 @@ class DiffusionSettings:
     patience: int = 10
     val_repeats: int = 1
     noise_draws: int = 1
+    cond_keep_prob: float = 0.5
     clip_x0: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -175,7 +176,7 @@ def fit_denoiser(x_train, conds_train, avail_train, x_val, conds_val, avail_val,
             b = b.repeat(r)
             m = at[b]
             if multi:  # random condition subsets, the empty set included
-                m = m * (torch.rand(m.shape, generator=gen) < 0.5).float().to(dev)
+                m = m * (torch.rand(m.shape, generator=gen) < s.cond_keep_prob).float().to(dev)
             loss = ddpm.loss(lambda xt, tt: model(xt, tt, [c[b] for c in ct], m), x_train[b], generator=gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
