@@ -537,6 +537,7 @@ def classify_external_tiles(inputs, outputs, params, *, threads=1, log=None):
     groups = samples
     s = clf.TrainSettings(epochs=int(c["epochs"]), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
                           batch_size=int(c["batch_size"]), val_fraction=float(c["val_fraction"]),
+                          patience=int(c["patience"]),
                           image_size=int(c["image_size"]), device=params.get("device", "cpu"))
     # seeded initial weights (clf.train seeds only after the network is built)
     model, hist = clf.train(clf.make_resnet(c["arch"], len(tissues), seed=seed), x, y, s, seed=seed, groups=groups)
