@@ -415,7 +415,8 @@ def simclr_rna_cdm(inputs, outputs, params, *, threads=1, log=None):
     c, seed = params["simclr"], int(params["seed"])
     size = int(c["image_size"])
     depth = int(c["arch"].replace("resnet", ""))
-    hp = {"depth": depth, "image_size": size, "proj_dim": 128, "temperature": float(c["temperature"]),
+    hp = {"depth": depth, "image_size": size, "proj_dim": int(c["proj_dim"]), "temperature": float(c["temperature"]),
+          "crop_scale": [float(v) for v in c["crop_scale"]], "jitter": float(c["jitter"]),
           "epochs": int(c["epochs"]), "batch_size": int(c["batch_size"]), "lr": float(c["lr"]),
           "momentum": float(c["momentum"]), "weight_decay": float(c["weight_decay"])}
     # the real task first: bad labels fail before any training

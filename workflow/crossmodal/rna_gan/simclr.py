@@ -58,9 +58,10 @@ def simclr_pretrain(inputs, outputs, params, *, threads=1, log=None):
 
     torch.set_num_threads(max(int(threads), 1))
     c = params["simclr"]
-    hp = {"depth": depth_of(c["arch"]), "image_size": int(c["image_size"]), "proj_dim": 128,
+    hp = {"depth": depth_of(c["arch"]), "image_size": int(c["image_size"]), "proj_dim": int(c["proj_dim"]),
           "temperature": float(c["temperature"]), "epochs": int(c["epochs"]), "batch_size": int(c["batch_size"]),
-          "lr": float(c["lr"]), "momentum": float(c["momentum"]), "weight_decay": float(c["weight_decay"])}
+          "lr": float(c["lr"]), "momentum": float(c["momentum"]), "weight_decay": float(c["weight_decay"]),
+          "crop_scale": [float(v) for v in c["crop_scale"]], "jitter": float(c["jitter"])}
     ds = TileDataset(inputs["tiles"])
     enc, head, losses = ssl.train_simclr(ds, params["checkpoints"], outputs["done"], hp, seed=int(params["seed"]),
                                          device=params.get("device", "auto"))
