@@ -91,6 +91,35 @@ def test_gene_in_several_groups_is_kept_in_each_with_its_own_column(tmp_path):
 
 
 # ----------------------------------------------------------------------------- splits
+def test_a_patient_with_several_slides_counts_once_in_the_fitted_statistics(tmp_path):
+    """Time-bin edges and the expression z-score are fitted on one row per training patient: a
+    patient with several slides (a case row each, the same record and expression) counts once."""
+    from crossmodal.metrics.survival import time_bins
+
+    f = tmp_path / "sig.tsv"
+    pd.DataFrame({"group": ["oncogene", "protein_kinase"], "gene": ["MYC", "AKT1"]}).to_csv(f, sep="\t", index=False)
+    groups = pc.read_gene_groups(f)
+    scheme = _scheme(20)
+    extra = scheme.iloc[[0]].assign(sample="P000-01B")  # P000 (train) has a second slide
+    scheme = pd.concat([scheme, extra, extra.assign(sample="P000-01C")], ignore_index=True)
+    sp = pc.case_splits(scheme, list(scheme["sample"]), calibration_fraction=0.5, seed=0)
+    rng = np.random.default_rng(0)
+    counts = pd.DataFrame(rng.poisson(20, (len(scheme), 2)), index=scheme["sample"], columns=["AKT1", "MYC"])
+    counts.loc[["P000-01B", "P000-01C"]] = counts.loc["P000-01A"].to_numpy()
+    counts.loc["P000-01A", "MYC"] = counts.loc[["P000-01B", "P000-01C"], "MYC"] = 500  # an outlying patient
+    times = np.linspace(10, 1000, 20)
+    clinical = pd.DataFrame({"patient": scheme.patient.iloc[:20], "grade": ["G2", "G3"] * 10, "survival_time": times,
+                             "event": 1, "age": 50.0, "sex": "female"})
+    emb = {s: {"n": 4, "level": 0, "magnification": 1} for s in scheme["sample"]}
+    cases, genes, z, meta, qc = pc.prepare(sp, counts, clinical, groups, emb, sp, n_bins=2)
+    train = cases[cases.split == "train"]
+    assert (train.patient == "P000").sum() == 3 and "first case of each" in qc["scaler"]
+    one = train.drop_duplicates("patient")
+    assert abs(float(z.loc[one["sample"], "MYC"].mean())) < 1e-6  # centred over patients, P000 once
+    assert abs(float(z.loc[train["sample"], "MYC"].mean())) > 0.05  # over slides P000 would weigh 3x
+    assert qc["time_bin_edges"] == [float(e) for e in time_bins(one.survival_time, one.event.astype(bool), 2)]
+
+
 def _scheme(n=40):
     rows = []
     for i in range(n):

@@ -233,20 +233,23 @@ def prepare(samples: pd.DataFrame, counts: pd.DataFrame, clinical: pd.DataFrame,
         raise PathGenDataError(f"pathgen: {len(train)} training case(s) with slide, expression and clinical data")
     grades = sorted(cases.grade_name.unique(), key=_grade_key)
     cases["grade"] = cases.grade_name.map({g: i for i, g in enumerate(grades)}).astype(int)
-    edges = time_bins(train.survival_time, train.event.astype(bool), n_bins)
+    # one row per training patient for the fitted statistics: a patient with several slides (one
+    # case row each, the same clinical record and expression) would otherwise count several times
+    train_pat = train.drop_duplicates("patient")
+    edges = time_bins(train_pat.survival_time, train_pat.event.astype(bool), n_bins)
     cases["time_bin"] = assign_bins(cases.survival_time, edges)
     cases["censored"] = 1 - cases.event
     cases["age_group"] = cases.age.map(age_group)
     genes = with_features(genes)
     logx = log_transform(counts.loc[cases.index, list(dict.fromkeys(genes.gene))], pseudocount)
-    scaler = fit_scaler(logx.loc[train.index])
+    scaler = fit_scaler(logx.loc[train_pat.index])
     z, _ = apply_scaler(logx, scaler)
     z = z[list(genes.gene)].set_axis(list(genes.feature), axis=1)  # one column per (group, gene) row
     meta = cases[["patient", "split"]].assign(source="real", n_draws=0)
     qc = {"n_cases": int(len(cases)), "excluded": excluded,
           "n_excluded_no_grade": sum(e["reason"].startswith("grade") for e in excluded), "grades": grades,
           "time_bin_edges": [float(e) for e in edges], "groups": gqc,
-          "splits": cases.split.value_counts().to_dict(), "scaler": f"training split ({len(train)} cases)"}
+          "splits": cases.split.value_counts().to_dict(), "scaler": f"training split ({len(train_pat)} patients, first case of each)"}
     return cases.reset_index(drop=True), genes, z, meta, qc
 
 
