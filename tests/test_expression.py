@@ -373,6 +373,18 @@ def test_normalise_step_fits_on_train_rows_of_the_split(tmp_path):
     sc = pd.read_csv(out["scaler"], sep="\t")
     assert list(sc.columns) == ["gene", "mean", "sd", "n_train"] and (sc["n_train"] == 6).all()
     assert np.allclose(sc["mean"], np.log2(counts.iloc[:6] + 1).mean().to_numpy())
+    # a patient's one expression file repeated for each of its slides (the GDC sheet's sample rows)
+    # counts once in the fitted statistics
+    counts2 = pd.concat([counts, counts.iloc[[0, 0]].set_axis(["s0-slide2", "s0-slide3"])])
+    counts2.rename_axis("sample").to_csv(cpath, sep="\t")
+    extra = pd.DataFrame({"patient": [counts.index[0]] * 2, "sample": ["s0-slide2", "s0-slide3"], "cohort": "c",
+                          "dataset": "d", "split": "train"})
+    pd.concat([sp, extra]).to_csv(tmp_path / "split.tsv", sep="\t", index=False)
+    xsteps.normalise_expression({"counts": str(cpath), "splits": str(tmp_path / "split.tsv")}, out,
+                                {"pseudocount": 1, "missing_value": 0})
+    sc2 = pd.read_csv(out["scaler"], sep="\t")
+    pd.testing.assert_frame_equal(sc2, sc)
+    assert "2 repeated profile(s) counted once" in json.loads(Path(out["qc"]).read_text())["scaler_source"]
 
 
 # --- end to end on the toy run -----------------------------------------------------------------

@@ -71,8 +71,13 @@ def normalise_expression(inputs, outputs, params, *, threads=1, log=None):
         train = train[train.isin(logx.index)]
         if len(train) == 0:
             raise ValueError(f"{inputs['splits']}: no training sample of {inputs['counts']}")
-        scaler = fit_scaler(logx.loc[train])
-        info["scaler_source"] = f"training split of {inputs['splits']} ({len(train)} samples)"
+        # identical profiles count once: the GDC sheet repeats a patient's one STAR file for each of
+        # its slides (a sample row per slide), which would weight that patient per slide
+        fit_rows = logx.loc[train]
+        dup = fit_rows.duplicated()
+        scaler = fit_scaler(fit_rows[~dup])
+        info["scaler_source"] = (f"training split of {inputs['splits']} ({int((~dup).sum())} samples"
+                                 + (f"; {int(dup.sum())} repeated profile(s) counted once" if dup.any() else "") + ")")
         info["splits_of_samples"] = sp["split"].reindex(logx.index).fillna("none").value_counts().to_dict()
     else:
         scaler = pd.read_csv(inputs["scaler"], sep="\t")
