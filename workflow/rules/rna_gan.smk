@@ -442,7 +442,9 @@ rule cross_validate_rna_gan_simclr:
     params:
         simclr=RG["simclr"],
         sample_cohort=lambda w: rg.sample_cohorts(SAMPLES, RG["simclr"]["task_cohorts"]),
-        sample_patient=lambda w: rg.sample_patients(SAMPLES, RG["simclr"]["task_cohorts"]),
+        sample_patient=lambda w: rg.sample_patients(
+            SAMPLES, RG["simclr"]["task_cohorts"]
+        ),
         seed=config["seed"],
         device=config["device"],
     script:
