@@ -652,6 +652,9 @@ def tile_slide_step(inputs, outputs, params, *, threads=1, log=None):
                              out_pdf=stage(outputs.get("thumb_pdf") or thumb.with_suffix(".pdf")),
                              mpp=mpp, max_dim=int(params.get("thumbnail_size", 1024)))
         write_json(stage(outputs["qc"]), qc)
+    # the tiler's own log line names the staged (temporary) LMDB
+    logging.getLogger(__name__).info("%s: wrote %s (%d tiles), %s", qc["slide"], outputs["lmdb"], qc["kept"],
+                                     outputs["qc"])
     return qc
 
 
